@@ -1,0 +1,72 @@
+"""The `contract-sync` command: one entry point, one sub-command per operator task.
+
+Each sub-command lives in the module that owns it and is imported only when that
+sub-command runs, so `contract-sync stack up` never imports faust and
+`contract-sync writer` never imports the simulator. A module listed here exposes
+`add_parser(subparsers) -> None`, which registers its parser and sets `func`
+(a callable taking the parsed `argparse.Namespace` and returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# sub-command name -> module that registers it (and its own nested sub-commands)
+COMMANDS: dict[str, str] = {
+    "stack": "services.stack.cli",
+    "topics": "services.common.topics_cli",
+    "db": "services.common.db_cli",
+    "cw-sim": "services.cwsim.cli",
+    "poller": "services.poller.cli",
+    "mapper": "services.mapper.cli",
+    "writer": "services.writer.cli",
+    "catalog": "services.writer.cli_catalog",
+    "contracts": "services.writer.cli_contracts",
+    "command": "services.common.command_cli",
+    "events": "services.common.events_cli",
+    "demo": "services.demo",
+}
+
+
+def _load(name: str, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> bool:
+    try:
+        module = importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as error:
+        if error.name and COMMANDS[name].startswith(error.name):
+            return False  # sub-command not built yet
+        raise
+    module.add_parser(subparsers)
+    return True
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; with `only`, import just that sub-command's module."""
+    parser = argparse.ArgumentParser(
+        prog="contract-sync",
+        description="Import ConnectWise Manage agreements into contract records.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    names = [only] if only in COMMANDS else list(COMMANDS)
+    for name in names:
+        _load(name, subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(first)
+    args = parser.parse_args(args_list)
+    func = getattr(args, "func", None)
+    if func is None:
+        build_parser().print_help()
+        return 2
+    code = func(args)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
