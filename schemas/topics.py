@@ -1,0 +1,145 @@
+"""The topic registry, the key function and one discriminated union per topic (DESIGN.md §3.2-3.3).
+
+Parse any message of a topic with `parse(topic, raw_bytes)`; it raises
+`pydantic.ValidationError` (or `ValueError` for an unknown topic) and never returns a
+partially valid message. Every message about a client is keyed by `{tenant_id}:{client_id}`
+so per-client order holds on every topic and all topics are co-partitioned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter
+
+from schemas.commands import EditCommand, RefreshCommand, SelectCommand, SetAutoSyncCommand
+from schemas.envelope import CloudEvent, subject_of
+from schemas.events import (
+    AutoSyncChanged,
+    CatalogChanged,
+    CommandRejected,
+    ContractsApplied,
+    EditRejected,
+    Heartbeat,
+    PollCompleted,
+    SyncFailed,
+)
+from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.records import ContractRecordMapped, ContractRecordRetired
+
+PSA_AGREEMENTS = "psa.agreements.v1"
+SYNC_COMMANDS = "sync.commands.v1"
+CONTRACT_RECORDS = "contracts.records.v1"
+SYNC_EVENTS = "sync.events.v1"
+DEADLETTER = "sync.deadletter.v1"
+
+DEFAULT_PARTITIONS = 6
+_DAY_MS = 24 * 3600 * 1000
+
+PsaEvent = Annotated[AgreementObserved | AgreementRemoved | AdditionRemoved, Field(discriminator="type")]
+Command = Annotated[
+    SelectCommand | SetAutoSyncCommand | RefreshCommand | EditCommand, Field(discriminator="type")
+]
+ContractRecord = Annotated[ContractRecordMapped | ContractRecordRetired, Field(discriminator="type")]
+SyncEvent = Annotated[
+    PollCompleted
+    | CatalogChanged
+    | ContractsApplied
+    | AutoSyncChanged
+    | CommandRejected
+    | EditRejected
+    | SyncFailed
+    | Heartbeat,
+    Field(discriminator="type"),
+]
+
+PSA_EVENT_ADAPTER: TypeAdapter[PsaEvent] = TypeAdapter(PsaEvent)
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+CONTRACT_RECORD_ADAPTER: TypeAdapter[ContractRecord] = TypeAdapter(ContractRecord)
+SYNC_EVENT_ADAPTER: TypeAdapter[SyncEvent] = TypeAdapter(SyncEvent)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic's name, settings and the message types it carries."""
+
+    name: str
+    description: str
+    message_types: tuple[type[CloudEvent], ...]
+    partitions: int = DEFAULT_PARTITIONS
+    replication_factor: int = 1
+    config: dict[str, str] = field(default_factory=dict)
+    adapter: TypeAdapter[Any] | None = None
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        PSA_AGREEMENTS,
+        "Agreements and additions observed in the PSA (poller -> mapper, writer)",
+        (AgreementObserved, AgreementRemoved, AdditionRemoved),
+        config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS), "max.message.bytes": "4194304"},
+        adapter=PSA_EVENT_ADAPTER,
+    ),
+    TopicSpec(
+        SYNC_COMMANDS,
+        "Commands from UIs and the CLI (-> poller, mapper, writer)",
+        (SelectCommand, SetAutoSyncCommand, RefreshCommand, EditCommand),
+        config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)},
+        adapter=COMMAND_ADAPTER,
+    ),
+    TopicSpec(
+        CONTRACT_RECORDS,
+        "Contract records mapped from PSA items (mapper -> writer)",
+        (ContractRecordMapped, ContractRecordRetired),
+        config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)},
+        adapter=CONTRACT_RECORD_ADAPTER,
+    ),
+    TopicSpec(
+        SYNC_EVENTS,
+        "Sync events for dashboards and UIs (all services)",
+        (
+            PollCompleted,
+            CatalogChanged,
+            ContractsApplied,
+            AutoSyncChanged,
+            CommandRejected,
+            EditRejected,
+            SyncFailed,
+            Heartbeat,
+        ),
+        config={"cleanup.policy": "delete", "retention.ms": str(3 * _DAY_MS)},
+        adapter=SYNC_EVENT_ADAPTER,
+    ),
+    TopicSpec(
+        DEADLETTER,
+        "Messages no service could process: the original bytes, with headers naming the error",
+        (),
+        config={"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS), "max.message.bytes": "8388608"},
+    ),
+)
+TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+
+
+def message_key(tenant_id: str, client_id: str) -> bytes:
+    """The Kafka key of every message about a client: UTF-8 `{tenant_id}:{client_id}`."""
+    return subject_of(tenant_id, client_id).encode()
+
+
+def parse(topic: str, raw: bytes | str) -> CloudEvent:
+    """Validate one message value of `topic`; raises `pydantic.ValidationError` on bad input."""
+    spec = TOPICS_BY_NAME.get(topic)
+    if spec is None or spec.adapter is None:
+        raise ValueError(f"topic {topic!r} carries no typed messages")
+    message: CloudEvent = spec.adapter.validate_json(raw)
+    return message
+
+
+# Dead-letter headers (DESIGN.md §3.3): the value is the original bytes, unchanged.
+DLQ_REASON = "cs-dlq-reason"  # short machine code, e.g. malformed_json, validation_error, unknown_type
+DLQ_ERROR = "cs-dlq-error"  # human-readable error (never contains credentials)
+DLQ_STAGE = "cs-dlq-stage"  # service.stage, e.g. writer.apply
+DLQ_SOURCE_TOPIC = "cs-dlq-source-topic"
+DLQ_SOURCE_PARTITION = "cs-dlq-source-partition"
+DLQ_SOURCE_OFFSET = "cs-dlq-source-offset"
+DLQ_HEADERS = (DLQ_REASON, DLQ_ERROR, DLQ_STAGE, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET)
