@@ -15,7 +15,9 @@ from contextlib import contextmanager
 
 def report(benchmark: str, value: float, unit: str, baseline: float, *, goal: str = "") -> None:
     ratio = value / baseline if baseline else float("inf")
-    print(f"{benchmark}: {value:,.1f} {unit} (baseline {baseline:,.1f} {unit}, ratio {ratio:.2f}) {goal}".rstrip())
+    print(
+        f"{benchmark}: {value:,.1f} {unit} (baseline {baseline:,.1f} {unit}, ratio {ratio:.2f}) {goal}".rstrip()
+    )
     print(
         json.dumps(
             {

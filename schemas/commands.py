@@ -67,5 +67,3 @@ class RefreshCommand(CloudEvent):
 class EditCommand(CloudEvent):
     type: Literal["contract.command.edit"] = "contract.command.edit"
     data: EditData
-
-

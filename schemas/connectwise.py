@@ -48,7 +48,9 @@ CwDatetime = Annotated[
 
 
 class CwModel(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="allow", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        frozen=True, extra="allow", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
 
 
 class CwInfo(CwModel):

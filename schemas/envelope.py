@@ -82,7 +82,9 @@ class CloudEvent(BaseModel):
 
     specversion: Annotated[str, Field(pattern=r"^1\.0$")] = "1.0"
     id: UUID = Field(default_factory=uuid4, description="Unique per event; consumers de-duplicate on it")
-    source: str = Field(min_length=1, max_length=200, description="Producing component, e.g. contract-sync/poller")
+    source: str = Field(
+        min_length=1, max_length=200, description="Producing component, e.g. contract-sync/poller"
+    )
     type: str
     time: UtcDatetime = Field(default_factory=utcnow)
     subject: str = Field(description="`{tenant_id}:{client_id}`")

@@ -26,7 +26,11 @@ PSA_OWNED_COLUMNS: tuple[str, ...] = ("status", "billing_amount", "billing_curre
 """Database columns behind the PSA-owned fields (`billing_cost` is amount + currency)."""
 
 # Aliases a UI may send for the cost's parts; they are PSA-owned like `billing_cost` itself.
-_PSA_OWNED_ALIASES = {"billing_amount": "billing_cost", "billing_currency": "billing_cost", "currency": "billing_cost"}
+_PSA_OWNED_ALIASES = {
+    "billing_amount": "billing_cost",
+    "billing_currency": "billing_cost",
+    "currency": "billing_cost",
+}
 
 
 def field_class(field: str) -> FieldClass | None:

@@ -115,7 +115,11 @@ TOPICS: tuple[TopicSpec, ...] = (
         DEADLETTER,
         "Messages no service could process: the original bytes, with headers naming the error",
         (),
-        config={"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS), "max.message.bytes": "8388608"},
+        config={
+            "cleanup.policy": "delete",
+            "retention.ms": str(30 * _DAY_MS),
+            "max.message.bytes": "8388608",
+        },
     ),
 )
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}

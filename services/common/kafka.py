@@ -1,0 +1,203 @@
+"""Kafka adapters shared by the services (aiokafka), and the pure dead-letter rules.
+
+- Producers are idempotent with `acks=all`: a send that returned was durably written once.
+- Consumers never auto-commit: a service commits offsets only after its effects are durable.
+- A message that cannot be parsed is never dropped: `dead_letter` sends its original bytes
+  to `sync.deadletter.v1` with headers naming the reason, error, stage and source position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import ValidationError
+
+from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN, CloudEvent
+from schemas.topics import (
+    DEADLETTER,
+    DLQ_ERROR,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    DLQ_STAGE,
+    TOPICS,
+    TopicSpec,
+)
+from services.common.logging import redact
+from services.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE_HEADER = ("content-type", b"application/cloudevents+json")
+_MAX_ERROR_CHARS = 2000
+
+
+def new_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent, `acks=all` producer (not started)."""
+    options: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 8 * 1024 * 1024,
+        "client_id": f"{settings.client_id}-producer",
+    }
+    options.update(settings.client_kwargs())
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def new_consumer(
+    settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer with manual commits, reading from the earliest offset when the group is new (not started)."""
+    options: dict[str, Any] = {
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "client_id": f"{settings.client_id}-consumer",
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+    }
+    options.update(settings.client_kwargs())
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, event: CloudEvent) -> None:
+    """Send one event keyed by its client and wait for the broker's acknowledgement."""
+    await producer.send_and_wait(topic, event.to_bytes(), key=event.key, headers=[CONTENT_TYPE_HEADER])
+
+
+def classify_parse_error(error: Exception) -> str:
+    """A short reason code for a message that failed to parse (pure)."""
+    if isinstance(error, ValidationError):
+        for item in error.errors():
+            if item["type"] == "json_invalid":
+                return "malformed_json"
+            if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                return "unknown_type"
+        return "validation_error"
+    if isinstance(error, UnicodeDecodeError | json.JSONDecodeError):
+        return "malformed_json"
+    return type(error).__name__
+
+
+def describe_error(error: Exception) -> str:
+    """A bounded, credential-free, human-readable description of `error`."""
+    if isinstance(error, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()[:10]]
+        text = "; ".join(parts)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return redact(text)[:_MAX_ERROR_CHARS]
+
+
+def deadletter_headers(
+    *, reason: str, error: str, stage: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead-letter record (pure)."""
+    return [
+        (DLQ_REASON, reason.encode()),
+        (DLQ_ERROR, redact(error)[:_MAX_ERROR_CHARS].encode()),
+        (DLQ_STAGE, stage.encode()),
+        (DLQ_SOURCE_TOPIC, topic.encode()),
+        (DLQ_SOURCE_PARTITION, str(partition).encode()),
+        (DLQ_SOURCE_OFFSET, str(offset).encode()),
+    ]
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    *,
+    value: bytes | None,
+    key: bytes | None,
+    reason: str,
+    error: str,
+    stage: str,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> None:
+    """Send the original bytes to `sync.deadletter.v1` and wait for the acknowledgement."""
+    headers = deadletter_headers(
+        reason=reason, error=error, stage=stage, topic=topic, partition=partition, offset=offset
+    )
+    await producer.send_and_wait(DEADLETTER, value, key=key, headers=headers)
+    log.warning(
+        "dead-lettered message", extra={"reason": reason, "stage": stage, "topic": topic, "offset": offset}
+    )
+
+
+def recover_client(raw: bytes | None) -> tuple[str, str, str | None, str | None] | None:
+    """Best effort on a message that failed validation: `(tenant_id, client_id, id, type)` when the
+    bytes are a JSON object naming a well-formed tenant and client, else None (pure).
+
+    Used to address a rejection event to the producer of a bad command.
+    """
+    if not raw:
+        return None
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    data = document.get("data")
+    data = data if isinstance(data, dict) else {}
+    tenant = data.get("tenant_id", document.get("tenantid"))
+    client = data.get("client_id")
+    if client is None and isinstance(document.get("subject"), str) and ":" in document["subject"]:
+        client = document["subject"].split(":", 1)[1]
+    if not isinstance(tenant, str) or not isinstance(client, str):
+        return None
+    if not re.match(TENANT_ID_PATTERN, tenant) or not re.match(CLIENT_ID_PATTERN, client):
+        return None
+    event_id = document.get("id")
+    event_type = document.get("type")
+    return (
+        tenant,
+        client,
+        str(event_id)[:200] if event_id is not None else None,
+        str(event_type)[:200] if event_type is not None else None,
+    )
+
+
+async def ensure_topics(
+    settings: KafkaSettings, specs: Sequence[TopicSpec] = TOPICS, *, partitions: int | None = None
+) -> list[str]:
+    """Create every missing topic with its configured settings; idempotent. Returns the names created."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=spec.name,
+                num_partitions=partitions or spec.partitions,
+                replication_factor=spec.replication_factor,
+                topic_configs=dict(spec.config),
+            )
+            for spec in specs
+            if spec.name not in existing
+        ]
+        if not wanted:
+            return []
+        # created concurrently by another instance: the goal holds all the same
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def topic_names(specs: Iterable[TopicSpec] = TOPICS) -> list[str]:
+    return [spec.name for spec in specs]

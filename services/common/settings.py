@@ -1,0 +1,82 @@
+"""Connection settings shared by every service, read from the environment (pydantic-settings).
+
+Secrets are `SecretStr`: they never appear in reprs, logs or events.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where Kafka is and how to authenticate (env prefix `KAFKA_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:19092", description="Comma-separated host:port list of the Kafka brokers"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Kafka security protocol"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism when security_protocol is SASL_*"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
+    ssl_cafile: str | None = Field(default=None, description="CA bundle to verify the brokers' certificates")
+    client_id: str = Field(default="contract-sync", description="Kafka client.id prefix")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka producers, consumers and admin clients."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.security_protocol.startswith("SASL"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        return kwargs
+
+    @property
+    def faust_broker(self) -> str:
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
+
+
+class DatabaseSettings(BaseSettings):
+    """Where PostgreSQL is (env `DATABASE_URL`); use `sslmode` in the URL for TLS."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql+psycopg://postgres@127.0.0.1:15432/contract_sync"),
+        description="SQLAlchemy URL of the contract store (postgresql+psycopg://user:pass@host:port/db?sslmode=...)",
+    )
+
+    @property
+    def url(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+class ObservabilitySettings(BaseSettings):
+    """Logging and the health/metrics endpoint."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: Literal["json", "console"] = Field(
+        default="json", description="json (one object per line) or console"
+    )
+    health_host: str = Field(
+        default="0.0.0.0", description="Interface of the /healthz /readyz /metrics server"
+    )
+    health_port: int = Field(default=0, ge=0, le=65535, description="Port of the health server; 0 = off")
