@@ -8,8 +8,8 @@ Everything (jars, data, logs, pid files, `stack.env`) lives under one directory,
 Guarantees:
 - `up()` is idempotent: a component whose pid is alive and whose port answers is left alone.
   It returns only when Kafka answers metadata and PostgreSQL accepts connections with the
-  database created and migrated (migrations are skipped with a warning while
-  `services.common.database.migrate` does not exist yet).
+  database created and migrated (migrations are skipped with a warning while no
+  `migrate(database_url)` exists in `services.common.database` or `services.common.db`).
 - `down()` and `stop_*()` stop only processes this stack started, by pid.
 - Lifecycle calls hold an exclusive lock on `<dir>/stack.lock`, so two concurrent `up()`s
   (two terminals, two test sessions) never start two brokers.
@@ -44,7 +44,8 @@ DEFAULT_KAFKA_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
 DEFAULT_PG_PORT = 15432
 HOST = "127.0.0.1"
-MIGRATIONS_MODULE = "services.common.database"
+# where `migrate(database_url) -> None` may live (the first module defining it is used)
+MIGRATION_MODULES = ("services.common.database", "services.common.db")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,38 @@ def resolve_settings(
                               ENV_CONTROLLER_PORT, DEFAULT_CONTROLLER_PORT),
         pg_port=_port(pg_port if pg_port is not None else env.get(ENV_PG_PORT), ENV_PG_PORT, DEFAULT_PG_PORT),
     )  # fmt: skip
+
+
+def find_migrate() -> Callable[[str], object] | None:
+    """The project's `migrate(database_url)` function, or None when it is not importable yet."""
+    for name in MIGRATION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name and name.startswith(error.name):
+                continue
+            raise
+        migrate: Callable[[str], object] | None = getattr(module, "migrate", None)
+        if migrate is not None:
+            return migrate
+    return None
+
+
+def apply_migrations(database_url: str, report: Callable[[str], None]) -> bool:
+    """Run the project's migrations against `database_url` (idempotent: upgrade to head).
+
+    Returns False, after reporting a warning, when no `migrate` function exists yet; raises
+    StackError when the migrations themselves fail.
+    """
+    migrate = find_migrate()
+    if migrate is None:
+        report(f"warning: no migrate() in {' or '.join(MIGRATION_MODULES)}; database migrations skipped")
+        return False
+    try:
+        migrate(database_url)
+    except Exception as error:
+        raise StackError(f"database migrations failed: {error}") from error
+    return True
 
 
 class LocalStack:
@@ -247,22 +280,8 @@ class LocalStack:
         )
 
     def _migrate(self) -> None:
-        try:
-            module = importlib.import_module(MIGRATIONS_MODULE)
-        except ModuleNotFoundError as error:
-            if error.name and MIGRATIONS_MODULE.startswith(error.name):
-                self._report(f"warning: {MIGRATIONS_MODULE} not found; database migrations skipped")
-                return
-            raise
-        migrate: Callable[[str], object] | None = getattr(module, "migrate", None)
-        if migrate is None:
-            self._report(f"warning: {MIGRATIONS_MODULE}.migrate not found; database migrations skipped")
-            return
-        try:
-            migrate(self.endpoints.database_url)
-        except Exception as error:
-            raise StackError(f"database migrations failed: {error}") from error
-        self._report("postgres migrations applied")
+        if apply_migrations(self.endpoints.database_url, self._report):
+            self._report("postgres migrations applied")
 
     def _stop_kafka(self) -> None:
         pid = self.kafka.pid()

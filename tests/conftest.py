@@ -1,0 +1,133 @@
+"""Shared fixtures: where the real Kafka and PostgreSQL are, unique names, automatic markers.
+
+`kafka_bootstrap` / `database_url` resolve, in order:
+  1. the environment (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), as `make test` and `.ci/run` export;
+  2. testcontainers, only when a Docker engine answers (cheap check, no Docker on the dev machines);
+  3. the local stack (`services.stack.LocalStack`, `.stack/` by default), started if needed and
+     stopped at session end only for the components this session started.
+When none works: under `CI=true` the test fails (a missing service must never pass silently),
+otherwise it is skipped with the reason.
+
+Tests under tests/integration get the `integration` marker and tests under tests/e2e the `e2e`
+marker automatically.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from services.stack import LocalStack, StackError
+from services.stack.local import apply_migrations
+
+TESTS_DIR = Path(__file__).resolve().parent
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"  # KafkaContainer drives cp-kafka images only
+POSTGRES_IMAGE = "postgres:17"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs a real Kafka broker and PostgreSQL")
+    config.addinivalue_line("markers", "e2e: drives the whole running pipeline")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            relative = Path(str(item.path)).resolve().relative_to(TESTS_DIR)
+        except ValueError:
+            continue
+        if relative.parts[:1] == ("integration",):
+            item.add_marker(pytest.mark.integration)
+        elif relative.parts[:1] == ("e2e",):
+            item.add_marker(pytest.mark.e2e)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def service_unavailable(reason: str) -> NoReturn:
+    """Fail under CI=true, skip otherwise."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing service fails the run instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def docker_engine_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    """The local Kafka + PostgreSQL; started if needed, and only what this session started is stopped."""
+    stack = LocalStack()
+    before = {component.name: component.running for component in stack.status()}
+    try:
+        stack.up()
+    except StackError as error:
+        service_unavailable(f"local stack could not start: {error}")
+    yield stack
+    if not before["kafka"]:
+        stack.stop_kafka()
+    if not before["postgres"]:
+        stack.stop_postgres()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
+    """`host:port` of a real Kafka broker for this test session."""
+    if from_env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield from_env
+    elif docker_engine_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield container.get_bootstrap_server()
+    else:
+        stack: LocalStack = request.getfixturevalue("local_stack")
+        yield stack.endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """SQLAlchemy URL (`postgresql+psycopg://...`) of a real, migrated PostgreSQL database."""
+    if from_env := os.environ.get("DATABASE_URL"):
+        yield from_env
+    elif docker_engine_answers():
+        from testcontainers.community.postgres import PostgresContainer
+
+        with PostgresContainer(POSTGRES_IMAGE, driver="psycopg", dbname="contract_sync") as container:
+            url = container.get_connection_url()
+            apply_migrations(url, print)
+            yield url
+    else:
+        stack: LocalStack = request.getfixturevalue("local_stack")
+        yield stack.endpoints.database_url
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Factory for per-test Kafka topic / group / app names: `<prefix>.<test>.<random>`.
+
+    Names use only `[a-z0-9._-]` (valid Kafka topic names) and stay short.
+    """
+    test = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}.{test}.{uuid.uuid4().hex[:8]}"
+
+    return make

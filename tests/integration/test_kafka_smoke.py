@@ -1,0 +1,101 @@
+"""Smoke tests against the real broker: produce, consume in a group, resume from committed offsets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+DEADLINE_S = 30.0
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value=value, key=b"same-key")
+    finally:
+        await producer.stop()
+
+
+def group_consumer(bootstrap: str, topic: str, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+
+
+async def take(consumer: AIOKafkaConsumer, count: int) -> list[bytes]:
+    """The next `count` record values, one at a time, within the deadline."""
+    values: list[bytes] = []
+    async with asyncio.timeout(DEADLINE_S):
+        while len(values) < count:
+            record = await consumer.getone()
+            values.append(record.value)
+    return values
+
+
+async def test_consumer_group_reads_every_produced_message_in_order(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic, group = unique_name("smoke"), unique_name("group")
+    await create_topic(kafka_bootstrap, topic)
+    sent = [f"message-{i}".encode() for i in range(20)]
+    await produce(kafka_bootstrap, topic, sent)
+
+    consumer = group_consumer(kafka_bootstrap, topic, group)
+    await consumer.start()
+    try:
+        received = await take(consumer, len(sent))
+    finally:
+        await consumer.stop()
+
+    assert received == sent
+
+
+async def test_second_consumer_in_group_resumes_after_committed_offset(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    topic, group = unique_name("smoke"), unique_name("group")
+    await create_topic(kafka_bootstrap, topic)
+    sent = [f"record-{i}".encode() for i in range(10)]
+    await produce(kafka_bootstrap, topic, sent)
+    partition = TopicPartition(topic, 0)
+
+    first = group_consumer(kafka_bootstrap, topic, group)
+    await first.start()
+    try:
+        first_part = await take(first, 4)
+        await first.commit({partition: 4})  # the next offset to read
+    finally:
+        await first.stop()
+
+    second = group_consumer(kafka_bootstrap, topic, group)
+    await second.start()
+    try:
+        rest = await take(second, len(sent) - 4)
+        committed_before = await second.committed(partition)
+        await second.commit()
+        committed_after = await second.committed(partition)
+    finally:
+        await second.stop()
+
+    assert first_part == sent[:4]
+    assert rest == sent[4:]
+    assert committed_before == 4
+    assert committed_after == len(sent)
