@@ -1,0 +1,557 @@
+"""ConnectWise agreement snapshots -> contract records (DESIGN.md §5). Pure: no I/O, no clock.
+
+Contract:
+- Deterministic: the same `psa.agreement.observed` data always maps to the same records.
+  "Today" is the event's `observed_at` date in the tenant's time zone (`time_zone`), never the
+  wall clock, so a replay months later produces the same output.
+- Total over valid input: anything that cannot be mapped without guessing raises exactly one
+  `MappingError` with a machine reason code (`MappingError.code`) naming the item; nothing else
+  escapes for input that passed schema validation.
+- Money is `Decimal`, rounded ROUND_HALF_UP (commercial rounding, as invoices round) to the
+  currency's decimals: `currency.numberOfDecimals` when ConnectWise gives it, else the ISO 4217
+  minor unit (JPY 0, BHD/KWD/... 3, most 2). Amounts are never added across currencies.
+- Every record carries `explanation`: per field, the rule and the inputs that produced its value.
+
+Rules worth a worked example:
+
+  Status (highest wins): cancelled > expired > inactive > pending > active.
+    agreementStatus "Active", endDate 2025-01-31, observed 2025-02-01 (tenant time) -> expired
+    cancelledFlag true, agreementStatus "Expired"                                   -> cancelled
+  An addition's status is the highest of: its own "cancelled" (cancelledDate <= today), its own
+  "pending" (today < effectiveDate), and its agreement's status. So a future addition of an active
+  agreement is pending, and any addition of a cancelled agreement is cancelled.
+
+  Calendar dates: ConnectWise sends date-only values as midnight UTC (`2024-01-01T00:00:00Z`);
+  those are taken as that calendar date. Any other instant is converted to the tenant's time zone
+  first (`2023-12-31T23:00:00Z` in Europe/Berlin is 2024-01-01). A naive timestamp is UTC.
+
+  Addition cost: Billable -> (quantity - lessIncluded) x unitPrice, where a quantity below
+  lessIncluded bills 0 units (never a negative cost from an over-included line); DoNotBill and
+  NoCharge -> 0. Missing numbers count as 0 and the explanation says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from schemas.connectwise import CwAddition, CwAgreement
+from schemas.psa import AgreementObservedData
+from schemas.records import (
+    BillingCycle,
+    Category,
+    ContractRecordData,
+    Money,
+    RecordSource,
+    Status,
+    contract_key,
+)
+
+ROUNDING: Final = ROUND_HALF_UP
+
+# ConnectWise `billingOptions` names, compared case- and punctuation-insensitively.
+_BILLING_CYCLES: Final[dict[str, BillingCycle]] = {
+    "monthly": "monthly",
+    "quarterly": "quarterly",
+    "semiannual": "semi_annual",
+    "yearly": "annual",
+    "weekly": "weekly",
+    "biweekly": "bi_weekly",
+    "bimonthly": "bi_monthly",
+    "notrecurring": "one_time",
+}
+
+# ISO 4217 minor units that are not 2 (everything else uses 2).
+_ISO_DECIMALS: Final[dict[str, int]] = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+_MAX_DECIMALS: Final = 6  # what the wire's decimal strings allow
+_MAX_ABS_AMOUNT: Final = Decimal("1e15")
+_CURRENCY_RE: Final = re.compile(r"^[A-Z]{3}$")
+_NOT_LETTERS: Final = re.compile(r"[^a-z]")
+_PRECEDENCE: Final[dict[Status, int]] = {
+    "active": 0,
+    "pending": 1,
+    "inactive": 2,
+    "expired": 3,
+    "cancelled": 4,
+}
+_ZERO: Final = Decimal(0)
+
+
+class MappingError(Exception):
+    """One item could not be mapped without guessing.
+
+    `code` is a stable machine reason (e.g. `unknown_billing_cycle`), `kind`/`item_id` name the
+    item, `message` is for humans and never contains credentials (only ConnectWise field values).
+    """
+
+    def __init__(self, code: str, message: str, *, kind: str, item_id: int) -> None:
+        super().__init__(f"{kind} {item_id}: {message}")
+        self.code = code
+        self.message = message
+        self.kind = kind
+        self.item_id = item_id
+
+
+@dataclass(frozen=True)
+class AgreementContext:
+    """What every record of one snapshot shares: computed once per agreement."""
+
+    tenant_id: str
+    client_id: str
+    agreement_id: int
+    key: str
+    today: date
+    zone: ZoneInfo
+    currency: str
+    currency_rule: str
+    decimals: int
+    cycle: BillingCycle
+    cycle_rule: str
+    status: Status
+    status_rule: str
+    end_date: date | None
+    data: AgreementObservedData
+
+
+# ---------------------------------------------------------------------------------------------
+# Small rules
+
+
+def calendar_date(value: datetime | None, zone: ZoneInfo) -> date | None:
+    """The calendar date a ConnectWise timestamp stands for (midnight UTC = a date-only value)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    utc = value.astimezone(UTC)
+    if utc.hour == 0 and utc.minute == 0 and utc.second == 0 and utc.microsecond == 0:
+        return utc.date()
+    return value.astimezone(zone).date()
+
+
+def billing_cycle_of(name: str) -> BillingCycle | None:
+    """`Monthly`, `semi-annual`, `Bi Weekly`... -> the record's cycle; None when unknown."""
+    return _BILLING_CYCLES.get(_NOT_LETTERS.sub("", name.lower()))
+
+
+def currency_decimals(code: str, number_of_decimals: int | None) -> int:
+    """ConnectWise's `numberOfDecimals` when given, else the ISO 4217 minor unit."""
+    if number_of_decimals is not None:
+        return number_of_decimals
+    return _ISO_DECIMALS.get(code, 2)
+
+
+def round_money(amount: Decimal, decimals: int) -> Decimal:
+    """ROUND_HALF_UP to `decimals` places; -0 becomes 0."""
+    rounded = amount.quantize(Decimal(1).scaleb(-decimals), rounding=ROUNDING)
+    return rounded if rounded != 0 else abs(rounded)
+
+
+def _clean(text: str | None, limit: int) -> str | None:
+    if text is None:
+        return None
+    cleaned = text.replace("\x00", "").strip()
+    return cleaned[:limit] if cleaned else None
+
+
+def _higher(a: Status, b: Status) -> Status:
+    return a if _PRECEDENCE[a] >= _PRECEDENCE[b] else b
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement
+
+
+def _zone(data: AgreementObservedData) -> ZoneInfo:
+    try:
+        return ZoneInfo(data.time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise MappingError(
+            "invalid_time_zone",
+            f"tenant time zone {data.time_zone!r} is not an IANA zone",
+            kind="agreement",
+            item_id=data.agreement.id,
+        ) from error
+
+
+def _currency(agreement: CwAgreement, default: str) -> tuple[str, int, str]:
+    cw = agreement.currency
+    code = cw.currency_code if cw is not None and cw.currency_code else None
+    rule = (
+        f"agreement currency.currencyCode {code}"
+        if code
+        else f"no agreement currency: tenant default {default}"
+    )
+    code = (code or default).strip().upper()
+    if not _CURRENCY_RE.match(code):
+        raise MappingError(
+            "invalid_currency",
+            f"currency code {code!r} is not ISO 4217",
+            kind="agreement",
+            item_id=agreement.id,
+        )
+    given = cw.number_of_decimals if cw is not None else None
+    decimals = currency_decimals(code, given)
+    if not 0 <= decimals <= _MAX_DECIMALS:
+        raise MappingError(
+            "unsupported_currency_decimals",
+            f"currency {code} has numberOfDecimals {decimals} (supported 0..{_MAX_DECIMALS})",
+            kind="agreement",
+            item_id=agreement.id,
+        )
+    source = "numberOfDecimals" if given is not None else "ISO 4217"
+    return code, decimals, f"{rule}; {decimals} decimals ({source})"
+
+
+def _cycle(agreement: CwAgreement) -> tuple[BillingCycle, str]:
+    name = agreement.billing_cycle.name if agreement.billing_cycle is not None else None
+    if not name:
+        if agreement.bill_one_time_flag:
+            return "one_time", "no billingCycle, billOneTimeFlag true -> one_time"
+        raise MappingError(
+            "missing_billing_cycle", "agreement has no billingCycle", kind="agreement", item_id=agreement.id
+        )
+    cycle = billing_cycle_of(name)
+    if cycle is None:
+        raise MappingError(
+            "unknown_billing_cycle",
+            f"billingCycle {name!r} is not one of Weekly, BiWeekly, Monthly, BiMonthly, Quarterly, "
+            "SemiAnnual, Yearly, NotRecurring",
+            kind="agreement",
+            item_id=agreement.id,
+        )
+    return cycle, f"billingCycle {name!r} -> {cycle}"
+
+
+def _agreement_status(
+    agreement: CwAgreement, start: date | None, end: date | None, today: date
+) -> tuple[Status, str]:
+    raw = agreement.agreement_status
+    if agreement.cancelled_flag:
+        return "cancelled", "cancelledFlag true -> cancelled"
+    if raw == "Cancelled":
+        return "cancelled", "agreementStatus Cancelled -> cancelled"
+    if raw == "Expired":
+        return "expired", "agreementStatus Expired -> expired"
+    if end is not None and not agreement.no_ending_date_flag and end < today:
+        return "expired", f"endDate {end} before today {today} (noEndingDateFlag false) -> expired"
+    if raw == "Inactive":
+        return "inactive", "agreementStatus Inactive -> inactive"
+    if start is not None and start > today:
+        return "pending", f"startDate {start} after today {today} -> pending"
+    return "active", f"agreementStatus {raw or 'absent'}, started by today {today}, not ended -> active"
+
+
+def agreement_context(data: AgreementObservedData) -> AgreementContext:
+    """Compute the agreement-wide facts (today, currency, cycle, status); raises `MappingError`."""
+    agreement = data.agreement
+    zone = _zone(data)
+    today = data.observed_at.astimezone(zone).date()
+    currency, decimals, currency_rule = _currency(agreement, data.default_currency)
+    cycle, cycle_rule = _cycle(agreement)
+    start = calendar_date(agreement.start_date, zone)
+    end = None if agreement.no_ending_date_flag else calendar_date(agreement.end_date, zone)
+    status, status_rule = _agreement_status(agreement, start, end, today)
+    return AgreementContext(
+        tenant_id=data.tenant_id,
+        client_id=data.client_id,
+        agreement_id=agreement.id,
+        key=contract_key(data.tenant_id, "agreement", agreement.id),
+        today=today,
+        zone=zone,
+        currency=currency,
+        currency_rule=currency_rule,
+        decimals=decimals,
+        cycle=cycle,
+        cycle_rule=cycle_rule,
+        status=status,
+        status_rule=status_rule,
+        end_date=end,
+        data=data,
+    )
+
+
+def _money(amount: Decimal, ctx: AgreementContext, kind: str, item_id: int) -> Decimal:
+    try:
+        rounded = round_money(amount, ctx.decimals)
+    except InvalidOperation as error:
+        raise MappingError(
+            "amount_out_of_range", f"amount {amount} cannot be represented", kind=kind, item_id=item_id
+        ) from error
+    if abs(rounded) >= _MAX_ABS_AMOUNT:
+        raise MappingError(
+            "amount_out_of_range", f"amount {rounded} is out of range", kind=kind, item_id=item_id
+        )
+    return rounded
+
+
+def _category(cycle: BillingCycle, agreement: CwAgreement) -> tuple[Category, str]:
+    if cycle == "one_time":
+        return "fixed_cost", "billing cycle one_time -> fixed_cost"
+    if agreement.bill_one_time_flag:
+        return "fixed_cost", "billOneTimeFlag true -> fixed_cost"
+    return "recurring", f"billing cycle {cycle} -> recurring"
+
+
+def _build(kind: str, item_id: int, **fields: object) -> ContractRecordData:
+    try:
+        return ContractRecordData.model_validate(fields)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        raise MappingError("invalid_record", problems, kind=kind, item_id=item_id) from error
+
+
+def map_agreement(data: AgreementObservedData, ctx: AgreementContext | None = None) -> ContractRecordData:
+    """The agreement's own contract record; raises `MappingError`."""
+    ctx = ctx or agreement_context(data)
+    agreement = data.agreement
+    amount = agreement.bill_amount if agreement.bill_amount is not None else _ZERO
+    cost = _money(amount, ctx, "agreement", agreement.id)
+    category, category_rule = _category(ctx.cycle, agreement)
+    start = calendar_date(agreement.start_date, ctx.zone)
+    parent = agreement.parent_agreement
+    parent_key = contract_key(data.tenant_id, "agreement", parent.id) if parent and parent.id else None
+    name = _clean(agreement.name, 300) or f"Agreement {agreement.id}"
+    contract_type = _clean(agreement.type.name if agreement.type else None, 200) or "Agreement"
+    explanation = {
+        "contract_key": f"agreement id {agreement.id} -> {ctx.key}",
+        "name": "agreement name" if name == agreement.name else f"agreement name (cleaned) -> {name!r}",
+        "contract_type": f"agreement type {contract_type!r}",
+        "category": category_rule,
+        "status": ctx.status_rule,
+        "billing_cost": f"billAmount {'absent -> 0' if agreement.bill_amount is None else amount} "
+        f"= {cost} {ctx.currency} ({ctx.currency_rule}; {ROUNDING})",
+        "billing_cycle": ctx.cycle_rule,
+        "start_date": f"startDate -> {start} (tenant calendar date, {ctx.zone.key})"
+        if start
+        else "no startDate",
+        "end_date": "noEndingDateFlag true -> open-ended"
+        if agreement.no_ending_date_flag
+        else (f"endDate -> {ctx.end_date}" if ctx.end_date else "no endDate"),
+        "description": "agreement invoiceDescription",
+    }
+    if parent_key:
+        explanation["parent_contract_key"] = f"child of parentAgreement {parent.id if parent else ''}"
+    return _build(
+        "agreement",
+        agreement.id,
+        tenant_id=data.tenant_id,
+        client_id=data.client_id,
+        contract_key=ctx.key,
+        source=RecordSource(
+            kind="agreement", agreement_id=agreement.id, psa_last_updated=data.psa_last_updated
+        ),
+        parent_contract_key=parent_key,
+        name=name,
+        contract_type=contract_type,
+        category=category,
+        status=ctx.status,
+        billing_cost=Money(amount=cost, currency=ctx.currency),
+        billing_cycle=ctx.cycle,
+        start_date=start,
+        end_date=ctx.end_date,
+        description=_clean(agreement.invoice_description, 10_000),
+        explanation=explanation,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Addition
+
+
+def _addition_cost(addition: CwAddition, ctx: AgreementContext) -> tuple[Decimal, str]:
+    bill = addition.bill_customer
+    if bill is None:
+        raise MappingError(
+            "missing_bill_customer", "addition has no billCustomer", kind="addition", item_id=addition.id
+        )
+    if bill != "Billable":
+        return round_money(_ZERO, ctx.decimals), f"{bill} -> 0"
+    quantity = addition.quantity if addition.quantity is not None else _ZERO
+    included = addition.less_included if addition.less_included is not None else _ZERO
+    price = addition.unit_price if addition.unit_price is not None else _ZERO
+    units = quantity - included
+    billed_units = units if units > 0 else _ZERO
+    cost = _money(billed_units * price, ctx, "addition", addition.id)
+
+    def shown(value: Decimal | None, number: Decimal) -> str:
+        return "absent->0" if value is None else str(number)
+
+    q, li, up = (
+        shown(addition.quantity, quantity),
+        shown(addition.less_included, included),
+        shown(addition.unit_price, price),
+    )
+    rule = f"Billable: (quantity {q} − lessIncluded {li}) × unitPrice {up} = {cost} {ctx.currency}"  # noqa: RUF001
+    if units < 0:
+        rule += " (quantity below lessIncluded bills 0 units)"
+    return cost, f"{rule} ({ctx.currency_rule}; {ROUNDING})"
+
+
+def _addition_status(addition: CwAddition, ctx: AgreementContext) -> tuple[Status, str]:
+    effective = calendar_date(addition.effective_date, ctx.zone)
+    cancelled = calendar_date(addition.cancelled_date, ctx.zone)
+    status: Status = ctx.status
+    rules = [f"agreement status {ctx.status} ({ctx.status_rule})"]
+    if effective is not None and ctx.today < effective:
+        rules.append(f"effectiveDate {effective} after today {ctx.today} -> pending")
+        status = _higher(status, "pending")
+    if cancelled is not None and cancelled <= ctx.today:
+        rules.append(f"cancelledDate {cancelled} reached by today {ctx.today} -> cancelled")
+        status = _higher(status, "cancelled")
+    return status, "; ".join(rules) + f"; highest wins -> {status}"
+
+
+def map_addition(
+    data: AgreementObservedData, addition: CwAddition, ctx: AgreementContext | None = None
+) -> ContractRecordData:
+    """One addition's contract record (parent = its agreement's key); raises `MappingError`."""
+    if addition.agreement_id is not None and addition.agreement_id != data.agreement.id:
+        raise MappingError(
+            "addition_agreement_mismatch",
+            f"addition names agreementId {addition.agreement_id}, snapshot is agreement {data.agreement.id}",
+            kind="addition",
+            item_id=addition.id,
+        )
+    try:
+        ctx = ctx or agreement_context(data)
+    except MappingError as error:
+        raise MappingError(
+            error.code,
+            f"its agreement {data.agreement.id} is unmappable: {error.message}",
+            kind="addition",
+            item_id=addition.id,
+        ) from error
+    cost, cost_rule = _addition_cost(addition, ctx)
+    status, status_rule = _addition_status(addition, ctx)
+    key = contract_key(data.tenant_id, "addition", addition.id)
+    product = addition.product
+    name = (
+        _clean(addition.description, 300)
+        or _clean(product.identifier if product else None, 300)
+        or _clean(product.name if product else None, 300)
+        or f"Addition {addition.id}"
+    )
+    start = calendar_date(addition.effective_date, ctx.zone)
+    own_end = calendar_date(addition.cancelled_date, ctx.zone)
+    end = own_end or ctx.end_date
+    category, category_rule = _category(ctx.cycle, data.agreement)
+    explanation = {
+        "contract_key": f"addition id {addition.id} -> {key}",
+        "parent_contract_key": f"its agreement {data.agreement.id} -> {ctx.key}",
+        "name": "addition description, else product identifier",
+        "contract_type": "agreement addition",
+        "category": f"agreement's: {category_rule}",
+        "status": status_rule,
+        "billing_cost": cost_rule,
+        "billing_cycle": f"agreement's: {ctx.cycle_rule}",
+        "start_date": f"effectiveDate -> {start}" if start else "no effectiveDate",
+        "end_date": f"cancelledDate -> {own_end}"
+        if own_end
+        else (
+            f"no cancelledDate: agreement end {ctx.end_date}"
+            if ctx.end_date
+            else "no cancelledDate, agreement open-ended"
+        ),
+        "description": "addition invoiceDescription, else description",
+    }
+    return _build(
+        "addition",
+        addition.id,
+        tenant_id=data.tenant_id,
+        client_id=data.client_id,
+        contract_key=key,
+        source=RecordSource(
+            kind="addition",
+            agreement_id=data.agreement.id,
+            addition_id=addition.id,
+            psa_last_updated=data.psa_last_updated,
+        ),
+        parent_contract_key=ctx.key,
+        name=name,
+        contract_type="Agreement addition",
+        category=category,
+        status=status,
+        billing_cost=Money(amount=cost, currency=ctx.currency),
+        billing_cycle=ctx.cycle,
+        start_date=start,
+        end_date=end,
+        description=_clean(addition.invoice_description, 10_000) or _clean(addition.description, 10_000),
+        explanation=explanation,
+    )
+
+
+MappingResult = ContractRecordData | MappingError
+
+
+def map_items(
+    data: AgreementObservedData, *, agreement: bool, addition_ids: Iterable[int]
+) -> list[MappingResult]:
+    """Map the agreement (when `agreement`) and the named additions; one result per item, in order.
+
+    A failure of one item is returned as its `MappingError`, so the other items still map.
+    An addition id the snapshot does not contain yields `MappingError("addition_not_in_snapshot")`.
+    """
+    results: list[MappingResult] = []
+    ctx: AgreementContext | None = None
+    try:
+        ctx = agreement_context(data)
+    except MappingError as error:
+        if agreement:
+            results.append(error)
+    else:
+        if agreement:
+            try:
+                results.append(map_agreement(data, ctx))
+            except MappingError as error:
+                results.append(error)
+    by_id = {a.id: a for a in data.additions}
+    for addition_id in addition_ids:
+        addition = by_id.get(addition_id)
+        if addition is None:
+            results.append(
+                MappingError(
+                    "addition_not_in_snapshot",
+                    f"agreement {data.agreement.id}'s snapshot has no addition {addition_id}",
+                    kind="addition",
+                    item_id=addition_id,
+                )
+            )
+            continue
+        try:
+            results.append(map_addition(data, addition, ctx))
+        except MappingError as error:
+            results.append(error)
+    return results

@@ -1,0 +1,702 @@
+"""The mapper's decisions: client state + one incoming message -> state changes + output messages.
+
+Pure apart from the key-value store it is handed (a dict in tests, a faust Table in the app):
+no Kafka, no faust, no clock reads beyond CloudEvent timestamps. The faust agent is a thin loop
+around `handle`.
+
+State, all under keys that start with the client key `{tenant}:{client}` (so every key of a
+client lives in the changelog partition of that client's messages):
+
+    "{client}|c"              -> ClientState JSON  (auto-sync flag, agreement ids, addition -> agreement)
+    "{client}|i|{agreement}"  -> ItemState JSON    (snapshot version, its addition ids, which items
+                                                    were mapped at which version = linked, removals)
+    "{client}|s|{agreement}"  -> the raw `psa.agreement.observed` bytes of the newest snapshot
+
+Behaviour (DESIGN.md §1, §3):
+- observed: stores the snapshot unless it is older than the stored one (`psa_last_updated`
+  guard). With auto-sync on, maps every item of the snapshot not yet mapped at this version.
+  With auto-sync off nothing is emitted: the writer's catalog shows the change as "updated".
+- select: rejected whole (`auto_sync_enabled`) while auto-sync is on. Otherwise maps each named
+  agreement and addition (an addition alone still names its parent's key) with the command id
+  as `correlationid`, and links them. Ids never observed (or removed) are rejected one event per
+  id (`not_in_catalog`); the rest still applies.
+- set_auto_sync: emits `sync.auto_sync.changed`; turning it on maps everything pending at once.
+- removed (agreement or addition) of a linked item: `contract.record.retired`. A removed
+  agreement also retires its linked additions (ConnectWise deletes them with it).
+- Malformed input (bad JSON, unknown type, failed validation, Kafka key not matching the
+  subject): dead-letter the original bytes plus `sync.command.rejected` (commands, when a client
+  can be recovered) or `sync.failed`. A mapping error of one item: dead-letter the snapshot plus
+  `sync.failed`; the other items still map.
+- refresh and edit commands belong to the poller and the writer: ignored here.
+
+Idempotence: handling the same message twice emits equivalent records again (new event ids);
+the writer de-duplicates on content and `psa_last_updated`, so at-least-once is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import ValidationError
+
+from schemas.commands import SelectCommand, SetAutoSyncCommand
+from schemas.envelope import CloudEvent
+from schemas.events import (
+    AutoSyncChanged,
+    AutoSyncChangedData,
+    CommandRejected,
+    CommandRejectedData,
+    SyncFailed,
+    SyncFailedData,
+)
+from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.records import (
+    ContractRecordMapped,
+    ContractRecordRetired,
+    ContractRetiredData,
+    RetiredSource,
+    contract_key,
+)
+from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
+from services.common.kafka import classify_parse_error, deadletter_headers, describe_error, recover_client
+from services.mapper.mapping import MappingError, map_items
+
+log = logging.getLogger(__name__)
+
+SOURCE: Final = "contract-sync/mapper"
+STAGE_PARSE: Final = "mapper.parse"
+STAGE_MAP: Final = "mapper.map"
+
+Store = MutableMapping[str, bytes]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and outputs
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed Kafka message; `topic` is the canonical name (`psa.agreements.v1`, ...)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Produce `event` to the canonical `topic`, keyed by its client."""
+
+    topic: str
+    event: CloudEvent
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Produce `value` unchanged to `sync.deadletter.v1` with `headers` (schemas.topics.DLQ_*)."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    reason: str
+
+
+Output = Emit | DeadLetter
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored state
+
+
+@dataclass
+class ClientState:
+    auto_sync: bool = False
+    agreements: set[int] = field(default_factory=set)
+    addition_agreement: dict[int, int] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "auto": self.auto_sync,
+                "ag": sorted(self.agreements),
+                "ax": {str(k): v for k, v in self.addition_agreement.items()},
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ClientState:
+        doc = json.loads(raw)
+        return cls(
+            auto_sync=bool(doc["auto"]),
+            agreements=set(doc["ag"]),
+            addition_agreement={int(k): int(v) for k, v in doc["ax"].items()},
+        )
+
+
+@dataclass
+class ItemState:
+    """One agreement and its additions: the stored snapshot's version and what was mapped when."""
+
+    version: str
+    additions: list[int]
+    mapped_agreement: str | None = None
+    mapped_additions: dict[int, str] = field(default_factory=dict)
+    removed: bool = False
+    removed_additions: set[int] = field(default_factory=set)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "v": self.version,
+                "add": self.additions,
+                "ma": self.mapped_agreement,
+                "mx": {str(k): v for k, v in self.mapped_additions.items()},
+                "gone": self.removed,
+                "gx": sorted(self.removed_additions),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> ItemState:
+        doc = json.loads(raw)
+        return cls(
+            version=doc["v"],
+            additions=list(doc["add"]),
+            mapped_agreement=doc["ma"],
+            mapped_additions={int(k): v for k, v in doc["mx"].items()},
+            removed=bool(doc["gone"]),
+            removed_additions=set(doc["gx"]),
+        )
+
+    def pending(self) -> tuple[bool, list[int]]:
+        """(agreement not mapped at the current version, additions not mapped at it)."""
+        if self.removed:
+            return False, []
+        agreement = self.mapped_agreement != self.version
+        additions = [
+            a
+            for a in self.additions
+            if a not in self.removed_additions and self.mapped_additions.get(a) != self.version
+        ]
+        return agreement, additions
+
+
+class ClientView:
+    """Typed access to one client's keys in the store."""
+
+    def __init__(self, store: Store, client: str) -> None:
+        self.store = store
+        self.client = client
+
+    def _k(self, *parts: object) -> str:
+        return "|".join((self.client, *map(str, parts)))
+
+    def client_state(self) -> ClientState:
+        raw = self.store.get(self._k("c"))
+        return ClientState.decode(raw) if raw is not None else ClientState()
+
+    def put_client_state(self, state: ClientState) -> None:
+        self.store[self._k("c")] = state.encode()
+
+    def item(self, agreement_id: int) -> ItemState | None:
+        raw = self.store.get(self._k("i", agreement_id))
+        return ItemState.decode(raw) if raw is not None else None
+
+    def put_item(self, agreement_id: int, item: ItemState) -> None:
+        self.store[self._k("i", agreement_id)] = item.encode()
+
+    def snapshot(self, agreement_id: int) -> bytes | None:
+        return self.store.get(self._k("s", agreement_id))
+
+    def put_snapshot(self, agreement_id: int, raw: bytes) -> None:
+        self.store[self._k("s", agreement_id)] = raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def handle(store: Store, message: Incoming) -> list[Output]:
+    """Decide what one consumed message does; never raises for bad input (it is dead-lettered)."""
+    try:
+        event = parse(message.topic, message.value)
+    except (ValidationError, ValueError) as error:
+        return _malformed(message, classify_parse_error(error), describe_error(error))
+    if message.key is not None and message.key != event.key:
+        return _malformed(
+            message,
+            "key_mismatch",
+            f"Kafka key {message.key[:200]!r} does not match the subject {event.subject!r}",
+            event=event,
+        )
+    view = ClientView(store, event.subject)
+    if isinstance(event, AgreementObserved):
+        return _observed(view, event, message)
+    if isinstance(event, AgreementRemoved):
+        return _agreement_removed(view, event)
+    if isinstance(event, AdditionRemoved):
+        return _addition_removed(view, event)
+    if isinstance(event, SelectCommand):
+        return _select(view, event, message)
+    if isinstance(event, SetAutoSyncCommand):
+        return _set_auto_sync(view, event, message)
+    return []  # refresh / edit: not the mapper's
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed input
+
+
+def _malformed(
+    message: Incoming, reason: str, error: str, *, event: CloudEvent | None = None
+) -> list[Output]:
+    outputs: list[Output] = [
+        DeadLetter(
+            key=message.key,
+            value=message.value,
+            headers=deadletter_headers(
+                reason=reason,
+                error=error,
+                stage=STAGE_PARSE,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            ),
+            reason=reason,
+        )
+    ]
+    if event is not None:
+        tenant, client = event.tenantid, event.subject.split(":", 1)[1]
+        command_id, command_type = str(event.id), event.type
+    else:
+        recovered = recover_client(message.value)
+        if recovered is None:
+            log.warning(
+                "unaddressable malformed message",
+                extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
+            )
+            return outputs  # no client to address an event to: the dead letter is the record
+        tenant, client, maybe_id, maybe_type = recovered
+        command_id, command_type = maybe_id or "unknown", maybe_type or "unknown"
+    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    if message.topic == SYNC_COMMANDS:
+        rejection_reason: Literal["malformed", "unknown_type"] = (
+            "unknown_type" if reason == "unknown_type" else "malformed"
+        )
+        outputs.append(
+            Emit(
+                SYNC_EVENTS,
+                CommandRejected.build(
+                    CommandRejectedData(
+                        tenant_id=tenant,
+                        client_id=client,
+                        command_id=command_id[:200],
+                        command_type=command_type[:200],
+                        reason=rejection_reason,
+                        message=f"command rejected ({reason}): {error}"[:2000],
+                    ),
+                    source=SOURCE,
+                    correlationid=command_id[:200],
+                ),
+            )
+        )
+    else:
+        outputs.append(
+            Emit(
+                SYNC_EVENTS,
+                SyncFailed.build(
+                    SyncFailedData(
+                        tenant_id=tenant,
+                        client_id=client,
+                        stage=STAGE_PARSE,
+                        error_code=reason,
+                        message=f"unreadable message {where}: {error}"[:2000],
+                        retryable=False,
+                        operator_action=f"inspect {where} in sync.deadletter.v1 and fix its producer",
+                    ),
+                    source=SOURCE,
+                ),
+            )
+        )
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping helpers
+
+
+def _map(
+    view: ClientView,
+    event: AgreementObserved,
+    snapshot_raw: bytes,
+    item: ItemState,
+    *,
+    agreement: bool,
+    addition_ids: Iterable[int],
+    correlationid: str | None,
+    source: Incoming,
+) -> list[Output]:
+    """Map the named items of one snapshot, record them as mapped (= linked) at its version."""
+    outputs: list[Output] = []
+    for result in map_items(event.data, agreement=agreement, addition_ids=addition_ids):
+        if isinstance(result, MappingError):
+            outputs.extend(_mapping_failed(event, snapshot_raw, result, source))
+            continue
+        outputs.append(
+            Emit(
+                CONTRACT_RECORDS,
+                ContractRecordMapped.build(result, source=SOURCE, correlationid=correlationid),
+            )
+        )
+        if result.source.kind == "agreement":
+            item.mapped_agreement = item.version
+        elif result.source.addition_id is not None:
+            item.mapped_additions[result.source.addition_id] = item.version
+    return outputs
+
+
+def _mapping_failed(
+    event: AgreementObserved, snapshot_raw: bytes, error: MappingError, source: Incoming
+) -> list[Output]:
+    reason = f"mapping.{error.code}"
+    text = f"{error.kind} {error.item_id} of agreement {event.data.agreement.id}: {error.message}"
+    log.warning(
+        "mapping failed",
+        extra={"reason": reason, "agreement_id": event.data.agreement.id, "item_id": error.item_id},
+    )
+    return [
+        DeadLetter(
+            key=event.key,
+            value=snapshot_raw,
+            headers=deadletter_headers(
+                reason=reason,
+                error=text,
+                stage=STAGE_MAP,
+                topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
+            ),
+            reason=reason,
+        ),
+        Emit(
+            SYNC_EVENTS,
+            SyncFailed.build(
+                SyncFailedData(
+                    tenant_id=event.data.tenant_id,
+                    client_id=event.data.client_id,
+                    stage=STAGE_MAP,
+                    error_code=reason,
+                    message=text[:2000],
+                    retryable=False,
+                    operator_action=f"correct {error.kind} {error.item_id} in ConnectWise (see the error); "
+                    "it maps on its next change",
+                ),
+                source=SOURCE,
+            ),
+        ),
+    ]
+
+
+def _newer_or_same(new: datetime, stored: str) -> bool:
+    return new >= datetime.fromisoformat(stored)
+
+
+# ---------------------------------------------------------------------------------------------
+# PSA events
+
+
+def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> list[Output]:
+    data = event.data
+    agreement_id = data.agreement.id
+    item = view.item(agreement_id)
+    if item is not None and not _newer_or_same(data.psa_last_updated, item.version):
+        log.info(
+            "ignored older snapshot",
+            extra={"agreement_id": agreement_id, "event_id": str(event.id), "stored_version": item.version},
+        )
+        return []
+    addition_ids = [a.id for a in data.additions]
+    version = data.psa_last_updated.isoformat()
+    if item is None:
+        item = ItemState(version=version, additions=addition_ids)
+    else:
+        item.version = version
+        item.additions = addition_ids
+        item.removed = False
+        item.removed_additions -= set(addition_ids)
+    view.put_snapshot(agreement_id, message.value)
+
+    client = view.client_state()
+    changed = agreement_id not in client.agreements
+    client.agreements.add(agreement_id)
+    for addition_id in addition_ids:
+        if client.addition_agreement.get(addition_id) != agreement_id:
+            client.addition_agreement[addition_id] = agreement_id
+            changed = True
+    if changed:
+        view.put_client_state(client)
+
+    outputs: list[Output] = []
+    if client.auto_sync:
+        agreement_pending, additions_pending = item.pending()
+        outputs = _map(
+            view,
+            event,
+            message.value,
+            item,
+            agreement=agreement_pending,
+            addition_ids=additions_pending,
+            correlationid=None,
+            source=message,
+        )
+    view.put_item(agreement_id, item)
+    return outputs
+
+
+def _retired(
+    event: AgreementRemoved | AdditionRemoved,
+    kind: Literal["agreement", "addition"],
+    item_id: int,
+    evidence: str,
+) -> Emit:
+    data = event.data
+    return Emit(
+        CONTRACT_RECORDS,
+        ContractRecordRetired.build(
+            ContractRetiredData(
+                tenant_id=data.tenant_id,
+                client_id=data.client_id,
+                contract_key=contract_key(data.tenant_id, kind, item_id),
+                source=RetiredSource(
+                    kind=kind,
+                    agreement_id=data.agreement_id,
+                    addition_id=item_id if kind == "addition" else None,
+                ),
+                observed_at=data.observed_at,
+                evidence=evidence[:500],
+            ),
+            source=SOURCE,
+            correlationid=str(event.id),
+        ),
+    )
+
+
+def _evidence(event: AgreementRemoved | AdditionRemoved) -> str:
+    ev = event.data.evidence
+    return f"{ev.method}: {ev.detail}" if ev.detail else ev.method
+
+
+def _agreement_removed(view: ClientView, event: AgreementRemoved) -> list[Output]:
+    agreement_id = event.data.agreement_id
+    item = view.item(agreement_id)
+    if item is None or item.removed:
+        return []
+    outputs: list[Output] = []
+    evidence = _evidence(event)
+    if item.mapped_agreement is not None:
+        outputs.append(_retired(event, "agreement", agreement_id, evidence))
+    for addition_id in sorted(item.mapped_additions):
+        if addition_id not in item.removed_additions:
+            outputs.append(
+                _retired(
+                    event, "addition", addition_id, f"its agreement {agreement_id} was removed ({evidence})"
+                )
+            )
+    item.removed = True
+    view.put_item(agreement_id, item)
+    return outputs
+
+
+def _addition_removed(view: ClientView, event: AdditionRemoved) -> list[Output]:
+    agreement_id, addition_id = event.data.agreement_id, event.data.addition_id
+    item = view.item(agreement_id)
+    if item is None or addition_id in item.removed_additions:
+        return []
+    outputs: list[Output] = []
+    if addition_id in item.mapped_additions:
+        outputs.append(_retired(event, "addition", addition_id, _evidence(event)))
+    item.removed_additions.add(addition_id)
+    view.put_item(agreement_id, item)
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def _rejected(
+    command: SelectCommand, reason: Literal["auto_sync_enabled", "not_in_catalog"], message: str, **ids: Any
+) -> Emit:
+    return Emit(
+        SYNC_EVENTS,
+        CommandRejected.build(
+            CommandRejectedData(
+                tenant_id=command.data.tenant_id,
+                client_id=command.data.client_id,
+                command_id=str(command.id),
+                command_type=command.type,
+                reason=reason,
+                message=message,
+                **ids,
+            ),
+            source=SOURCE,
+            correlationid=command.id,
+        ),
+    )
+
+
+@dataclass
+class _Wanted:
+    agreement: bool = False
+    additions: list[int] = field(default_factory=list)
+
+
+_REFRESH_HINT: Final = "refresh the client (sync.command.refresh) and select again from the updated list"
+
+
+def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list[Output]:
+    data = command.data
+    client = view.client_state()
+    if client.auto_sync:
+        return [
+            _rejected(
+                command,
+                "auto_sync_enabled",
+                "auto-sync is on for this client, so its contracts already follow ConnectWise; "
+                "turn auto-sync off to sync selected items manually",
+                agreement_ids=list(data.agreement_ids),
+                addition_ids=list(data.addition_ids),
+            )
+        ]
+    # wanted items grouped by agreement, in first-seen order
+    wanted: dict[int, _Wanted] = {}
+    unknown_agreements: list[int] = []
+    unknown_additions: list[int] = []
+    items: dict[int, ItemState | None] = {}
+
+    def load(agreement_id: int) -> ItemState | None:
+        if agreement_id not in items:
+            items[agreement_id] = view.item(agreement_id)
+        return items[agreement_id]
+
+    for agreement_id in dict.fromkeys(data.agreement_ids):
+        item = load(agreement_id)
+        if item is None or item.removed:
+            unknown_agreements.append(agreement_id)
+            continue
+        wanted.setdefault(agreement_id, _Wanted()).agreement = True
+    for addition_id in dict.fromkeys(data.addition_ids):
+        owner = client.addition_agreement.get(addition_id)
+        item = load(owner) if owner is not None else None
+        if (
+            owner is None
+            or item is None
+            or item.removed
+            or addition_id not in item.additions
+            or addition_id in item.removed_additions
+        ):
+            unknown_additions.append(addition_id)
+            continue
+        wanted.setdefault(owner, _Wanted()).additions.append(addition_id)
+
+    outputs: list[Output] = []
+    for agreement_id in unknown_agreements:
+        outputs.append(
+            _rejected(
+                command,
+                "not_in_catalog",
+                f"agreement {agreement_id} has not been seen in ConnectWise for this client (or was removed); "
+                + _REFRESH_HINT,
+                agreement_ids=[agreement_id],
+            )
+        )
+    for addition_id in unknown_additions:
+        outputs.append(
+            _rejected(
+                command,
+                "not_in_catalog",
+                f"addition {addition_id} has not been seen in ConnectWise for this client (or was removed); "
+                + _REFRESH_HINT,
+                addition_ids=[addition_id],
+            )
+        )
+    for agreement_id, selection in wanted.items():
+        item = items[agreement_id]
+        raw = view.snapshot(agreement_id)
+        if item is None or raw is None:  # pragma: no cover - the item and snapshot are written together
+            continue
+        snapshot = parse(PSA_AGREEMENTS, raw)
+        assert isinstance(snapshot, AgreementObserved)
+        outputs.extend(
+            _map(
+                view,
+                snapshot,
+                raw,
+                item,
+                agreement=selection.agreement,
+                addition_ids=selection.additions,
+                correlationid=str(command.id),
+                source=message,
+            )
+        )
+        view.put_item(agreement_id, item)
+    return outputs
+
+
+def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incoming) -> list[Output]:
+    data = command.data
+    client = view.client_state()
+    client.auto_sync = data.enabled
+    view.put_client_state(client)
+    outputs: list[Output] = [
+        Emit(
+            SYNC_EVENTS,
+            AutoSyncChanged.build(
+                AutoSyncChangedData(
+                    tenant_id=data.tenant_id,
+                    client_id=data.client_id,
+                    enabled=data.enabled,
+                    requested_by=data.requested_by,
+                ),
+                source=SOURCE,
+                correlationid=command.id,
+            ),
+        )
+    ]
+    if not data.enabled:
+        return outputs
+    for agreement_id in sorted(client.agreements):
+        item = view.item(agreement_id)
+        if item is None:
+            continue
+        agreement_pending, additions_pending = item.pending()
+        if not agreement_pending and not additions_pending:
+            continue
+        raw = view.snapshot(agreement_id)
+        if raw is None:  # pragma: no cover - written together with the item
+            continue
+        snapshot = parse(PSA_AGREEMENTS, raw)
+        assert isinstance(snapshot, AgreementObserved)
+        outputs.extend(
+            _map(
+                view,
+                snapshot,
+                raw,
+                item,
+                agreement=agreement_pending,
+                addition_ids=additions_pending,
+                correlationid=str(command.id),
+                source=message,
+            )
+        )
+        view.put_item(agreement_id, item)
+    return outputs
