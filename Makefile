@@ -1,0 +1,98 @@
+# contract-sync developer tasks. Everything runs from ./.venv (created by `make venv`).
+#
+#   make venv        create .venv (python3) and pip install -e '.[dev]' when pyproject.toml changed
+#   make test        ruff check, mypy, then pytest tests/ against the real local stack
+#   make test-unit   pytest tests/unit only (no services)
+#   make lint        ruff check, ruff format --check, mypy
+#   make demo ARGS=  contract-sync demo $(ARGS)
+#   make bench ARGS= python -m bench $(ARGS) against the real local stack
+#   make stack-up / stack-down   the local Kafka + PostgreSQL (.stack/)
+#   make clean       stop the stack, delete .stack/ and tool caches (keeps .venv)
+#
+# `test` and `bench` use KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL when both are set; otherwise they
+# start the local stack if it is not running and stop it afterwards only if they started it.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CS := $(BIN)/contract-sync
+PYTEST_FLAGS ?= -p no:cacheprovider -q -ra --strict-markers --durations=15
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test test-unit lint demo bench stack-up stack-down clean
+
+help:
+	@sed -n '2,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+# with_stack: shell prefix that makes the stack endpoints available to the commands after it.
+# It installs an EXIT trap that runs `stack down` only when it ran `stack up` itself, so the
+# recipe's exit code is whatever its last command returned.
+define with_stack
+started=0; \
+cleanup() { if [ $$started -eq 1 ]; then echo "make: stopping the stack it started"; $(CS) stack down || true; fi; }; \
+trap cleanup EXIT; \
+if [ -n "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] && [ -n "$${DATABASE_URL:-}" ]; then \
+  echo "make: using KAFKA_BOOTSTRAP_SERVERS=$$KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL from the environment"; \
+else \
+  if ! $(CS) stack status >/dev/null 2>&1; then started=1; $(CS) stack up || exit 1; \
+  else echo "make: local stack already running; leaving it running"; fi; \
+  eval "$$($(CS) stack env)"; \
+fi;
+endef
+
+# pytest exit code 5 means "no tests collected": never let that pass as a success.
+define check_pytest
+if [ $$prc -eq 5 ]; then echo "make: pytest collected no tests (exit 5) - failing"; fi;
+endef
+
+test: venv
+	@rc=0; \
+	echo "== ruff check ."; $(BIN)/ruff check . || rc=$$?; \
+	echo "== mypy"; $(BIN)/mypy || rc=$$?; \
+	echo "== pytest tests"; \
+	$(with_stack) \
+	prc=0; $(BIN)/pytest $(PYTEST_FLAGS) tests || prc=$$?; \
+	$(check_pytest) \
+	if [ $$prc -ne 0 ]; then exit $$prc; fi; \
+	if [ $$rc -ne 0 ]; then echo "make: tests passed but lint/type checks failed"; fi; \
+	exit $$rc
+
+test-unit: venv
+	@prc=0; $(BIN)/pytest $(PYTEST_FLAGS) tests/unit || prc=$$?; \
+	$(check_pytest) \
+	exit $$prc
+
+lint: venv
+	@rc=0; \
+	$(BIN)/ruff check . || rc=$$?; \
+	$(BIN)/ruff format --check . || rc=$$?; \
+	$(BIN)/mypy || rc=$$?; \
+	exit $$rc
+
+demo: venv
+	$(CS) demo $(ARGS)
+
+bench: venv
+	@$(with_stack) \
+	$(BIN)/python -m bench $(ARGS)
+
+stack-up: venv
+	$(CS) stack up
+
+stack-down: venv
+	$(CS) stack down
+
+clean:
+	@if [ -x $(CS) ]; then $(CS) stack down || true; fi
+	rm -rf .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
