@@ -1,0 +1,161 @@
+"""Property tests of the pure mapping: total, deterministic, Decimal-only, non-negative billable cost."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.psa import AgreementObservedData
+from services.mapper.mapping import MappingError, map_items
+
+CYCLE_NAMES = ["Monthly", "Quarterly", "SemiAnnual", "Semi-Annual", "Yearly", "Weekly", "BiWeekly", "BiMonthly",
+               "NotRecurring", "daily", ""]  # fmt: skip
+ZONES = ["UTC", "America/New_York", "Asia/Tokyo", "Europe/Berlin", "Pacific/Kiritimati", "Pacific/Pago_Pago"]
+CURRENCIES = ["USD", "EUR", "JPY", "KWD", "BHD", "GBP", None]
+
+timestamps = st.datetimes(
+    min_value=datetime(2015, 1, 1), max_value=datetime(2035, 1, 1), timezones=st.just(UTC)
+)
+money = st.decimals(min_value=-100_000, max_value=1_000_000, places=4, allow_nan=False, allow_infinity=False)
+quantity = st.decimals(min_value=0, max_value=10_000, places=2, allow_nan=False, allow_infinity=False)
+
+
+def _cw_time(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def _drop_none(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+@st.composite
+def additions(draw: st.DrawFn, agreement_id: int) -> dict[str, Any]:
+    return _drop_none(
+        {
+            "id": draw(st.integers(1, 2_000_000_000)),
+            "agreementId": agreement_id,
+            "quantity": float(draw(quantity)),
+            "lessIncluded": draw(st.one_of(st.none(), quantity.map(float))),
+            "unitPrice": draw(st.one_of(st.none(), money.map(float))),
+            "billCustomer": draw(st.sampled_from(["Billable", "DoNotBill", "NoCharge"])),
+            "effectiveDate": _cw_time(draw(st.one_of(st.none(), timestamps))),
+            "cancelledDate": _cw_time(draw(st.one_of(st.none(), timestamps))),
+            "description": draw(st.one_of(st.none(), st.text(max_size=40))),
+            "product": {"id": 1, "identifier": draw(st.text(min_size=0, max_size=20))},
+        }
+    )
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> AgreementObservedData:
+    agreement_id = draw(st.integers(1, 2_000_000_000))
+    currency = draw(st.sampled_from(CURRENCIES))
+    agreement = _drop_none(
+        {
+            "id": agreement_id,
+            "name": draw(st.text(max_size=120)),
+            "type": {"id": 1, "name": draw(st.text(max_size=50))},
+            "startDate": _cw_time(draw(st.one_of(st.none(), timestamps))),
+            "endDate": _cw_time(draw(st.one_of(st.none(), timestamps))),
+            "noEndingDateFlag": draw(st.one_of(st.none(), st.booleans())),
+            "cancelledFlag": draw(st.one_of(st.none(), st.booleans())),
+            "agreementStatus": draw(
+                st.one_of(st.none(), st.sampled_from(["Active", "Cancelled", "Expired", "Inactive"]))
+            ),
+            "billingCycle": {"id": 1, "name": draw(st.sampled_from(CYCLE_NAMES))},
+            "billOneTimeFlag": draw(st.one_of(st.none(), st.booleans())),
+            "billAmount": draw(st.one_of(st.none(), money.map(float))),
+            "currency": {"currencyCode": currency} if currency else None,
+            "parentAgreement": draw(
+                st.one_of(st.none(), st.just({}), st.builds(lambda i: {"id": i}, st.integers(1, 10**6)))
+            ),
+        }
+    )
+    items = draw(st.lists(additions(agreement_id), max_size=4, unique_by=lambda a: a["id"]))
+    observed = draw(timestamps)
+    return AgreementObservedData.model_validate(
+        {
+            "tenant_id": "acme",
+            "client_id": "250",
+            "agreement": agreement,
+            "additions": items,
+            "psa_last_updated": (observed - timedelta(hours=1)).isoformat(),
+            "observed_at": observed.isoformat(),
+            "time_zone": draw(st.sampled_from(ZONES)),
+            "default_currency": draw(st.sampled_from(["USD", "EUR", "JPY"])),
+        }
+    )
+
+
+def _all(data: AgreementObservedData) -> list[Any]:
+    return map_items(data, agreement=True, addition_ids=[a.id for a in data.additions])
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots())
+def test_mapping_is_total_over_valid_snapshots(data: AgreementObservedData) -> None:
+    results = _all(data)  # never raises: every failure is a MappingError value
+    assert len(results) == 1 + len(data.additions)
+    for result in results:
+        if isinstance(result, MappingError):
+            assert result.code and result.message
+        else:
+            assert result.contract_key.startswith("cw:acme:")
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots())
+def test_mapping_is_deterministic(data: AgreementObservedData) -> None:
+    def dump(results: list[Any]) -> list[Any]:
+        return [(r.code, r.item_id) if isinstance(r, MappingError) else r.model_dump_json() for r in results]
+
+    again = AgreementObservedData.model_validate_json(data.model_dump_json(by_alias=True))
+    assert dump(_all(data)) == dump(_all(again))
+
+
+def _no_floats(value: Any) -> bool:
+    if isinstance(value, float):
+        return False
+    if isinstance(value, dict):
+        return all(_no_floats(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_no_floats(v) for v in value)
+    return True
+
+
+@settings(max_examples=100, deadline=None)
+@given(snapshots())
+def test_records_never_contain_a_float(data: AgreementObservedData) -> None:
+    for result in _all(data):
+        if isinstance(result, MappingError):
+            continue
+        assert isinstance(result.billing_cost.amount, Decimal)
+        assert _no_floats(result.model_dump())
+        wire = json.loads(result.model_dump_json())
+        assert isinstance(wire["billing_cost"]["amount"], str)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    snapshots(),
+    quantity,
+    st.decimals(min_value=0, max_value=1000, places=2, allow_nan=False, allow_infinity=False),
+    st.decimals(min_value=0, max_value=100_000, places=4, allow_nan=False, allow_infinity=False),
+)
+def test_billable_addition_cost_is_never_negative_when_quantity_covers_included(
+    data: AgreementObservedData, included: Decimal, extra: Decimal, price: Decimal
+) -> None:
+    raw = data.model_dump(mode="json", by_alias=True)
+    raw["additions"] = [
+        {"id": 7, "agreementId": data.agreement.id, "billCustomer": "Billable",
+         "quantity": float(included + extra), "lessIncluded": float(included), "unitPrice": float(price)}
+    ]  # fmt: skip
+    with_addition = AgreementObservedData.model_validate(raw)
+    (result,) = map_items(with_addition, agreement=False, addition_ids=[7])
+    if not isinstance(result, MappingError):
+        assert result.billing_cost.amount >= 0
