@@ -1,0 +1,39 @@
+"""`contract-sync writer`: run the writer (Kafka -> PostgreSQL)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _run(args: argparse.Namespace) -> int:
+    from services.writer.service import main
+    from services.writer.settings import WriterSettings
+
+    overrides = {
+        name: value
+        for name, value in (
+            ("batch_max_records", args.batch_max_records),
+            ("batch_max_ms", args.batch_max_ms),
+            ("group_id", args.group_id),
+        )
+        if value is not None
+    }
+    main(WriterSettings(**overrides))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "writer",
+        help="apply contract records, catalog, sync settings and local edits to PostgreSQL",
+        description="Run the writer until SIGTERM/SIGINT. Settings: WRITER_* env vars, KAFKA_BOOTSTRAP_SERVERS, "
+        "DATABASE_URL (see docs/writer.md).",
+    )
+    parser.add_argument(
+        "--batch-max-records", type=int, default=None, help="records per batch (WRITER_BATCH_MAX_RECORDS)"
+    )
+    parser.add_argument(
+        "--batch-max-ms", type=int, default=None, help="batch wait in ms (WRITER_BATCH_MAX_MS)"
+    )
+    parser.add_argument("--group-id", default=None, help="consumer group (WRITER_GROUP_ID)")
+    parser.set_defaults(func=_run)

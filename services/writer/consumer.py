@@ -1,0 +1,301 @@
+"""The writer's Kafka loop: poll a batch, apply it in one database transaction, publish what it
+caused, then commit the offsets.
+
+Guarantees:
+- at-least-once consumption with exactly-once effects: offsets are committed only after the
+  database commit (and after the batch's dead letters and sync events were acknowledged); a
+  replayed message is skipped by its event id (`processed_events`);
+- PostgreSQL unavailable: the same batch is retried with exponential back-off (tenacity) until
+  it commits; nothing is committed to Kafka meanwhile, so nothing is lost;
+- a message that does not parse, or whose data the database refuses, goes to the dead-letter
+  topic with the reason (plus a `sync.failed` event) while the rest of its batch applies: a
+  refused batch is split in halves until the offending event is alone;
+- batches are pipelined one deep: the next batch is polled and parsed while the previous one
+  is applied (in a worker thread), and batches commit in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from prometheus_client import Counter, Histogram
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from schemas.envelope import CloudEvent
+from services.common.kafka import CONTENT_TYPE_HEADER, deadletter_headers
+from services.writer.handlers import (
+    STAGE,
+    BatchPlan,
+    BatchResult,
+    DeadLetter,
+    Incoming,
+    dead_letters_of,
+    events_for,
+    plan_batch,
+)
+from services.writer.settings import WriterSettings
+from services.writer.store import PostgresStore, StoreRejected, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter("writer_messages_total", "Messages consumed by the writer", ["topic"])
+APPLIED = Counter("writer_contracts_total", "Contract record outcomes", ["outcome"])
+DEAD_LETTERS = Counter("writer_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
+DUPLICATES = Counter("writer_duplicates_total", "Events skipped because they were already applied")
+DB_RETRIES = Counter(
+    "writer_db_retries_total", "Batch attempts that failed because PostgreSQL was unavailable"
+)
+BATCH_SECONDS = Histogram(
+    "writer_batch_seconds",
+    "Time to apply one batch in PostgreSQL",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
+    return Incoming(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
+    )
+
+
+def next_offsets(messages: Sequence[Incoming]) -> dict[TopicPartition, int]:
+    """The offsets to commit after `messages`: per partition, the highest offset + 1."""
+    offsets: dict[TopicPartition, int] = {}
+    for message in messages:
+        tp = TopicPartition(message.topic, message.partition)
+        offsets[tp] = max(offsets.get(tp, 0), message.offset + 1)
+    return offsets
+
+
+def merge_results(into: BatchResult, other: BatchResult) -> BatchResult:
+    for key, counts in other.applied.items():
+        held = into.applied.setdefault(key, type(counts)())
+        held.created += counts.created
+        held.updated += counts.updated
+        held.unchanged += counts.unchanged
+        held.retired += counts.retired
+    into.last_synced_at.update(other.last_synced_at)
+    into.catalog_changed.update(other.catalog_changed)
+    into.edits.extend(other.edits)
+    into.auto_sync.update(other.auto_sync)
+    into.duplicates += other.duplicates
+    into.fresh += other.fresh
+    into.rejected_events.extend(other.rejected_events)
+    return into
+
+
+@dataclass
+class _Pending:
+    task: asyncio.Task[BatchResult]
+    plan: BatchPlan
+    offsets: dict[TopicPartition, int]
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Writer:
+    """One writer instance: a consumer, a producer and a store. `run()` until `stop()`."""
+
+    def __init__(
+        self,
+        settings: WriterSettings,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        store: PostgresStore,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self._stopping = asyncio.Event()
+        self._kinds = settings.topic_kinds()
+        self.batches = 0
+        self.applied_messages = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- polling ----------------------------------------------------------------------------
+    async def poll_batch(self) -> list[Incoming]:
+        """Up to `batch_max_records` messages, or what arrived within `batch_max_ms` of the first."""
+        limit = self.settings.batch_max_records
+        out: list[Incoming] = []
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while len(out) < limit and not self._stopping.is_set():
+            if deadline is None:
+                timeout_ms = self.settings.batch_max_ms
+            else:
+                timeout_ms = int((deadline - loop.time()) * 1000)
+                if timeout_ms <= 0:
+                    break
+            got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=limit - len(out))
+            if not got:
+                if out or deadline is None:
+                    break
+                continue
+            if deadline is None:
+                deadline = loop.time() + self.settings.batch_max_ms / 1000
+            for records in got.values():
+                out.extend(incoming(r) for r in records)
+        return out
+
+    # -- applying ---------------------------------------------------------------------------
+    async def apply_plan(self, plan: BatchPlan) -> BatchResult:
+        """Apply with retries while PostgreSQL is unavailable; isolate events it refuses."""
+        try:
+            return await self._apply_retrying(plan)
+        except StoreRejected as error:
+            if len(plan.events) <= 1:
+                result = BatchResult()
+                for applicable in plan.events:
+                    log.warning(
+                        "database refused an event",
+                        extra={"event_id": str(applicable.event.id), "error": str(error)[:500]},
+                    )
+                    result.rejected_events.append((applicable.event.id, "db_rejected", str(error)[:2000]))
+                if plan.dead_letters:  # keep the client status of the plan's dead letters
+                    merge_results(
+                        result, await self._apply_retrying(BatchPlan(dead_letters=plan.dead_letters))
+                    )
+                return result
+            middle = len(plan.events) // 2
+            first = BatchPlan(events=plan.events[:middle], dead_letters=plan.dead_letters)
+            second = BatchPlan(events=plan.events[middle:])
+            return merge_results(await self.apply_plan(first), await self.apply_plan(second))
+
+    async def _apply_retrying(self, plan: BatchPlan) -> BatchResult:
+        def before_sleep(state: RetryCallState) -> None:
+            DB_RETRIES.inc()
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            log.warning(
+                "PostgreSQL unavailable, retrying the batch",
+                extra={
+                    "attempt": state.attempt_number,
+                    "error": str(error)[:300],
+                    "events": len(plan.events),
+                },
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(
+                initial=self.settings.retry_initial_s, max=self.settings.retry_max_s
+            ),
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt, BATCH_SECONDS.time():
+                return await asyncio.to_thread(self.store.apply, plan)
+        raise AssertionError("unreachable: tenacity retries forever")  # pragma: no cover
+
+    # -- publishing -------------------------------------------------------------------------
+    async def publish(self, letters: Sequence[DeadLetter], events: Sequence[CloudEvent]) -> None:
+        """Send dead letters and sync events, and wait until the broker acknowledged all of them."""
+        futures = []
+        for letter in letters:
+            DEAD_LETTERS.labels(letter.reason).inc()
+            message = letter.message
+            headers = deadletter_headers(
+                reason=letter.reason,
+                error=letter.error,
+                stage=STAGE,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            futures.append(
+                await self.producer.send(
+                    self.settings.deadletter_topic, message.value, key=message.key, headers=headers
+                )
+            )
+            log.warning(
+                "dead-lettered message",
+                extra={
+                    "reason": letter.reason,
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                },
+            )
+        for event in events:
+            futures.append(
+                await self.producer.send(
+                    self.settings.events_topic, event.to_bytes(), key=event.key, headers=[CONTENT_TYPE_HEADER]
+                )
+            )
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _finish(self, pending: _Pending) -> BatchResult:
+        result = await pending.task
+        letters = dead_letters_of(pending.plan, result)
+        await self.publish(letters, events_for(result, letters))
+        try:
+            await self.consumer.commit(pending.offsets)
+        except (CommitFailedError, IllegalStateError) as error:
+            # The group rebalanced while the batch was applied: the new owner re-reads these
+            # messages and skips them by event id. Nothing is lost or applied twice.
+            log.warning("offset commit failed after a rebalance", extra={"error": str(error)[:300]})
+        self.batches += 1
+        self.applied_messages += result.fresh
+        DUPLICATES.inc(result.duplicates)
+        for counts in result.applied.values():
+            APPLIED.labels("created").inc(counts.created)
+            APPLIED.labels("updated").inc(counts.updated)
+            APPLIED.labels("unchanged").inc(counts.unchanged)
+            APPLIED.labels("retired").inc(counts.retired)
+        log.debug(
+            "batch committed",
+            extra={
+                "events": len(pending.plan.events),
+                "fresh": result.fresh,
+                "duplicates": result.duplicates,
+                "dead_letters": len(letters),
+                "seconds": round(time.perf_counter() - pending.started, 4),
+            },
+        )
+        return result
+
+    async def process(self, messages: Sequence[Incoming]) -> BatchResult:
+        """Apply, publish and commit one batch now (no pipelining)."""
+        plan = plan_batch(messages, self._kinds)
+        task = asyncio.create_task(self.apply_plan(plan))
+        return await self._finish(_Pending(task, plan, next_offsets(messages)))
+
+    async def run(self) -> None:
+        """Consume until `stop()`; the batch in flight is finished (applied, published, committed)."""
+        pending: _Pending | None = None
+        try:
+            while not self._stopping.is_set():
+                messages = await self.poll_batch()
+                plan = None
+                if messages:
+                    for message in messages:
+                        MESSAGES.labels(message.topic).inc()
+                    plan = plan_batch(messages, self._kinds)
+                if pending is not None:
+                    await self._finish(pending)
+                    pending = None
+                if plan is not None:
+                    pending = _Pending(
+                        asyncio.create_task(self.apply_plan(plan)), plan, next_offsets(messages)
+                    )
+        finally:
+            if pending is not None:
+                try:
+                    await self._finish(pending)
+                except (KafkaError, StoreUnavailable, asyncio.CancelledError) as error:
+                    log.warning("last batch not finished on shutdown", extra={"error": str(error)[:300]})

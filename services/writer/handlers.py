@@ -1,0 +1,296 @@
+"""From Kafka messages to a batch plan, and from a batch result to sync events (pure).
+
+`plan_batch` sorts one polled batch: messages that parse go into the plan in offset order,
+the rest become dead letters with a reason; commands the writer does not handle are ignored
+(other services own them). `events_for` turns what `store.py` applied into the events
+dashboards read. Neither function does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from schemas.commands import EditCommand, SetAutoSyncCommand
+from schemas.envelope import CloudEvent
+from schemas.events import (
+    CatalogChanged,
+    CatalogChangedData,
+    ContractsApplied,
+    ContractsAppliedData,
+    EditRejected,
+    EditRejectedData,
+    SyncFailed,
+    SyncFailedData,
+)
+from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.records import ContractRecordMapped, ContractRecordRetired
+from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, parse
+from services.common.kafka import classify_parse_error, describe_error, recover_client
+from services.writer.apply import EditDecision, key_matches_tenant
+
+SOURCE = "contract-sync/writer"
+STAGE = "writer.apply"
+
+ClientKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed Kafka message (its position and original bytes)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message: Incoming
+    reason: str
+    error: str
+    client: ClientKey | None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Applicable:
+    """A parsed event the writer applies, with where it came from."""
+
+    event: CloudEvent
+    message: Incoming
+
+
+@dataclass
+class BatchPlan:
+    """What one batch asks for, in offset order per topic. `events` are candidates: the store
+    skips those whose ids were already processed."""
+
+    events: list[Applicable] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    ignored: int = 0
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+HANDLED_TYPES: dict[str, tuple[type[CloudEvent], ...]] = {
+    CONTRACT_RECORDS: (ContractRecordMapped, ContractRecordRetired),
+    PSA_AGREEMENTS: (AgreementObserved, AgreementRemoved, AdditionRemoved),
+    SYNC_COMMANDS: (EditCommand, SetAutoSyncCommand),
+}
+
+
+def parse_message(message: Incoming, topic_kind: str) -> CloudEvent | DeadLetter:
+    """Parse one message as a message of `topic_kind` (a registry topic name)."""
+    if message.value is None:
+        return DeadLetter(message, "malformed_json", "message has no value (tombstone)", None)
+    try:
+        return parse(topic_kind, message.value)
+    except (ValidationError, ValueError) as error:
+        recovered = recover_client(message.value)
+        client = (recovered[0], recovered[1]) if recovered else None
+        event_id = recovered[2] if recovered else None
+        return DeadLetter(message, classify_parse_error(error), describe_error(error), client, event_id)
+
+
+def plan_batch(messages: Sequence[Incoming], topic_kinds: dict[str, str] | None = None) -> BatchPlan:
+    """Parse and sort a batch. `topic_kinds` maps the consumed topic names to registry names
+    (identity by default; benchmarks and tests consume renamed copies of the topics).
+
+    Guarantees: every message ends up exactly once in `events`, `dead_letters` or `ignored`;
+    within the batch an event id seen twice is kept once (the first).
+    """
+    plan = BatchPlan()
+    seen: set[UUID] = set()
+    kinds = topic_kinds or {}
+    for message in messages:
+        kind = kinds.get(message.topic, message.topic)
+        parsed = parse_message(message, kind)
+        if isinstance(parsed, DeadLetter):
+            plan.dead_letters.append(parsed)
+            continue
+        if not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
+            plan.ignored += 1  # select/refresh commands belong to the poller and the mapper
+            continue
+        if isinstance(parsed, ContractRecordMapped | ContractRecordRetired) and not key_matches_tenant(
+            parsed.data.contract_key, parsed.data.tenant_id
+        ):
+            plan.dead_letters.append(
+                DeadLetter(
+                    message,
+                    "cross_tenant",
+                    f"contract_key {parsed.data.contract_key} does not belong to tenant {parsed.data.tenant_id}",
+                    (parsed.data.tenant_id, parsed.data.client_id),
+                    str(parsed.id),
+                )
+            )
+            continue
+        if parsed.id in seen:
+            plan.ignored += 1
+            continue
+        seen.add(parsed.id)
+        plan.events.append(Applicable(parsed, message))
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# Results -> events
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AppliedCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    retired: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged + self.retired
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    command: EditCommand
+    decision: EditDecision
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch did."""
+
+    applied: dict[tuple[str, str, str | None], AppliedCounts] = field(default_factory=dict)
+    """Per (tenant, client, correlation id): contract outcomes."""
+    last_synced_at: dict[ClientKey, datetime] = field(default_factory=dict)
+    catalog_changed: dict[ClientKey, dict[str, int]] = field(default_factory=dict)
+    """Clients whose catalog state counts changed, with the new counts."""
+    edits: list[EditOutcome] = field(default_factory=list)
+    auto_sync: dict[ClientKey, bool] = field(default_factory=dict)
+    duplicates: int = 0
+    fresh: int = 0
+    rejected_events: list[tuple[UUID, str, str]] = field(default_factory=list)
+    """Events the database refused (event id, reason, error): they go to the dead-letter topic."""
+
+    @property
+    def contracts_written(self) -> int:
+        return sum(c.created + c.updated + c.retired for c in self.applied.values())
+
+
+def counts_for(
+    result: BatchResult, tenant_id: str, client_id: str, correlation_id: str | None
+) -> AppliedCounts:
+    return result.applied.setdefault((tenant_id, client_id, correlation_id), AppliedCounts())
+
+
+def events_for(result: BatchResult, dead_letters: Sequence[DeadLetter]) -> list[CloudEvent]:
+    """The sync events a committed batch causes, in a stable order."""
+    out: list[CloudEvent] = []
+    for (tenant_id, client_id, correlation), counts in sorted(
+        result.applied.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")
+    ):
+        synced_at = result.last_synced_at.get((tenant_id, client_id))
+        if synced_at is None:
+            continue
+        out.append(
+            ContractsApplied.build(
+                ContractsAppliedData(
+                    tenant_id=tenant_id,
+                    client_id=client_id,
+                    created=counts.created,
+                    updated=counts.updated,
+                    unchanged=counts.unchanged,
+                    retired=counts.retired,
+                    last_synced_at=synced_at,
+                ),
+                source=SOURCE,
+                correlationid=correlation,
+            )
+        )
+    for (tenant_id, client_id), states in sorted(result.catalog_changed.items()):
+        out.append(
+            CatalogChanged.build(
+                CatalogChangedData(
+                    tenant_id=tenant_id,
+                    client_id=client_id,
+                    new=states.get("new", 0),
+                    updated=states.get("updated", 0),
+                    synced=states.get("synced", 0),
+                    removed=states.get("removed", 0),
+                ),
+                source=SOURCE,
+            )
+        )
+    for outcome in result.edits:
+        decision = outcome.decision
+        if decision.accepted or decision.reason is None:
+            continue
+        data = outcome.command.data
+        out.append(
+            EditRejected.build(
+                EditRejectedData(
+                    tenant_id=data.tenant_id,
+                    client_id=data.client_id,
+                    command_id=str(outcome.command.id),
+                    contract_id=data.contract_id,
+                    fields=list(decision.fields),
+                    reason=decision.reason,
+                    message=decision.message,
+                ),
+                source=SOURCE,
+                correlationid=outcome.command.id,
+            )
+        )
+    for letter in dead_letters:
+        if letter.client is None:
+            continue  # no tenant to address: the dead-letter record itself is the report
+        out.append(sync_failed_for(letter))
+    return out
+
+
+def sync_failed_for(letter: DeadLetter) -> SyncFailed:
+    tenant_id, client_id = letter.client if letter.client else ("", "")
+    return SyncFailed.build(
+        SyncFailedData(
+            tenant_id=tenant_id,
+            client_id=client_id,
+            stage=STAGE,
+            error_code=letter.reason,
+            message=(
+                f"{letter.message.topic}[{letter.message.partition}]@{letter.message.offset} was sent to the "
+                f"dead-letter topic: {letter.error}"
+            )[:2000],
+            retryable=False,
+            operator_action=(
+                "inspect the record on sync.deadletter.v1 (headers name the source position); fix the "
+                "producer, then re-publish a corrected message"
+            ),
+        ),
+        source=SOURCE,
+        correlationid=letter.event_id,
+    )
+
+
+def dead_letters_of(plan: BatchPlan, result: BatchResult) -> list[DeadLetter]:
+    """The plan's dead letters plus the events the database refused or an edit named an
+    unknown or foreign contract for (those are also answered with `sync.edit.rejected`)."""
+    letters = list(plan.dead_letters)
+    by_id: dict[UUID, Applicable] = {a.event.id: a for a in plan.events}
+    for event_id, reason, error in result.rejected_events:
+        applicable = by_id.get(event_id)
+        if applicable is None:
+            continue
+        data: Any = applicable.event.data
+        letters.append(
+            DeadLetter(applicable.message, reason, error, (data.tenant_id, data.client_id), str(event_id))
+        )
+    return letters

@@ -1,0 +1,74 @@
+"""Wiring of a writer instance: settings -> real adapters -> `Writer`, run until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from services.common.health import HealthServer
+from services.common.kafka import new_consumer, new_producer
+from services.common.logging import configure_logging
+from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
+from services.writer.consumer import Writer
+from services.writer.settings import WriterSettings
+from services.writer.store import PostgresStore, StoreOptions
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: DatabaseSettings) -> Writer:
+    """Build (not start) a writer with a Kafka consumer, an idempotent producer and the store."""
+    consumer = new_consumer(
+        kafka,
+        settings.records_topic,
+        settings.psa_topic,
+        settings.commands_topic,
+        group_id=settings.group_id,
+        max_poll_records=settings.batch_max_records,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    producer = new_producer(kafka)
+    store = PostgresStore(database.url, StoreOptions(pool_size=settings.pool_size))
+    return Writer(settings, consumer, producer, store)
+
+
+async def run_writer(writer: Writer, observability: ObservabilitySettings | None = None) -> None:
+    """Start the clients, consume until `writer.stop()` (or SIGTERM/SIGINT), then close everything."""
+    obs = observability or ObservabilitySettings()
+
+    async def database_ready() -> bool:
+        return await asyncio.to_thread(writer.store.ping)
+
+    health = HealthServer(
+        "writer",
+        obs.health_host,
+        obs.health_port,
+        {"database": database_ready},
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, writer.stop)
+    await writer.producer.start()
+    await writer.consumer.start()
+    await health.start()
+    log.info(
+        "writer started", extra={"group_id": writer.settings.group_id, "instance": writer.settings.instance}
+    )
+    try:
+        await writer.run()
+    finally:
+        await health.stop()
+        await writer.consumer.stop()
+        await writer.producer.stop()
+        await asyncio.to_thread(writer.store.close)
+        log.info("writer stopped", extra={"batches": writer.batches, "events": writer.applied_messages})
+
+
+def main(settings: WriterSettings | None = None) -> None:
+    obs = ObservabilitySettings()
+    configure_logging("writer", obs.log_level, obs.log_format)
+    writer = bootstrap(settings or WriterSettings(), KafkaSettings(), DatabaseSettings())
+    asyncio.run(run_writer(writer, obs))

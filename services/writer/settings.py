@@ -1,0 +1,40 @@
+"""The writer's settings, from the environment (prefix `WRITER_`); Kafka and PostgreSQL come from
+`services.common.settings` (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`)."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
+
+
+class WriterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WRITER_", extra="ignore")
+
+    group_id: str = Field(default="contract-sync-writer", description="Kafka consumer group")
+    batch_max_records: int = Field(
+        default=5000, ge=1, le=100_000, description="Apply at most this many per batch"
+    )
+    batch_max_ms: int = Field(default=200, ge=1, le=60_000, description="...or what arrived within this time")
+    records_topic: str = CONTRACT_RECORDS
+    psa_topic: str = PSA_AGREEMENTS
+    commands_topic: str = SYNC_COMMANDS
+    events_topic: str = SYNC_EVENTS
+    deadletter_topic: str = DEADLETTER
+    retry_initial_s: float = Field(
+        default=0.2, gt=0, description="First back-off when PostgreSQL is unavailable"
+    )
+    retry_max_s: float = Field(default=10.0, gt=0, description="Longest back-off between attempts")
+    pool_size: int = Field(default=2, ge=1, le=50)
+    instance: str = Field(default_factory=socket.gethostname, description="Instance name in logs and events")
+
+    def topic_kinds(self) -> dict[str, str]:
+        """Consumed topic name -> registry topic name (they differ only when topics are renamed)."""
+        return {
+            self.records_topic: CONTRACT_RECORDS,
+            self.psa_topic: PSA_AGREEMENTS,
+            self.commands_topic: SYNC_COMMANDS,
+        }

@@ -1,0 +1,666 @@
+"""The PostgreSQL adapter of the writer (SQLAlchemy 2 engine and Core, psycopg 3 COPY).
+
+`PostgresStore.apply(plan)` applies one batch in ONE transaction:
+
+1. `SET LOCAL contract_sync.sync_path = 'on'`: this transaction is the sync path, the only one
+   the `contracts_psa_owned_guard` trigger lets change PSA-owned columns of synced contracts;
+2. records every event id in `processed_events` (`INSERT ... ON CONFLICT DO NOTHING RETURNING`);
+   ids already there are skipped: replaying a batch changes nothing (exactly-once effects);
+3. contract records: COPY into a temporary stage, then one `INSERT ... SELECT ... ON CONFLICT DO
+   UPDATE` whose column lists and WHERE guard come from `schemas.ownership` via `apply.py`;
+   retirements in one `UPDATE ... FROM unnest(...)`;
+4. the catalog (one upsert, set-based removals), auto-sync flags, "last synced" per client;
+5. local edits, with the sync path switched off again (`SET LOCAL ... 'off'`), row by row;
+6. catalog state counts of the touched clients, remembered to tell when they change.
+
+Failure behaviour: a lost or refused connection raises `StoreUnavailable` (retry the same batch
+later; nothing was committed). Any other database error raises `StoreRejected` (the batch's data
+was refused; the caller isolates the offending event). Either way the transaction rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, cast
+from uuid import UUID
+
+import orjson
+import psycopg
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    and_,
+    case,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from schemas.commands import EditCommand, SetAutoSyncCommand
+from schemas.ownership import PSA_OWNED_COLUMNS, PSA_SEEDED
+from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.records import ContractRecordMapped, ContractRecordRetired
+from services.common.db import make_engine
+from services.common.db.tables import SYNC_PATH_SETTING, contracts
+from services.writer.apply import (
+    MAPPING_COLUMNS,
+    SEEDED_PSA_COLUMNS,
+    SOURCE_COLUMNS,
+    STAGE_COLUMNS,
+    SYNC_COMPARED_COLUMNS,
+    StoredContract,
+    catalog_removal,
+    count_states,
+    decide_edit,
+    reduce_catalog,
+    reduce_records,
+)
+from services.writer.handlers import (
+    BatchPlan,
+    BatchResult,
+    ClientKey,
+    EditOutcome,
+    counts_for,
+)
+
+log = logging.getLogger(__name__)
+
+
+class WriterError(Exception):
+    """Base of the writer's errors.
+
+    WriterError
+    ├── StoreUnavailable   the database could not be reached or dropped the connection (retry)
+    └── StoreRejected      the database refused the batch's data (isolate the bad event)
+    """
+
+
+class StoreUnavailable(WriterError):
+    pass
+
+
+class StoreRejected(WriterError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The contract merge, built once from the ownership rule list
+# ---------------------------------------------------------------------------------------------
+
+_stage_metadata = MetaData()
+_TYPES = {c.name: c.type for c in contracts.columns}
+_TYPES["event_id"] = contracts.c.last_event_id.type
+STAGE_TABLE = "writer_contract_stage"
+stage = Table(STAGE_TABLE, _stage_metadata, *(Column(name, _TYPES[name]) for name in STAGE_COLUMNS))
+
+
+def _stage_ddl() -> str:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    columns = ", ".join(f'"{name}" {_TYPES[name].compile(dialect=dialect)}' for name in STAGE_COLUMNS)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
+
+
+STAGE_DDL = _stage_ddl()
+
+
+def _merge_statement() -> Any:
+    """`INSERT INTO contracts SELECT ... FROM stage ON CONFLICT DO UPDATE ... WHERE ... RETURNING`.
+
+    SET list (one rule list, `schemas.ownership`): source, PSA-owned, `psa_<seeded>` and mapping
+    columns from the record; each seeded column from the record unless `local_overrides` has it;
+    local columns are not in the list, so a sync can never write them. WHERE: same tenant, not
+    older than the stored version, and something actually differs (else the row is untouched and
+    counted unchanged).
+    """
+    target = contracts
+    seeded_effective = [stage.c[name] for name in PSA_SEEDED]
+    seeded_psa = [stage.c[name].label(f"psa_{name}") for name in PSA_SEEDED]
+    names = [
+        "contract_key",
+        "tenant_id",
+        *SOURCE_COLUMNS,
+        *PSA_OWNED_COLUMNS,
+        *PSA_SEEDED,
+        *SEEDED_PSA_COLUMNS,
+        *MAPPING_COLUMNS,
+        "psa_synced",
+        "last_event_id",
+    ]
+    source = select(
+        stage.c.contract_key,
+        stage.c.tenant_id,
+        *(stage.c[name] for name in SOURCE_COLUMNS),
+        *(stage.c[name] for name in PSA_OWNED_COLUMNS),
+        *seeded_effective,
+        *seeded_psa,
+        *(stage.c[name] for name in MAPPING_COLUMNS),
+        true(),
+        stage.c.event_id,
+    ).order_by(stage.c.contract_key)
+    insert = pg_insert(target).from_select(names, source)
+    excluded = insert.excluded
+    set_: dict[str, Any] = {name: excluded[name] for name in SYNC_COMPARED_COLUMNS}
+    for name in PSA_SEEDED:
+        set_[name] = case((target.c.local_overrides.has_key(name), target.c[name]), else_=excluded[name])
+    newer = excluded.psa_last_updated > target.c.psa_last_updated
+    set_["removed_in_psa_at"] = case((newer, None), else_=target.c.removed_in_psa_at)
+    set_["psa_synced"] = true()
+    set_["last_event_id"] = excluded.last_event_id
+    set_["updated_at"] = func.now()
+    where = and_(
+        target.c.tenant_id == excluded.tenant_id,
+        or_(target.c.psa_last_updated.is_(None), excluded.psa_last_updated >= target.c.psa_last_updated),
+        or_(
+            tuple_(*(target.c[name] for name in SYNC_COMPARED_COLUMNS)).is_distinct_from(
+                tuple_(*(excluded[name] for name in SYNC_COMPARED_COLUMNS))
+            ),
+            not_(target.c.psa_synced),
+            and_(target.c.removed_in_psa_at.is_not(None), newer),
+        ),
+    )
+    return insert.on_conflict_do_update(
+        index_elements=[target.c.contract_key], set_=set_, where=where
+    ).returning(target.c.contract_key, literal_column("(xmax = 0)").label("inserted"))
+
+
+MERGE = _merge_statement()
+
+# ---------------------------------------------------------------------------------------------
+# Plain SQL for the low-volume parts (psycopg `%(name)s` parameters, arrays via unnest)
+# ---------------------------------------------------------------------------------------------
+
+_RECORD_IDS = """
+INSERT INTO processed_events (event_id, event_type, topic, "partition", "offset")
+SELECT * FROM unnest(%(ids)s::uuid[], %(types)s::text[], %(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+_RETIRE = """
+UPDATE contracts AS c
+SET removed_in_psa_at = r.observed_at, updated_at = now(), last_event_id = r.event_id
+FROM unnest(%(keys)s::text[], %(tenants)s::text[], %(observed)s::timestamptz[], %(ids)s::uuid[])
+     AS r(contract_key, tenant_id, observed_at, event_id)
+WHERE c.contract_key = r.contract_key AND c.tenant_id = r.tenant_id AND c.removed_in_psa_at IS NULL
+RETURNING c.contract_key
+"""
+
+_CATALOG_UPSERT = """
+INSERT INTO catalog_items AS ci (contract_key, tenant_id, client_id, kind, agreement_id, addition_id, name,
+                                 summary, psa_last_updated, observed_at, last_event_id)
+SELECT k, t, cl, kd, ag, ad, n, s::jsonb, v, o, e
+FROM unnest(%(keys)s::text[], %(tenants)s::text[], %(clients)s::text[], %(kinds)s::text[], %(agreements)s::bigint[],
+            %(additions)s::bigint[], %(names)s::text[], %(summaries)s::text[], %(versions)s::timestamptz[],
+            %(observed)s::timestamptz[], %(ids)s::uuid[]) AS x(k, t, cl, kd, ag, ad, n, s, v, o, e)
+ORDER BY k
+ON CONFLICT (contract_key) DO UPDATE SET
+    client_id = EXCLUDED.client_id,
+    agreement_id = EXCLUDED.agreement_id,
+    name = EXCLUDED.name,
+    summary = EXCLUDED.summary,
+    psa_last_updated = EXCLUDED.psa_last_updated,
+    observed_at = EXCLUDED.observed_at,
+    last_event_id = EXCLUDED.last_event_id,
+    updated_at = now(),
+    removed_at = CASE WHEN ci.removed_at IS NOT NULL AND EXCLUDED.observed_at > ci.removed_at THEN NULL
+                      ELSE ci.removed_at END
+WHERE ci.tenant_id = EXCLUDED.tenant_id
+  AND (EXCLUDED.psa_last_updated, EXCLUDED.observed_at) >= (ci.psa_last_updated, ci.observed_at)
+RETURNING ci.tenant_id, ci.client_id
+"""
+
+_CATALOG_REMOVE = """
+UPDATE catalog_items AS ci
+SET removed_at = r.observed_at, updated_at = now(), last_event_id = r.event_id
+FROM unnest(%(tenants)s::text[], %(agreements)s::bigint[], %(additions)s::bigint[], %(observed)s::timestamptz[],
+            %(ids)s::uuid[]) AS r(tenant_id, agreement_id, addition_id, observed_at, event_id)
+WHERE ci.tenant_id = r.tenant_id
+  AND ci.agreement_id = r.agreement_id
+  AND (r.addition_id IS NULL OR ci.addition_id = r.addition_id)
+  AND ci.removed_at IS NULL
+  AND ci.observed_at <= r.observed_at
+RETURNING ci.tenant_id, ci.client_id
+"""
+
+_SYNCED = """
+INSERT INTO client_sync_settings AS s (tenant_id, client_id, last_synced_at, last_status, last_error, updated_at)
+SELECT t, c, %(now)s, 'ok', NULL, now() FROM unnest(%(tenants)s::text[], %(clients)s::text[]) AS x(t, c)
+ORDER BY t, c
+ON CONFLICT (tenant_id, client_id) DO UPDATE SET
+    last_synced_at = EXCLUDED.last_synced_at, last_status = 'ok', last_error = NULL, updated_at = now()
+"""
+
+_FAILED = """
+INSERT INTO client_sync_settings AS s (tenant_id, client_id, last_status, last_error, updated_at)
+SELECT t, c, 'error', e, now() FROM unnest(%(tenants)s::text[], %(clients)s::text[], %(errors)s::text[]) AS x(t, c, e)
+ORDER BY t, c
+ON CONFLICT (tenant_id, client_id) DO UPDATE SET
+    last_status = 'error', last_error = EXCLUDED.last_error, updated_at = now()
+"""
+
+_AUTO_SYNC = """
+INSERT INTO client_sync_settings AS s (tenant_id, client_id, auto_sync, auto_sync_changed_at, auto_sync_requested_by)
+VALUES (%(tenant)s, %(client)s, %(enabled)s, %(at)s, %(by)s)
+ON CONFLICT (tenant_id, client_id) DO UPDATE SET
+    auto_sync = EXCLUDED.auto_sync, auto_sync_changed_at = EXCLUDED.auto_sync_changed_at,
+    auto_sync_requested_by = EXCLUDED.auto_sync_requested_by, updated_at = now()
+WHERE s.auto_sync_changed_at IS NULL OR s.auto_sync_changed_at <= EXCLUDED.auto_sync_changed_at
+RETURNING auto_sync
+"""
+
+_CATALOG_COUNTS = """
+SELECT x.t, x.c, s.catalog_counts,
+       (SELECT coalesce(jsonb_object_agg(state, n), '{}'::jsonb)
+          FROM (SELECT state, count(*) AS n FROM catalog_item_states v
+                 WHERE v.tenant_id = x.t AND v.client_id = x.c GROUP BY state) q) AS counts
+FROM unnest(%(tenants)s::text[], %(clients)s::text[]) AS x(t, c)
+LEFT JOIN client_sync_settings s ON s.tenant_id = x.t AND s.client_id = x.c
+"""
+
+_SAVE_COUNTS = """
+INSERT INTO client_sync_settings AS s (tenant_id, client_id, catalog_counts)
+SELECT t, c, n::jsonb FROM unnest(%(tenants)s::text[], %(clients)s::text[], %(counts)s::text[]) AS x(t, c, n)
+ORDER BY t, c
+ON CONFLICT (tenant_id, client_id) DO UPDATE SET catalog_counts = EXCLUDED.catalog_counts, updated_at = now()
+"""
+
+_CONTRACT_COLUMNS = [c.name for c in contracts.columns]
+_LOCK_CONTRACT = (
+    f"SELECT {', '.join(_CONTRACT_COLUMNS)} FROM contracts WHERE contract_key = %(key)s FOR UPDATE"  # noqa: S608
+)
+
+
+def _stored(row: Sequence[Any]) -> StoredContract:
+    values = dict(zip(_CONTRACT_COLUMNS, row, strict=True))
+    return StoredContract(
+        contract_key=values["contract_key"],
+        tenant_id=values["tenant_id"],
+        client_id=values["client_id"],
+        psa_synced=values["psa_synced"],
+        psa_last_updated=values["psa_last_updated"],
+        values=values,
+        local_overrides=values["local_overrides"] or {},
+        removed_in_psa_at=values["removed_in_psa_at"],
+    )
+
+
+def _set_sync_path(cur: psycopg.Cursor[Any], on: bool) -> None:
+    cur.execute("SELECT set_config(%s, %s, true)", (SYNC_PATH_SETTING, "on" if on else "off"))
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=_json_default).decode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    pool_size: int = 2
+    connect_timeout_s: int = 5
+    statement_timeout_ms: int = 60_000
+
+
+class PostgresStore:
+    """The writer's unit of work on PostgreSQL. Thread-safe (one pooled connection per call)."""
+
+    def __init__(self, database_url: str, options: StoreOptions | None = None) -> None:
+        opts = options or StoreOptions()
+        self.engine: Engine = make_engine(
+            database_url,
+            pool_size=opts.pool_size,
+            max_overflow=2,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": opts.connect_timeout_s,
+                "options": f"-c statement_timeout={opts.statement_timeout_ms}",
+                "application_name": "contract-sync-writer",
+            },
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        """True when the database answers (readiness)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return True
+        except sa_exc.SQLAlchemyError:
+            return False
+
+    # -- the batch ------------------------------------------------------------------------
+    def apply(self, plan: BatchPlan) -> BatchResult:
+        """Apply `plan` in one transaction; see the module docstring for guarantees."""
+        try:
+            with self.engine.begin() as conn:
+                return self._apply(conn, plan)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError) as error:
+            raise StoreUnavailable(
+                str(error.orig if isinstance(error, sa_exc.DBAPIError) else error)
+            ) from error
+        except sa_exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise StoreUnavailable(str(error.orig)) from error
+            raise StoreRejected(f"{type(error.orig).__name__}: {error.orig}") from error
+        except psycopg.OperationalError as error:  # raised by the raw COPY cursor
+            raise StoreUnavailable(str(error)) from error
+        except psycopg.Error as error:
+            raise StoreRejected(f"{type(error).__name__}: {error}") from error
+
+    def _apply(self, conn: Connection, plan: BatchPlan) -> BatchResult:
+        result = BatchResult()
+        raw = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+        with raw.cursor() as cur:
+            _set_sync_path(cur, True)
+            cur.execute("SELECT now()")
+            now_row = cur.fetchone()
+            assert now_row is not None
+            now: datetime = now_row[0]
+            fresh = self._record_ids(cur, plan)
+            events = [a.event for a in plan.events if a.event.id in fresh]
+            result.fresh = len(events)
+            result.duplicates = len(plan.events) - len(events)
+            touched: set[ClientKey] = set()
+            synced_clients: set[ClientKey] = set()
+
+            records = [e for e in events if isinstance(e, ContractRecordMapped | ContractRecordRetired)]
+            if records:
+                self._apply_records(conn, cur, records, result, touched, synced_clients)
+
+            observed = [e for e in events if isinstance(e, AgreementObserved)]
+            removals = [e for e in events if isinstance(e, AgreementRemoved | AdditionRemoved)]
+            if observed:
+                touched.update(self._upsert_catalog(cur, observed))
+            if removals:
+                touched.update(self._remove_catalog(cur, removals))
+
+            if synced_clients:
+                tenants, clients = zip(*sorted(synced_clients), strict=True)
+                cur.execute(_SYNCED, {"now": now, "tenants": list(tenants), "clients": list(clients)})
+                result.last_synced_at = dict.fromkeys(synced_clients, now)
+            failed = {d.client: d.reason for d in plan.dead_letters if d.client is not None}
+            if failed:
+                keys = sorted(failed)
+                cur.execute(
+                    _FAILED,
+                    {
+                        "tenants": [k[0] for k in keys],
+                        "clients": [k[1] for k in keys],
+                        "errors": [f"dead-lettered: {failed[k]}" for k in keys],
+                    },
+                )
+
+            for event in events:
+                if isinstance(event, SetAutoSyncCommand):
+                    data = event.data
+                    cur.execute(
+                        _AUTO_SYNC,
+                        {
+                            "tenant": data.tenant_id,
+                            "client": data.client_id,
+                            "enabled": data.enabled,
+                            "at": event.time,
+                            "by": data.requested_by,
+                        },
+                    )
+                    if cur.fetchone() is not None:
+                        result.auto_sync[(data.tenant_id, data.client_id)] = data.enabled
+
+            edits = [e for e in events if isinstance(e, EditCommand)]
+            if edits:
+                _set_sync_path(cur, False)
+                for edit in edits:
+                    self._apply_edit(cur, edit, result)
+                _set_sync_path(cur, True)
+
+            if touched:
+                result.catalog_changed = self._catalog_counts(cur, touched)
+        return result
+
+    def _record_ids(self, cur: psycopg.Cursor[Any], plan: BatchPlan) -> set[UUID]:
+        if not plan.events:
+            return set()
+        cur.execute(
+            _RECORD_IDS,
+            {
+                "ids": [a.event.id for a in plan.events],
+                "types": [a.event.type for a in plan.events],
+                "topics": [a.message.topic for a in plan.events],
+                "partitions": [a.message.partition for a in plan.events],
+                "offsets": [a.message.offset for a in plan.events],
+            },
+        )
+        return {row[0] for row in cur.fetchall()}
+
+    def _apply_records(
+        self,
+        conn: Connection,
+        cur: psycopg.Cursor[Any],
+        records: list[ContractRecordMapped | ContractRecordRetired],
+        result: BatchResult,
+        touched: set[ClientKey],
+        synced_clients: set[ClientKey],
+    ) -> None:
+        reduced = reduce_records(records)
+        for event in records:
+            synced_clients.add((event.data.tenant_id, event.data.client_id))
+        touched.update(synced_clients)
+        outcomes: dict[str, bool] = {}
+        if reduced.upserts:
+            cur.execute(STAGE_DDL)
+            explanation_at = STAGE_COLUMNS.index("explanation")
+            with cur.copy(f"COPY {STAGE_TABLE} ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
+                for row in reduced.upserts:
+                    values = list(row.stage_tuple())
+                    values[explanation_at] = _json(values[explanation_at])
+                    copy.write_row(values)
+            for key, inserted in conn.execute(MERGE):
+                outcomes[key] = bool(inserted)
+            cur.execute(f"TRUNCATE {STAGE_TABLE}")
+        for row in reduced.upserts:
+            counts = counts_for(result, row.tenant_id, row.client_id, row.correlation_id)
+            if row.contract_key not in outcomes:
+                counts.unchanged += 1
+            elif outcomes[row.contract_key]:
+                counts.created += 1
+            else:
+                counts.updated += 1
+        for row in reduced.superseded:
+            counts_for(result, row.tenant_id, row.client_id, row.correlation_id).unchanged += 1
+        if reduced.retires:
+            cur.execute(
+                _RETIRE,
+                {
+                    "keys": [r.contract_key for r in reduced.retires],
+                    "tenants": [r.tenant_id for r in reduced.retires],
+                    "observed": [r.observed_at for r in reduced.retires],
+                    "ids": [r.event_id for r in reduced.retires],
+                },
+            )
+            retired = {row[0] for row in cur.fetchall()}
+            for retire in reduced.retires:
+                counts = counts_for(result, retire.tenant_id, retire.client_id, retire.correlation_id)
+                if retire.contract_key in retired:
+                    counts.retired += 1
+                else:
+                    counts.unchanged += 1
+
+    def _upsert_catalog(self, cur: psycopg.Cursor[Any], observed: list[AgreementObserved]) -> set[ClientKey]:
+        rows = reduce_catalog(observed)
+        touched = {(e.data.tenant_id, e.data.client_id) for e in observed}
+        cur.execute(
+            _CATALOG_UPSERT,
+            {
+                "keys": [r.contract_key for r in rows],
+                "tenants": [r.tenant_id for r in rows],
+                "clients": [r.client_id for r in rows],
+                "kinds": [r.kind for r in rows],
+                "agreements": [r.agreement_id for r in rows],
+                "additions": [r.addition_id for r in rows],
+                "names": [r.name for r in rows],
+                "summaries": [_json(r.summary) for r in rows],
+                "versions": [r.psa_last_updated for r in rows],
+                "observed": [r.observed_at for r in rows],
+                "ids": [r.event_id for r in rows],
+            },
+        )
+        touched.update((row[0], row[1]) for row in cur.fetchall())
+        return touched
+
+    def _remove_catalog(
+        self, cur: psycopg.Cursor[Any], removals: list[AgreementRemoved | AdditionRemoved]
+    ) -> set[ClientKey]:
+        rows = [catalog_removal(e) for e in removals]
+        cur.execute(
+            _CATALOG_REMOVE,
+            {
+                "tenants": [r.tenant_id for r in rows],
+                "agreements": [r.agreement_id for r in rows],
+                "additions": [r.addition_id for r in rows],
+                "observed": [r.observed_at for r in rows],
+                "ids": [r.event_id for r in rows],
+            },
+        )
+        touched = {(r.tenant_id, r.client_id) for r in rows}
+        touched.update((row[0], row[1]) for row in cur.fetchall())
+        return touched
+
+    def _apply_edit(self, cur: psycopg.Cursor[Any], edit: EditCommand, result: BatchResult) -> None:
+        data = edit.data
+        cur.execute(_LOCK_CONTRACT, {"key": data.contract_id})
+        row = cur.fetchone()
+        stored = _stored(row) if row is not None else None
+        decision = decide_edit(
+            tenant_id=data.tenant_id,
+            client_id=data.client_id,
+            contract_id=data.contract_id,
+            changes=data.changes,
+            stored=stored,
+        )
+        result.edits.append(EditOutcome(edit, decision))
+        if not decision.accepted:
+            if decision.reason in ("unknown_contract", "cross_tenant"):
+                result.rejected_events.append((edit.id, decision.reason, decision.message))
+            log.info(
+                "edit rejected",
+                extra={
+                    "command_id": str(edit.id),
+                    "contract_id": data.contract_id,
+                    "reason": decision.reason,
+                },
+            )
+            return
+        assignments = [f'"{name}" = %({name})s' for name in decision.columns]
+        params: dict[str, Any] = dict(decision.columns)
+        if "reminders" in params:
+            params["reminders"] = psycopg.types.json.Jsonb(params["reminders"])
+        assignments.append("local_overrides = local_overrides || %(overrides)s::jsonb")
+        params["overrides"] = _json(decision.overrides)
+        params["key"] = data.contract_id
+        params["event_id"] = edit.id
+        # Column names come from the ownership rule list (never from the command), values are bound.
+        cur.execute(
+            f"UPDATE contracts SET {', '.join(assignments)}, updated_at = now(), last_event_id = %(event_id)s "  # noqa: S608
+            "WHERE contract_key = %(key)s",
+            params,
+        )
+
+    def _catalog_counts(
+        self, cur: psycopg.Cursor[Any], touched: Iterable[ClientKey]
+    ) -> dict[ClientKey, dict[str, int]]:
+        keys = sorted(touched)
+        cur.execute(_CATALOG_COUNTS, {"tenants": [k[0] for k in keys], "clients": [k[1] for k in keys]})
+        changed: dict[ClientKey, dict[str, int]] = {}
+        for tenant_id, client_id, before, after in cur.fetchall():
+            counts = count_states([])
+            counts.update({state: int(n) for state, n in (after or {}).items()})
+            if before != counts and not (before is None and not any(counts.values())):
+                changed[(tenant_id, client_id)] = counts
+        if changed:
+            ordered = sorted(changed)
+            cur.execute(
+                _SAVE_COUNTS,
+                {
+                    "tenants": [k[0] for k in ordered],
+                    "clients": [k[1] for k in ordered],
+                    "counts": [_json(changed[k]) for k in ordered],
+                },
+            )
+        return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads for the CLIs and tests
+# ---------------------------------------------------------------------------------------------
+
+_CATALOG_LIST = """
+SELECT contract_key, kind, agreement_id, addition_id, name, summary, psa_last_updated, observed_at, removed_at,
+       contract_psa_last_updated, state
+FROM catalog_item_states
+WHERE tenant_id = %(tenant)s AND client_id = %(client)s
+ORDER BY agreement_id, addition_id NULLS FIRST
+"""
+
+_CONTRACTS_LIST = (
+    f"SELECT {', '.join(_CONTRACT_COLUMNS)} FROM contracts "  # noqa: S608 (column names from the metadata)
+    "WHERE tenant_id = %(tenant)s AND client_id = %(client)s "
+    "ORDER BY agreement_id NULLS LAST, addition_id NULLS FIRST, contract_key"
+)
+
+_SETTINGS = """
+SELECT auto_sync, auto_sync_changed_at, auto_sync_requested_by, last_synced_at, last_status, last_error,
+       catalog_counts, updated_at
+FROM client_sync_settings WHERE tenant_id = %(tenant)s AND client_id = %(client)s
+"""
+
+
+def _rows(engine: Engine, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        raw = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+        with raw.cursor() as cur:
+            cur.execute(sql, params)
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def list_catalog(engine: Engine, tenant_id: str, client_id: str) -> list[dict[str, Any]]:
+    """The import dialog's items of one client with their state, agreements before their additions."""
+    return _rows(engine, _CATALOG_LIST, {"tenant": tenant_id, "client": client_id})
+
+
+def list_contracts(engine: Engine, tenant_id: str, client_id: str) -> list[dict[str, Any]]:
+    """Every contract of one client, every column."""
+    return _rows(engine, _CONTRACTS_LIST, {"tenant": tenant_id, "client": client_id})
+
+
+def get_contract(engine: Engine, contract_key: str) -> dict[str, Any] | None:
+    rows = _rows(engine, _LOCK_CONTRACT.replace(" FOR UPDATE", ""), {"key": contract_key})
+    return rows[0] if rows else None
+
+
+def sync_settings(engine: Engine, tenant_id: str, client_id: str) -> dict[str, Any] | None:
+    rows = _rows(engine, _SETTINGS, {"tenant": tenant_id, "client": client_id})
+    return rows[0] if rows else None
