@@ -1,0 +1,55 @@
+# syntax=docker/dockerfile:1.7
+# One image for every contract-sync process: the entry point is the `contract-sync` CLI and the
+# command picks the service, e.g.
+#   docker run IMAGE poller --config /etc/contract-sync/tenants.toml --shard 0/1
+#   docker run IMAGE mapper | writer | db migrate | topics ensure | cw-sim serve --host 0.0.0.0
+#
+# The base is pinned to an exact Python release on an exact Debian release. For fully reproducible
+# builds, also pin its digest: --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest>
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+# ---- build: compile wheels for the project and its dependencies into a virtualenv -------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential \
+ && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Dependencies first (cached while only the code changes): install from pyproject.toml alone.
+COPY pyproject.toml README.md ./
+RUN mkdir -p schemas services \
+ && touch schemas/__init__.py services/__init__.py \
+ && pip install . \
+ && pip uninstall -y contract-sync
+# Then the code itself (a regular, non-editable install).
+COPY schemas ./schemas
+COPY services ./services
+RUN pip install --no-deps . \
+ && python -c "from services.common.db import MIGRATIONS_DIR; assert (MIGRATIONS_DIR / 'env.py').is_file()" \
+ && contract-sync --help >/dev/null
+
+# ---- runtime: the virtualenv only, run as an unprivileged user -------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="contract-sync" \
+      org.opencontainers.image.description="ConnectWise Manage agreements -> Kafka -> contract records in PostgreSQL" \
+      org.opencontainers.image.source="deploy/helm/contract-sync"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    LOG_FORMAT=json \
+    HEALTH_PORT=8081
+RUN groupadd --system --gid 10001 contract-sync \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/contract-sync --create-home \
+        --shell /usr/sbin/nologin contract-sync \
+ && mkdir -p /etc/contract-sync \
+ && chown 10001:10001 /var/lib/contract-sync
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /var/lib/contract-sync
+USER 10001:10001
+EXPOSE 8081
+ENTRYPOINT ["contract-sync"]
+CMD ["--help"]

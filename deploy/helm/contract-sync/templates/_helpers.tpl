@@ -1,0 +1,218 @@
+{{/* Names ------------------------------------------------------------------------------------ */}}
+{{- define "contract-sync.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "contract-sync.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<component>", for a dict {root, component}. */}}
+{{- define "contract-sync.componentName" -}}
+{{- printf "%s-%s" (include "contract-sync.fullname" .root | trunc 52 | trimSuffix "-") .component }}
+{{- end }}
+
+{{- define "contract-sync.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "contract-sync.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Labels ----------------------------------------------------------------------------------- */}}
+{{- define "contract-sync.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "contract-sync.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "contract-sync.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "contract-sync.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: contract-sync
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* For a dict {root, component}. */}}
+{{- define "contract-sync.componentSelectorLabels" -}}
+{{ include "contract-sync.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "contract-sync.componentLabels" -}}
+{{ include "contract-sync.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Image ------------------------------------------------------------------------------------ */}}
+{{- define "contract-sync.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Database URL built from its parts (never with a password: that is PGPASSWORD). */}}
+{{- define "contract-sync.databaseUrl" -}}
+{{- $db := .Values.database }}
+{{- printf "postgresql+psycopg://%s@%s:%v/%s?sslmode=%s" (urlquery $db.user) $db.host $db.port $db.name $db.sslmode }}
+{{- end }}
+
+{{/* Environment shared by every process (Kafka, PostgreSQL, logging, health). Secrets only by reference. */}}
+{{- define "contract-sync.env" -}}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ .Values.kafka.bootstrapServers | quote }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ .Values.kafka.securityProtocol | quote }}
+- name: KAFKA_CLIENT_ID
+  value: {{ .Values.kafka.clientId | quote }}
+{{- if hasPrefix "SASL" .Values.kafka.securityProtocol }}
+{{- with .Values.kafka.sasl }}
+{{- if .mechanism }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ .mechanism | quote }}
+{{- end }}
+{{- if .usernameKey }}
+- name: KAFKA_SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafka.sasl.existingSecret is required with kafka.sasl.usernameKey" .existingSecret | quote }}
+      key: {{ .usernameKey | quote }}
+{{- else if .username }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ .username | quote }}
+{{- end }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "kafka.sasl.existingSecret is required when kafka.securityProtocol is SASL_*" .existingSecret | quote }}
+      key: {{ .passwordKey | quote }}
+{{- end }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret }}
+- name: KAFKA_SSL_CAFILE
+  value: "/etc/contract-sync/kafka-ca/{{ .Values.kafka.tls.caKey }}"
+{{- end }}
+{{- with .Values.database }}
+{{- if .urlSecret.name }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ .urlSecret.name | quote }}
+      key: {{ .urlSecret.key | quote }}
+{{- else }}
+- name: DATABASE_URL
+  value: {{ include "contract-sync.databaseUrl" $ | quote }}
+{{- if .passwordSecret.name }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .passwordSecret.name | quote }}
+      key: {{ .passwordSecret.key | quote }}
+{{- end }}
+{{- end }}
+- name: PGSSLMODE
+  value: {{ .sslmode | quote }}
+{{- if .sslRootCertSecret.name }}
+- name: PGSSLROOTCERT
+  value: "/etc/contract-sync/postgres-ca/{{ .sslRootCertSecret.key }}"
+{{- end }}
+{{- end }}
+- name: LOG_LEVEL
+  value: {{ .Values.logging.level | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.logging.format | quote }}
+- name: HEALTH_PORT
+  value: {{ .Values.health.port | quote }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes for the CA bundles (Secrets mounted read-only) and writable scratch space. */}}
+{{- define "contract-sync.volumes" -}}
+- name: tmp
+  emptyDir: {}
+- name: data
+  emptyDir: {}
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret | quote }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey | quote }}
+        path: {{ .Values.kafka.tls.caKey | quote }}
+{{- end }}
+{{- if .Values.database.sslRootCertSecret.name }}
+- name: postgres-ca
+  secret:
+    secretName: {{ .Values.database.sslRootCertSecret.name | quote }}
+    items:
+      - key: {{ .Values.database.sslRootCertSecret.key | quote }}
+        path: {{ .Values.database.sslRootCertSecret.key | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "contract-sync.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: /var/lib/contract-sync
+{{- if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/contract-sync/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.database.sslRootCertSecret.name }}
+- name: postgres-ca
+  mountPath: /etc/contract-sync/postgres-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Liveness and readiness probes on the health port. */}}
+{{- define "contract-sync.probes" -}}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  {{- toYaml .Values.probes.liveness | nindent 2 }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: health
+  {{- toYaml .Values.probes.readiness | nindent 2 }}
+{{- end }}
+
+{{/* Plain env entries from a component's `env` map. */}}
+{{- define "contract-sync.componentEnv" -}}
+{{- range $name, $value := . }}
+- name: {{ $name | quote }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod fields every workload shares. */}}
+{{- define "contract-sync.podCommon" -}}
+serviceAccountName: {{ include "contract-sync.serviceAccountName" . }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
