@@ -216,3 +216,13 @@ imagePullSecrets:
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
+
+{{/* Partitions of the source topic psa.agreements.v1: the kafkaTopics.partitions override or the
+     registry's (files/topics.yaml). The mapper's changelog must have the same count. */}}
+{{- define "contract-sync.partitions" -}}
+{{- $partitions := 0 }}
+{{- range (.Files.Get "files/topics.yaml" | fromYaml).topics }}
+{{- if eq .name "psa.agreements.v1" }}{{ $partitions = .partitions }}{{ end }}
+{{- end }}
+{{- default $partitions .Values.kafkaTopics.partitions }}
+{{- end }}
