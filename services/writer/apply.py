@@ -131,6 +131,35 @@ def contract_row(event: ContractRecordMapped) -> ContractRow:
     )
 
 
+def stage_values(event: ContractRecordMapped, explanation_json: str) -> tuple[Any, ...]:
+    """The record's values in `STAGE_COLUMNS` order (the event id last), without building a row object."""
+    data = event.data
+    source = data.source
+    return (
+        data.contract_key,
+        data.tenant_id,
+        data.client_id,
+        source.psa,
+        source.kind,
+        source.agreement_id,
+        source.addition_id,
+        source.psa_last_updated,
+        data.parent_contract_key,
+        data.status,
+        data.billing_cost.amount,
+        data.billing_cost.currency,
+        data.billing_cycle,
+        data.name,
+        data.contract_type,
+        data.start_date,
+        data.end_date,
+        data.description,
+        data.category,
+        explanation_json,
+        event.id,
+    )
+
+
 @dataclass(frozen=True)
 class StoredContract:
     """The parts of a stored contract the sync and edit rules look at (a plain value)."""
@@ -201,40 +230,44 @@ class RetireRow:
 
 @dataclass(frozen=True)
 class ReducedRecords:
-    upserts: list[ContractRow]
+    upserts: list[tuple[int, ContractRecordMapped]]
+    """Per contract key the record to apply, with its position in the batch."""
     retires: list[RetireRow]
-    superseded: list[ContractRow]
+    superseded: list[ContractRecordMapped]
     """Records of the batch that lost to a newer record of the same contract (counted unchanged)."""
 
 
-def _version(row: ContractRow, position: int) -> tuple[datetime, int]:
-    return (row.psa_last_updated, position)
+def reduce_records(
+    events: Sequence[tuple[int, ContractRecordMapped | ContractRecordRetired]],
+) -> ReducedRecords:
+    """Reduce a batch's records (position, event; in offset order) to at most one upsert and one
+    retire per contract.
 
-
-def reduce_records(events: Sequence[ContractRecordMapped | ContractRecordRetired]) -> ReducedRecords:
-    """Reduce a batch's records (in offset order) to at most one upsert and one retire per contract.
-
-    Per key the upsert kept is the one with the newest `psa_last_updated` (the later one on a tie):
-    applying only it leaves the same row as applying all of them in order, since older versions
-    change nothing. A retire is kept only when it comes after the key's last mapped record, so a
-    contract that re-appears later in the same batch is not left retired.
+    Per key the upsert kept is the one with the newest `psa_last_updated`, the later position on a
+    tie (the merge's `DISTINCT ON (contract_key) ... ORDER BY psa_last_updated DESC, pos DESC`
+    picks the same): applying only it leaves the same row as applying all of them in order, since
+    older versions change nothing. A retire is kept only when it comes after the key's last mapped
+    record, so a contract that re-appears later in the same batch is not left retired.
     """
-    best: dict[str, tuple[ContractRow, int]] = {}
+    best: dict[str, tuple[int, ContractRecordMapped]] = {}
     last_mapped: dict[str, int] = {}
     retires: dict[str, tuple[RetireRow, int]] = {}
-    superseded: list[ContractRow] = []
-    for position, event in enumerate(events):
+    superseded: list[ContractRecordMapped] = []
+    for position, event in events:
         if isinstance(event, ContractRecordMapped):
-            row = contract_row(event)
-            last_mapped[row.contract_key] = position
-            held = best.get(row.contract_key)
+            key = event.data.contract_key
+            last_mapped[key] = position
+            held = best.get(key)
             if held is None:
-                best[row.contract_key] = (row, position)
-            elif _version(row, position) >= _version(*held):
-                superseded.append(held[0])
-                best[row.contract_key] = (row, position)
+                best[key] = (position, event)
+            elif (event.data.source.psa_last_updated, position) >= (
+                held[1].data.source.psa_last_updated,
+                held[0],
+            ):
+                superseded.append(held[1])
+                best[key] = (position, event)
             else:
-                superseded.append(row)
+                superseded.append(event)
         else:
             data = event.data
             retire = RetireRow(
@@ -245,14 +278,10 @@ def reduce_records(events: Sequence[ContractRecordMapped | ContractRecordRetired
                 event_id=event.id,
                 correlation_id=event.correlationid,
             )
-            if data.contract_key not in retires:
-                retires[data.contract_key] = (retire, position)
-            else:
-                retires[data.contract_key] = (retires[data.contract_key][0], position)
+            held_retire = retires.get(data.contract_key)
+            retires[data.contract_key] = (held_retire[0] if held_retire else retire, position)
     kept_retires = [r for key, (r, pos) in retires.items() if pos > last_mapped.get(key, -1)]
-    return ReducedRecords(
-        upserts=[row for row, _ in best.values()], retires=kept_retires, superseded=superseded
-    )
+    return ReducedRecords(upserts=list(best.values()), retires=kept_retires, superseded=superseded)
 
 
 def key_matches_tenant(contract_key: str, tenant_id: str) -> bool:

@@ -122,6 +122,8 @@ class Writer:
         self._kinds = settings.topic_kinds()
         self.batches = 0
         self.applied_messages = 0
+        self.first_batch_at: float | None = None
+        """`time.perf_counter()` when the first non-empty batch was polled (for throughput figures)."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -283,6 +285,8 @@ class Writer:
                 messages = await self.poll_batch()
                 plan = None
                 if messages:
+                    if self.first_batch_at is None:
+                        self.first_batch_at = time.perf_counter()
                     for message in messages:
                         MESSAGES.labels(message.topic).inc()
                     plan = plan_batch(messages, self._kinds)

@@ -31,11 +31,15 @@ from uuid import UUID
 import orjson
 import psycopg
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
+    Integer,
     MetaData,
     Table,
+    Text,
     and_,
     case,
     func,
@@ -67,8 +71,10 @@ from services.writer.apply import (
     decide_edit,
     reduce_catalog,
     reduce_records,
+    stage_values,
 )
 from services.writer.handlers import (
+    Applicable,
     BatchPlan,
     BatchResult,
     ClientKey,
@@ -101,21 +107,49 @@ class StoreRejected(WriterError):
 # ---------------------------------------------------------------------------------------------
 
 _stage_metadata = MetaData()
-_TYPES = {c.name: c.type for c in contracts.columns}
+_TYPES: dict[str, Any] = {c.name: c.type for c in contracts.columns}
 _TYPES["event_id"] = contracts.c.last_event_id.type
+_TYPES.update(pos=Integer(), topic=Text(), partition=Integer(), offset=BigInteger(), fresh=Boolean())
 STAGE_TABLE = "writer_contract_stage"
-stage = Table(STAGE_TABLE, _stage_metadata, *(Column(name, _TYPES[name]) for name in STAGE_COLUMNS))
+STAGE_COPY_COLUMNS: tuple[str, ...] = ("pos", "topic", "partition", "offset", *STAGE_COLUMNS)
+"""What the writer COPYs per record: batch position and Kafka position, then the record's columns."""
+stage = Table(
+    STAGE_TABLE,
+    _stage_metadata,
+    *(Column(name, _TYPES[name]) for name in (*STAGE_COPY_COLUMNS, "fresh")),
+)
 
 
 def _stage_ddl() -> str:
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    columns = ", ".join(f'"{name}" {_TYPES[name].compile(dialect=dialect)}' for name in STAGE_COLUMNS)
-    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
+    columns = ", ".join(f'"{name}" {_TYPES[name].compile(dialect=dialect)}' for name in STAGE_COPY_COLUMNS)
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ({columns}, fresh boolean NOT NULL DEFAULT false) "
+        "ON COMMIT DELETE ROWS"
+    )
 
 
 STAGE_DDL = _stage_ddl()
+_QUOTED_STAGE_COLUMNS = ", ".join(f'"{name}"' for name in STAGE_COPY_COLUMNS)
+STAGE_COPY = f"COPY {STAGE_TABLE} ({_QUOTED_STAGE_COLUMNS}) FROM STDIN"
+
+_STAGE_FRESH = f"""
+WITH fresh AS (
+    INSERT INTO processed_events (event_id, event_type, topic, "partition", "offset")
+    SELECT event_id, 'contract.record.mapped', topic, "partition", "offset" FROM {STAGE_TABLE}
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+, marked AS (
+    UPDATE {STAGE_TABLE} AS s SET fresh = true FROM fresh WHERE s.event_id = fresh.event_id RETURNING 1
+)
+SELECT count(*) FROM marked
+"""  # noqa: S608 (table name is a constant)
+"""Records the staged event ids and marks the fresh ones; returns how many are fresh."""
+
+_STAGE_FRESH_POSITIONS = f"SELECT pos FROM {STAGE_TABLE} WHERE fresh"  # noqa: S608
 
 
 def _merge_statement() -> Any:
@@ -128,8 +162,16 @@ def _merge_statement() -> Any:
     counted unchanged).
     """
     target = contracts
-    seeded_effective = [stage.c[name] for name in PSA_SEEDED]
-    seeded_psa = [stage.c[name].label(f"psa_{name}") for name in PSA_SEEDED]
+    # per contract the fresh record with the newest version, the later one on a tie (= reduce_records)
+    newest = (
+        select(stage)
+        .where(stage.c.fresh)
+        .distinct(stage.c.contract_key)
+        .order_by(stage.c.contract_key, stage.c.psa_last_updated.desc(), stage.c.pos.desc())
+        .subquery("s")
+    )
+    seeded_effective = [newest.c[name] for name in PSA_SEEDED]
+    seeded_psa = [newest.c[name].label(f"psa_{name}") for name in PSA_SEEDED]
     names = [
         "contract_key",
         "tenant_id",
@@ -142,16 +184,16 @@ def _merge_statement() -> Any:
         "last_event_id",
     ]
     source = select(
-        stage.c.contract_key,
-        stage.c.tenant_id,
-        *(stage.c[name] for name in SOURCE_COLUMNS),
-        *(stage.c[name] for name in PSA_OWNED_COLUMNS),
+        newest.c.contract_key,
+        newest.c.tenant_id,
+        *(newest.c[name] for name in SOURCE_COLUMNS),
+        *(newest.c[name] for name in PSA_OWNED_COLUMNS),
         *seeded_effective,
         *seeded_psa,
-        *(stage.c[name] for name in MAPPING_COLUMNS),
+        *(newest.c[name] for name in MAPPING_COLUMNS),
         true(),
-        stage.c.event_id,
-    ).order_by(stage.c.contract_key)
+        newest.c.event_id,
+    )
     insert = pg_insert(target).from_select(names, source)
     excluded = insert.excluded
     set_: dict[str, Any] = {name: excluded[name] for name in SYNC_COMPARED_COLUMNS}
@@ -379,14 +421,29 @@ class PostgresStore:
             now_row = cur.fetchone()
             assert now_row is not None
             now: datetime = now_row[0]
-            fresh = self._record_ids(cur, plan)
-            events = [a.event for a in plan.events if a.event.id in fresh]
+            # Mapped records (the bulk) are staged with COPY and their ids recorded from the stage;
+            # every other event's id is recorded from arrays.
+            mapped = [
+                (pos, a) for pos, a in enumerate(plan.events) if isinstance(a.event, ContractRecordMapped)
+            ]
+            fresh_positions = self._stage_records(cur, mapped) if mapped else set()
+            others = [
+                (pos, a) for pos, a in enumerate(plan.events) if not isinstance(a.event, ContractRecordMapped)
+            ]
+            fresh_ids = self._record_ids(cur, [a for _, a in others]) if others else set()
+            fresh_positions.update(pos for pos, a in others if a.event.id in fresh_ids)
+            positioned = [(pos, plan.events[pos].event) for pos in sorted(fresh_positions)]
+            events = [event for _, event in positioned]
             result.fresh = len(events)
             result.duplicates = len(plan.events) - len(events)
             touched: set[ClientKey] = set()
             synced_clients: set[ClientKey] = set()
 
-            records = [e for e in events if isinstance(e, ContractRecordMapped | ContractRecordRetired)]
+            records = [
+                (pos, e)
+                for pos, e in positioned
+                if isinstance(e, ContractRecordMapped | ContractRecordRetired)
+            ]
             if records:
                 self._apply_records(conn, cur, records, result, touched, synced_clients)
 
@@ -440,56 +497,73 @@ class PostgresStore:
                 result.catalog_changed = self._catalog_counts(cur, touched)
         return result
 
-    def _record_ids(self, cur: psycopg.Cursor[Any], plan: BatchPlan) -> set[UUID]:
-        if not plan.events:
-            return set()
+    def _record_ids(self, cur: psycopg.Cursor[Any], applicables: Sequence[Applicable]) -> set[UUID]:
+        """Insert the events' ids into `processed_events`; returns the ids not processed before."""
         cur.execute(
             _RECORD_IDS,
             {
-                "ids": [a.event.id for a in plan.events],
-                "types": [a.event.type for a in plan.events],
-                "topics": [a.message.topic for a in plan.events],
-                "partitions": [a.message.partition for a in plan.events],
-                "offsets": [a.message.offset for a in plan.events],
+                "ids": [a.event.id for a in applicables],
+                "types": [a.event.type for a in applicables],
+                "topics": [a.message.topic for a in applicables],
+                "partitions": [a.message.partition for a in applicables],
+                "offsets": [a.message.offset for a in applicables],
             },
         )
+        return {row[0] for row in cur.fetchall()}
+
+    def _stage_records(self, cur: psycopg.Cursor[Any], mapped: Sequence[tuple[int, Applicable]]) -> set[int]:
+        """COPY the mapped records into the stage and record their ids; returns the fresh positions."""
+        cur.execute(STAGE_DDL)
+        with cur.copy(STAGE_COPY) as copy:
+            for pos, applicable in mapped:
+                event = cast(ContractRecordMapped, applicable.event)
+                message = applicable.message
+                copy.write_row(
+                    (
+                        pos,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        *stage_values(event, orjson.dumps(event.data.explanation).decode()),
+                    )
+                )
+        cur.execute(_STAGE_FRESH)
+        counted = cur.fetchone()
+        if counted is not None and counted[0] == len(mapped):
+            return {pos for pos, _ in mapped}  # the usual case: nothing seen before
+        cur.execute(_STAGE_FRESH_POSITIONS)
         return {row[0] for row in cur.fetchall()}
 
     def _apply_records(
         self,
         conn: Connection,
         cur: psycopg.Cursor[Any],
-        records: list[ContractRecordMapped | ContractRecordRetired],
+        records: list[tuple[int, ContractRecordMapped | ContractRecordRetired]],
         result: BatchResult,
         touched: set[ClientKey],
         synced_clients: set[ClientKey],
     ) -> None:
+        """Merge the fresh staged records (one statement) and retire; count outcomes per client."""
         reduced = reduce_records(records)
-        for event in records:
+        for _, event in records:
             synced_clients.add((event.data.tenant_id, event.data.client_id))
         touched.update(synced_clients)
         outcomes: dict[str, bool] = {}
         if reduced.upserts:
-            cur.execute(STAGE_DDL)
-            explanation_at = STAGE_COLUMNS.index("explanation")
-            with cur.copy(f"COPY {STAGE_TABLE} ({', '.join(STAGE_COLUMNS)}) FROM STDIN") as copy:
-                for row in reduced.upserts:
-                    values = list(row.stage_tuple())
-                    values[explanation_at] = _json(values[explanation_at])
-                    copy.write_row(values)
             for key, inserted in conn.execute(MERGE):
                 outcomes[key] = bool(inserted)
-            cur.execute(f"TRUNCATE {STAGE_TABLE}")
-        for row in reduced.upserts:
-            counts = counts_for(result, row.tenant_id, row.client_id, row.correlation_id)
-            if row.contract_key not in outcomes:
+        for _, record in reduced.upserts:
+            data = record.data
+            counts = counts_for(result, data.tenant_id, data.client_id, record.correlationid)
+            if data.contract_key not in outcomes:
                 counts.unchanged += 1
-            elif outcomes[row.contract_key]:
+            elif outcomes[data.contract_key]:
                 counts.created += 1
             else:
                 counts.updated += 1
-        for row in reduced.superseded:
-            counts_for(result, row.tenant_id, row.client_id, row.correlation_id).unchanged += 1
+        for superseded in reduced.superseded:
+            data = superseded.data
+            counts_for(result, data.tenant_id, data.client_id, superseded.correlationid).unchanged += 1
         if reduced.retires:
             cur.execute(
                 _RETIRE,
