@@ -88,6 +88,12 @@ class Incoming:
     offset: int
     key: bytes | None
     value: bytes
+    source_topic: str = ""
+    """The topic's real name when a prefix is configured (named in dead-letter headers)."""
+
+    @property
+    def real_topic(self) -> str:
+        return self.source_topic or self.topic
 
 
 @dataclass(frozen=True)
@@ -225,31 +231,42 @@ class ClientView:
 # Entry point
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What one message did: its type (`malformed` when unreadable) and the messages to produce."""
+
+    message_type: str
+    outputs: list[Output]
+
+
 def handle(store: Store, message: Incoming) -> list[Output]:
     """Decide what one consumed message does; never raises for bad input (it is dead-lettered)."""
+    return decide(store, message).outputs
+
+
+def decide(store: Store, message: Incoming) -> Decision:
+    """`handle`, also naming the consumed message's type (for metrics)."""
     try:
         event = parse(message.topic, message.value)
     except (ValidationError, ValueError) as error:
-        return _malformed(message, classify_parse_error(error), describe_error(error))
+        return Decision("malformed", _malformed(message, classify_parse_error(error), describe_error(error)))
     if message.key is not None and message.key != event.key:
-        return _malformed(
-            message,
-            "key_mismatch",
-            f"Kafka key {message.key[:200]!r} does not match the subject {event.subject!r}",
-            event=event,
-        )
+        error_text = f"Kafka key {message.key[:200]!r} does not match the subject {event.subject!r}"
+        return Decision("malformed", _malformed(message, "key_mismatch", error_text, event=event))
     view = ClientView(store, event.subject)
+    outputs: list[Output] = []
     if isinstance(event, AgreementObserved):
-        return _observed(view, event, message)
-    if isinstance(event, AgreementRemoved):
-        return _agreement_removed(view, event)
-    if isinstance(event, AdditionRemoved):
-        return _addition_removed(view, event)
-    if isinstance(event, SelectCommand):
-        return _select(view, event, message)
-    if isinstance(event, SetAutoSyncCommand):
-        return _set_auto_sync(view, event, message)
-    return []  # refresh / edit: not the mapper's
+        outputs = _observed(view, event, message)
+    elif isinstance(event, AgreementRemoved):
+        outputs = _agreement_removed(view, event)
+    elif isinstance(event, AdditionRemoved):
+        outputs = _addition_removed(view, event)
+    elif isinstance(event, SelectCommand):
+        outputs = _select(view, event, message)
+    elif isinstance(event, SetAutoSyncCommand):
+        outputs = _set_auto_sync(view, event, message)
+    # refresh / edit: not the mapper's
+    return Decision(event.type, outputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +284,7 @@ def _malformed(
                 reason=reason,
                 error=error,
                 stage=STAGE_PARSE,
-                topic=message.topic,
+                topic=message.real_topic,
                 partition=message.partition,
                 offset=message.offset,
             ),
@@ -287,7 +304,7 @@ def _malformed(
             return outputs  # no client to address an event to: the dead letter is the record
         tenant, client, maybe_id, maybe_type = recovered
         command_id, command_type = maybe_id or "unknown", maybe_type or "unknown"
-    where = f"{message.topic}[{message.partition}]@{message.offset}"
+    where = f"{message.real_topic}[{message.partition}]@{message.offset}"
     if message.topic == SYNC_COMMANDS:
         rejection_reason: Literal["malformed", "unknown_type"] = (
             "unknown_type" if reason == "unknown_type" else "malformed"
@@ -381,7 +398,7 @@ def _mapping_failed(
                 reason=reason,
                 error=text,
                 stage=STAGE_MAP,
-                topic=source.topic,
+                topic=source.real_topic,
                 partition=source.partition,
                 offset=source.offset,
             ),

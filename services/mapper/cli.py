@@ -1,0 +1,85 @@
+"""`contract-sync mapper`: run the mapper's faust worker until SIGTERM/SIGINT.
+
+Before the worker starts: the wire topics are created when missing (idempotent; `--no-create-topics`
+to skip) and the state changelog is given as many partitions as `psa.agreements.v1` has.
+Exit codes: 0 after a clean stop, 1 when Kafka is unreachable or the topics are inconsistent.
+Environment: KAFKA_BOOTSTRAP_SERVERS (+ KAFKA_*), MAPPER_* (services.mapper.settings),
+LOG_LEVEL, LOG_FORMAT, HEALTH_PORT (0 = no health server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
+from services.common.kafka import ensure_topics
+from services.common.logging import configure_logging
+from services.common.settings import KafkaSettings, ObservabilitySettings
+from services.mapper.settings import MapperSettings
+
+log = logging.getLogger(__name__)
+
+
+async def prepare_topics(settings: MapperSettings, kafka: KafkaSettings, *, create: bool) -> int:
+    """Create missing topics (when `create`) and return the source topics' common partition count."""
+    specs = [dataclasses.replace(spec, name=settings.topic(spec.name)) for spec in TOPICS]
+    if create:
+        await ensure_topics(kafka, specs, partitions=settings.partitions)
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        sources = [settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS)]
+        described = await admin.describe_topics(sources)
+    finally:
+        await admin.close()
+    counts = {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+    missing = [t for t in sources if not counts.get(t)]
+    if missing:
+        raise RuntimeError(f"source topics missing: {missing} (run `contract-sync topics ensure`)")
+    if len(set(counts.values())) != 1:
+        raise RuntimeError(f"source topics are not co-partitioned: {counts}")
+    return next(iter(counts.values()))
+
+
+def run(args: argparse.Namespace) -> int:
+    observability = ObservabilitySettings()
+    if args.health_port is not None:
+        observability = observability.model_copy(update={"health_port": args.health_port})
+    configure_logging("mapper", args.log_level or observability.log_level, observability.log_format)
+    settings, kafka = MapperSettings(), KafkaSettings()
+    try:
+        partitions = asyncio.run(prepare_topics(settings, kafka, create=not args.no_create_topics))
+    except Exception as error:
+        print(f"mapper: cannot prepare topics on {kafka.bootstrap_servers}: {error}", file=sys.stderr)
+        return 1
+    if partitions != settings.partitions:
+        log.info("state changelog follows the source topics", extra={"partitions": partitions})
+        settings = settings.model_copy(update={"partitions": partitions})
+
+    from services.mapper.app import MapperApp  # faust only when the worker really runs
+
+    mapper = MapperApp(settings, kafka, observability)
+    worker = mapper.worker(loglevel=(args.log_level or observability.log_level).lower())
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "mapper", help="run the mapper (faust worker): PSA snapshots + commands -> contract records"
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (env LOG_LEVEL)")
+    parser.add_argument(
+        "--health-port", type=int, default=None, help="/healthz /readyz /metrics port; 0 = off"
+    )
+    parser.add_argument("--no-create-topics", action="store_true", help="do not create missing topics")
+    parser.set_defaults(func=run)

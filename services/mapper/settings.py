@@ -1,0 +1,51 @@
+"""The mapper's settings (env prefix `MAPPER_`), next to the shared Kafka/observability settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import DEFAULT_PARTITIONS
+
+
+class MapperSettings(BaseSettings):
+    """How the faust worker runs. Read inside functions, never at import."""
+
+    model_config = SettingsConfigDict(env_prefix="MAPPER_", extra="ignore")
+
+    app_id: str = Field(
+        default="contract-sync-mapper",
+        description="faust app id: the consumer group and the prefix of the state changelog topic",
+    )
+    topic_prefix: str = Field(
+        default="", description="Prepended to every topic name (isolated test runs or environments)"
+    )
+    partitions: int = Field(
+        default=DEFAULT_PARTITIONS,
+        ge=1,
+        description="Partitions of the state changelog; must equal those of the source topics",
+    )
+    store: str = Field(
+        default="memory://",
+        description="faust table store: memory:// (rebuilt from the changelog at start) or rocksdb://",
+    )
+    datadir: str = Field(
+        default=".stack/mapper", description="faust data directory (rocksdb stores, worker state)"
+    )
+    batch_max: int = Field(default=500, ge=1, le=100_000, description="Most messages handled per batch")
+    batch_within_s: float = Field(
+        default=0.05, gt=0, le=10, description="Longest wait for a batch to fill before handling it"
+    )
+    commit_interval_s: float = Field(
+        default=1.0, gt=0, description="How often consumed offsets are committed"
+    )
+
+    def topic(self, canonical: str) -> str:
+        return f"{self.topic_prefix}{canonical}"
+
+    def canonical(self, actual: str) -> str:
+        return (
+            actual[len(self.topic_prefix) :]
+            if self.topic_prefix and actual.startswith(self.topic_prefix)
+            else actual
+        )
