@@ -44,9 +44,12 @@ def due_for_sweep(
         return ids
     start = since.timestamp() % seconds
     end = until.timestamp() % seconds
-    if start <= end:
-        return [i for i in ids if start < phase(i, period) <= end]
-    return [i for i in ids if phase(i, period) > start or phase(i, period) <= end]
+    due = []
+    for agreement_id in ids:
+        point = phase(agreement_id, period)
+        if (start < point <= end) if start <= end else (point > start or point <= end):
+            due.append(agreement_id)
+    return due
 
 
 def expected_share(known: int, interval: timedelta, period: timedelta) -> float:

@@ -105,7 +105,9 @@ def test_psa_last_updated_is_the_newest_stamp_of_agreement_and_additions() -> No
 
 
 def test_observed_event_carries_the_full_snapshot_unknown_fields_and_tenant_facts() -> None:
-    event = build_observed(TENANT, "250", agreement(), [addition(2), addition(1)], OBSERVED_AT, correlationid="cmd-1")
+    event = build_observed(
+        TENANT, "250", agreement(), [addition(2), addition(1)], OBSERVED_AT, correlationid="cmd-1"
+    )
     assert event.key == b"acme:250"
     assert event.correlationid == "cmd-1"
     data = event.data
@@ -137,7 +139,9 @@ def test_removal_events_name_their_evidence() -> None:
     assert removed.type == "psa.agreement.removed"
     assert removed.data.evidence.method == "direct_get_404"
     assert "answered 404" in removed.data.evidence.detail
-    gone = build_addition_removed(TENANT, "250", 1234, 7, OBSERVED_AT, evidence_404("/x", after_callback=True))
+    gone = build_addition_removed(
+        TENANT, "250", 1234, 7, OBSERVED_AT, evidence_404("/x", after_callback=True)
+    )
     assert gone.data.addition_id == 7 and gone.data.evidence.method == "deleted_callback"
 
 

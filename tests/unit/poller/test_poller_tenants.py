@@ -95,7 +95,9 @@ def test_connection_reads_secrets_from_env_and_files_and_registers_them_for_reda
     )
     config = load_config(toml)
     connection = connection_for(
-        config.tenants[0], environ={"T_PUB": "env-public-key-456", "T_CLIENT": "client-guid-789"}, base_dir=config.base_dir
+        config.tenants[0],
+        environ={"T_PUB": "env-public-key-456", "T_CLIENT": "client-guid-789"},
+        base_dir=config.base_dir,
     )
     assert connection.private_key.get_secret_value() == "file-private-key-123"
     assert connection.public_key.get_secret_value() == "env-public-key-456"

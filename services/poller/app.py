@@ -1,0 +1,187 @@
+"""The poller process: wires tenants, ConnectWise clients, Kafka, PostgreSQL, the commands consumer,
+the optional callback endpoint and the health server, then runs until SIGTERM/SIGINT.
+
+Shutdown: on SIGTERM the tenants' loops stop scheduling; a run in progress gets
+`shutdown_grace_s` to finish (its watermark advances as usual), after which it is cancelled and its
+watermark stays where it was (the next start re-reads that window; already acknowledged snapshots
+are recorded, so they are not re-emitted).
+
+Commands (`sync.commands.v1`): each shard reads every command in its own consumer group
+(`{commands_group}-{i}of{n}`) and acts on those of its own tenants: `sync.command.refresh` queues a
+refresh of the client (skipped when older than `refresh_max_age_s`), `sync.command.set_auto_sync`
+puts the client on/off the fast cadence. Other types, and messages that do not parse, are skipped
+and logged (the mapper dead-letters bad commands). Offsets are committed once a batch is handed over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Mapping
+from datetime import timedelta
+
+import httpx
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+
+from schemas.commands import RefreshCommand, SetAutoSyncCommand
+from schemas.envelope import utcnow
+from schemas.topics import SYNC_COMMANDS, parse
+from services.common.health import HealthServer
+from services.common.kafka import new_consumer, new_producer
+from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
+from services.poller.callbacks import KeyFetcher, build_app
+from services.poller.connectwise import ConnectWiseClient
+from services.poller.publisher import KafkaPublisher
+from services.poller.service import TenantPoller
+from services.poller.settings import PollerSettings
+from services.poller.store import PostgresPollerStore
+from services.poller.tenants import PollerConfig, connection_for, parse_shard, tenants_for_shard
+
+log = logging.getLogger(__name__)
+
+
+async def handle_command(raw: bytes | None, pollers: Mapping[str, TenantPoller], max_age: timedelta) -> str:
+    """Act on one `sync.commands.v1` message; returns what was done (for logs and tests)."""
+    if raw is None:
+        return "skipped: empty"
+    try:
+        command = parse(SYNC_COMMANDS, raw)
+    except (ValidationError, ValueError) as error:
+        log.info(
+            "skipping a command that does not parse (the mapper dead-letters it): %s", type(error).__name__
+        )
+        return "skipped: invalid"
+    poller = pollers.get(command.tenantid)
+    if poller is None:
+        return "skipped: not this shard's tenant"
+    if isinstance(command, RefreshCommand):
+        if utcnow() - command.time > max_age:
+            log.info("skipping a stale refresh command", extra={"command_id": str(command.id)})
+            return "skipped: stale refresh"
+        poller.request_refresh(command.data.client_id, str(command.id))
+        return "refresh queued"
+    if isinstance(command, SetAutoSyncCommand):
+        done = await poller.set_auto_sync(command.data.client_id, command.data.enabled)
+        return f"auto-sync {'on' if command.data.enabled else 'off'}" if done else "skipped: unknown client"
+    return f"skipped: {command.type} is not the poller's"
+
+
+async def consume_commands(
+    consumer: AIOKafkaConsumer, pollers: Mapping[str, TenantPoller], stop: asyncio.Event, max_age: timedelta
+) -> None:
+    while not stop.is_set():
+        try:
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+        except Exception:
+            log.exception("reading sync.commands.v1 failed; retrying")
+            await asyncio.sleep(1.0)
+            continue
+        for messages in batches.values():
+            for message in messages:
+                outcome = await handle_command(message.value, pollers, max_age)
+                log.debug("command handled: %s", outcome, extra={"offset": message.offset})
+        if batches:
+            with contextlib.suppress(Exception):
+                await consumer.commit()
+
+
+async def run_poller(
+    config: PollerConfig,
+    settings: PollerSettings,
+    *,
+    kafka: KafkaSettings | None = None,
+    database: DatabaseSettings | None = None,
+    observability: ObservabilitySettings | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run the poller until `stop` is set (or SIGTERM/SIGINT). Returns the exit code."""
+    kafka = kafka or KafkaSettings()
+    database = database or DatabaseSettings()
+    observability = observability or ObservabilitySettings()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+
+    index, count = parse_shard(settings.shard)
+    tenants = tenants_for_shard(config, index, count)
+    log.info("poller starting", extra={"shard": settings.shard, "tenants": [t.id for t in tenants]})
+
+    store = await asyncio.to_thread(PostgresPollerStore.from_url, database.url)
+    producer = new_producer(kafka)
+    await producer.start()
+    publisher = KafkaPublisher(producer)
+    clients: list[ConnectWiseClient] = []
+    pollers: dict[str, TenantPoller] = {}
+    client_ids: dict[str, str] = {}
+    for tenant in tenants:
+        connection = connection_for(tenant, base_dir=config.base_dir)
+        client = ConnectWiseClient(connection, tenant_id=tenant.id)
+        clients.append(client)
+        client_ids[tenant.id] = connection.client_id.get_secret_value()
+        pollers[tenant.id] = TenantPoller(
+            tenant,
+            client,
+            publisher,
+            store,
+            instance=settings.instance,
+            heartbeat_interval=timedelta(seconds=settings.heartbeat_interval_s),
+        )
+
+    consumer = new_consumer(kafka, SYNC_COMMANDS, group_id=f"{settings.commands_group}-{index}of{count}")
+    await consumer.start()
+    health = HealthServer(
+        "poller", observability.health_host, observability.health_port, {"database": store.ping}
+    )
+    await health.start()
+    key_http = httpx.AsyncClient(timeout=10.0)
+    callback_server: uvicorn.Server | None = None
+    callback_task: asyncio.Task[None] | None = None
+    if settings.callbacks_port:
+        app = build_app(pollers, KeyFetcher(key_http), client_ids)
+        callback_server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.callbacks_host,
+                port=settings.callbacks_port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        callback_task = asyncio.create_task(callback_server.serve())
+
+    max_age = timedelta(seconds=settings.refresh_max_age_s)
+    commands = asyncio.create_task(consume_commands(consumer, pollers, stop, max_age))
+    runs = [asyncio.create_task(p.run_forever(stop), name=f"poller-{p.tenant.id}") for p in pollers.values()]
+    try:
+        await stop.wait()
+    finally:
+        log.info("poller stopping")
+        for poller in pollers.values():
+            poller.wake()
+        if runs:
+            _, pending = await asyncio.wait(runs, timeout=settings.shutdown_grace_s)
+            for task in pending:
+                task.cancel()  # abandoned: its watermark is not advanced
+            await asyncio.gather(*pending, return_exceptions=True)
+        commands.cancel()
+        await asyncio.gather(commands, return_exceptions=True)
+        if callback_server is not None and callback_task is not None:
+            callback_server.should_exit = True
+            await asyncio.gather(callback_task, return_exceptions=True)
+        await key_http.aclose()
+        await health.stop()
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        for client in clients:
+            await client.aclose()
+        store.dispose()
+    return 0
