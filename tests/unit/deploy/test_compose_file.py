@@ -1,0 +1,94 @@
+"""The docker-compose stack: a valid Compose file naming every service, wired in the right order."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from typing import Any
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+from deploy_helpers import COMPOSE_FILE, SERVICES
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return document
+
+
+def test_the_compose_file_is_valid_for_the_compose_specification(compose: dict[str, Any]) -> None:
+    # compose-spec (the Rust compose_spec parser) refuses unknown keys and dangling references.
+    parsed = PyCompose.from_json(json.dumps(compose))
+    parsed.validate()
+
+    assert parsed.to_spec().services is not None
+
+
+def test_the_compose_validator_rejects_a_misspelt_key(compose: dict[str, Any]) -> None:
+    broken = {
+        **compose,
+        "services": {**compose["services"], "writer": {**compose["services"]["writer"], "comand": []}},
+    }
+
+    with pytest.raises(ValueError, match="comand"):
+        PyCompose.from_json(json.dumps(broken))
+
+
+def test_the_compose_file_names_every_service_the_simulator_kafka_and_postgres(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+
+    assert {*SERVICES, "cw-sim", "kafka", "postgres"} <= set(services)
+    assert services["kafka"]["image"] == "apache/kafka:4.0.2"
+    assert services["postgres"]["image"] == "postgres:17"
+
+
+def test_each_service_runs_its_cli_sub_command_from_the_project_image(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+
+    for name in (*SERVICES, "cw-sim", "migrate", "topics"):
+        assert services[name]["image"] == "contract-sync:local", name
+        assert services[name]["build"]["dockerfile"] == "Dockerfile", name
+    assert services["poller"]["command"][:3] == ["poller", "--config", "/etc/contract-sync/tenants.toml"]
+    assert services["mapper"]["command"] == ["mapper"]
+    assert services["writer"]["command"] == ["writer"]
+    assert services["cw-sim"]["command"][:2] == ["cw-sim", "serve"]
+    assert services["migrate"]["command"] == ["db", "migrate"]
+    assert services["topics"]["command"] == ["topics", "ensure"]
+
+
+def test_services_start_after_the_schema_and_topics_exist(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    done = "service_completed_successfully"
+
+    assert services["writer"]["depends_on"]["migrate"]["condition"] == done
+    for name in SERVICES:
+        assert services[name]["depends_on"]["topics"]["condition"] == done, name
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
+def test_every_service_exposes_health_and_is_health_checked_on_readyz(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+
+    for name in SERVICES:
+        assert services[name]["environment"]["HEALTH_PORT"] == "8081", name
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"]), name
+
+
+def test_the_compose_tenants_file_is_accepted_by_the_poller_and_holds_no_inline_secret(
+    compose: dict[str, Any],
+) -> None:
+    from services.poller.tenants import parse_config
+
+    document = tomllib.loads((COMPOSE_FILE.parent / "tenants.toml").read_text(encoding="utf-8"))
+    config = parse_config(document)
+    env = compose["services"]["poller"]["environment"]
+
+    (tenant,) = config.tenants
+    for name in ("public_key", "private_key", "client_id"):
+        ref = getattr(tenant.credentials, name)
+        assert ref.env is not None and ref.env in env, name
