@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -92,15 +93,24 @@ class Emitter:
     `observed`/`removed` queue an event and the state change it implies; `flush` waits for every
     queued acknowledgement and only then writes the snapshot digests (one transaction) and drops
     removed agreements. A failed acknowledgement raises from `flush` and records nothing of that batch.
+    Flushes happen every `batch_size` events or `flush_interval` seconds, which bounds the tail a
+    crash can re-emit (events sent but not yet recorded).
     """
 
     def __init__(
-        self, publisher: Publisher, store: PollerStore, tenant_id: str, batch_size: int = 500
+        self,
+        publisher: Publisher,
+        store: PollerStore,
+        tenant_id: str,
+        batch_size: int = 200,
+        flush_interval: float = 0.5,
     ) -> None:
         self._publisher = publisher
         self._store = store
         self._tenant_id = tenant_id
         self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._last_flush = time.monotonic()
         self._pending: list[Awaitable[Any]] = []
         self._records: list[KnownAgreement] = []
         self._forget: list[int] = []
@@ -114,7 +124,10 @@ class Emitter:
     async def observed(self, event: CloudEvent, record: KnownAgreement) -> None:
         await self._send(PSA_AGREEMENTS, event)
         self._records.append(record)
-        if len(self._pending) >= self._batch_size:
+        if (
+            len(self._pending) >= self._batch_size
+            or time.monotonic() - self._last_flush >= self._flush_interval
+        ):
             await self.flush()
 
     async def removed(self, event: CloudEvent, *, forget_agreement: int | None = None) -> None:
@@ -127,6 +140,7 @@ class Emitter:
 
     async def flush(self) -> None:
         async with self._lock:
+            self._last_flush = time.monotonic()
             pending, self._pending = self._pending, []
             records, self._records = self._records, []
             forget, self._forget = self._forget, []
@@ -197,7 +211,7 @@ class TenantPoller:
         *,
         instance: str = "poller",
         now: Callable[[], datetime] = utcnow,
-        batch_size: int = 500,
+        batch_size: int = 200,
         heartbeat_interval: timedelta = timedelta(seconds=60),
     ) -> None:
         self.tenant = tenant

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from poller_support import KafkaTap
+
+from services.common.kafka import new_producer
+from services.common.settings import KafkaSettings
+from services.cwsim.testing import SimHandle, run_simulator
+from services.poller.publisher import KafkaPublisher
+from services.poller.store import PostgresPollerStore
+
+
+@pytest.fixture
+def sim() -> Iterator[SimHandle]:
+    with run_simulator(companies=3, agreements_per_company=4, additions_per_agreement=2) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def poller_store(database_url: str) -> Iterator[PostgresPollerStore]:
+    store = PostgresPollerStore.from_url(database_url)
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+async def kafka_publisher(kafka_bootstrap: str) -> AsyncIterator[KafkaPublisher]:
+    producer = new_producer(KafkaSettings(bootstrap_servers=kafka_bootstrap))
+    await producer.start()
+    yield KafkaPublisher(producer)
+    await producer.stop()
+
+
+@pytest.fixture
+async def tap(kafka_bootstrap: str) -> AsyncIterator[KafkaTap]:
+    t = KafkaTap(kafka_bootstrap)
+    await t.start()
+    yield t
+    await t.stop()
