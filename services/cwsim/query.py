@@ -108,9 +108,11 @@ def _copy_path(source: Mapping[str, Any], target: dict[str, Any], path: Sequence
         return
     if not isinstance(value, dict):
         return
-    sub = target.setdefault(key, {})
-    if isinstance(sub, dict):
-        _copy_path(value, sub, path[1:])
+    existing = target.get(key)
+    sub: dict[str, Any] = existing if isinstance(existing, dict) else {}
+    _copy_path(value, sub, path[1:])
+    if sub:
+        target[key] = sub
 
 
 # ---------------------------------------------------------------------------------------------- paging

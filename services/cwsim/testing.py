@@ -11,6 +11,7 @@ to pass as httpx's `verify=` (an SSLContext trusting the throw-away certificate 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import re
 import shutil
@@ -106,17 +107,14 @@ def run_simulator(
     startup_timeout_s: float = 60.0,
 ) -> Iterator[SimHandle]:
     """Run a simulator on a free local port for the duration of the block (see the module docstring)."""
-    base = config or SimConfig()
-    cfg = SimConfig(
-        **{
-            **base.__dict__,
-            "seed": seed,
-            "companies": companies,
-            "agreements_per_company": agreements_per_company,
-            "additions_per_agreement": additions_per_agreement,
-            "anchor": anchor,
-            "requests_per_minute": requests_per_minute,
-        }
+    cfg = dataclasses.replace(
+        config or SimConfig(),
+        seed=seed,
+        companies=companies,
+        agreements_per_company=agreements_per_company,
+        additions_per_agreement=additions_per_agreement,
+        anchor=anchor,
+        requests_per_minute=requests_per_minute,
     )
     with ExitStack() as stack:
         cert = key = None
