@@ -386,3 +386,18 @@ def test_the_chart_passes_helm_lint_in_strict_mode(values: dict[str, Any]) -> No
 
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_services_with_several_replicas_get_a_disruption_budget_selecting_their_pods() -> None:
+    objects = render({"poller": {"replicas": 1}, "mapper": {"replicas": 2}, "writer": {"replicas": 3}})
+    budgets = {
+        b["metadata"]["labels"]["app.kubernetes.io/component"]: b
+        for b in of_kind(objects, "PodDisruptionBudget")
+    }
+    by_component = workloads(objects)
+
+    assert set(budgets) == {"mapper", "writer"}
+    for component, budget in budgets.items():
+        pod_labels = by_component[component]["spec"]["template"]["metadata"]["labels"]
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
