@@ -183,7 +183,8 @@ class Delivery:
 
 @dataclass
 class Dispatcher:
-    """Fire-and-forget delivery of signed callbacks from the running event loop."""
+    """Fire-and-forget delivery of signed callbacks from the running event loop; deliveries to one
+    registered callback go out in the order the changes happened, different callbacks in parallel."""
 
     signing_key: str
     company_id: str
@@ -193,6 +194,9 @@ class Dispatcher:
     log_size: int = 1000
     deliveries: deque[Delivery] = field(default_factory=deque)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _last: dict[int, asyncio.Task[None]] = field(
+        default_factory=dict
+    )  # per callback: deliveries stay in order
     _client: httpx.AsyncClient | None = None
 
     def submit(self, entry: Mapping[str, Any], change: Change, from_host: str, key_url: str) -> None:
@@ -207,13 +211,23 @@ class Dispatcher:
             self.deliveries.append(delivery)
             while len(self.deliveries) > self.log_size:
                 self.deliveries.popleft()
-            task = asyncio.get_running_loop().create_task(self._deliver(delivery, body))
+            previous = self._last.get(entry["id"])
+            task = asyncio.get_running_loop().create_task(self._deliver(delivery, body, previous))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._last[entry["id"]] = task
+            task.add_done_callback(self._forget)
         except Exception:
             log.exception("could not queue callback delivery")
 
-    async def _deliver(self, delivery: Delivery, body: bytes) -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        for key, last in list(self._last.items()):
+            if last is task:
+                del self._last[key]
+
+    async def _deliver(self, delivery: Delivery, body: bytes, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])  # one callback's deliveries go out in change order
         headers = {
             "content-type": "application/json",
             "x-content-signature": sign(body, self.signing_key),
