@@ -116,8 +116,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from services.cwsim.app import SimConfig
     from services.cwsim.server import ServeOptions, build
 
@@ -162,9 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
         await task
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvicorn.Config(
-        app=simulator, loop="uvloop"
-    ).get_loop_factory()
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = server.config.get_loop_factory()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
     return 0
