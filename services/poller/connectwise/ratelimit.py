@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+_EPSILON = 1e-6
 
 
 class TokenBucket:
@@ -76,8 +77,8 @@ class TokenBucket:
                     delay = self._paused_until - now
                 else:
                     self._refill(now)
-                    if self._tokens >= 1.0:
-                        self._tokens -= 1.0
+                    if self._tokens >= 1.0 - _EPSILON:  # tolerance: float rounding must not spin
+                        self._tokens = max(0.0, self._tokens - 1.0)
                         self.waited_seconds += waited
                         return waited
                     delay = (1.0 - self._tokens) / self.rate_per_second
