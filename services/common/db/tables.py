@@ -53,7 +53,7 @@ contracts = Table(
     Column("parent_contract_key", Text),
     # PSA-owned (schemas.ownership.PSA_OWNED_COLUMNS)
     Column("status", Text),
-    Column("billing_amount", Numeric(21, 6)),
+    Column("billing_amount", Numeric),  # unconstrained: keeps the scale the PSA gave ("1500.00")
     Column("billing_currency", CHAR(3)),
     Column("billing_cycle", Text),
     # PSA-seeded: effective value (PSA value unless overridden locally) ...
