@@ -7,6 +7,8 @@ Create Date: 2026-11-26
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -28,7 +30,7 @@ EXECUTE FUNCTION contracts_guard_psa_owned();
 """
 
 
-def _retype(new: sa.types.TypeEngine[object], old: sa.types.TypeEngine[object]) -> None:
+def _retype(new: sa.Numeric[Decimal], old: sa.Numeric[Decimal]) -> None:
     op.execute("DROP TRIGGER contracts_psa_owned_guard ON contracts")
     op.alter_column("contracts", "billing_amount", type_=new, existing_type=old)
     op.execute(_GUARD_TRIGGER)
