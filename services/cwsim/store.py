@@ -179,7 +179,7 @@ class AgreementIndex:
 class QueryCache:
     """LRU of query results keyed by (collection, conditions, orderBy), valid for one collection version."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 128) -> None:
         self.size = size
         self._items: OrderedDict[tuple[Any, ...], tuple[int, Result]] = OrderedDict()
         self._predicates: OrderedDict[tuple[str, str], tuple[Node, Predicate]] = OrderedDict()
