@@ -148,7 +148,8 @@ class ConnectWiseClient:
     """One tenant's connection to ConnectWise. Use as `async with ConnectWiseClient(conn) as cw:`.
 
     Safe to share between tasks of one event loop. `transport=` injects an httpx transport
-    (e.g. `httpx.MockTransport` in unit tests); `rate_limiter=` shares a limiter between clients
+    (e.g. `httpx.MockTransport` in unit tests); `ssl_context=` overrides `verify_tls`/`ca_bundle`;
+    `rate_limiter=` shares a limiter between clients
     of the same tenant; `sleep`/`rng` make retry timing deterministic in tests.
     """
 
@@ -163,6 +164,7 @@ class ConnectWiseClient:
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
         tenant_id: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._connection = connection
         self.tenant_id = tenant_id
@@ -198,7 +200,7 @@ class ConnectWiseClient:
         )
         self._http = httpx.AsyncClient(
             transport=transport,
-            verify=self._verify_setting(connection),
+            verify=ssl_context if ssl_context is not None else self._verify_setting(connection),
             timeout=httpx.Timeout(
                 connect=connection.connect_timeout,
                 read=connection.read_timeout,
