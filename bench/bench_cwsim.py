@@ -13,7 +13,7 @@ separators between top-level records); the first page of every worker is fully p
 Goals: >= 50,000 agreements/s and >= 1,000 addition-list requests/s (2-core machine, no injected latency).
 Each figure is the median of ROUNDS rounds that alternate simulator and baseline (the machine is shared, so
 alternating keeps both sides under the same background load).
-Environment: CWSIM_BENCH_SECONDS (default 2) per round, CWSIM_BENCH_ROUNDS (default 3),
+Environment: CWSIM_BENCH_SECONDS (default 2) per round, CWSIM_BENCH_ROUNDS (default 5),
 CWSIM_BENCH_CONCURRENCY (default 2 connections: one core serves, one generates load).
 """
 
@@ -33,7 +33,7 @@ from services.cwsim.testing import SimHandle, run_simulator
 
 SECONDS = float(os.environ.get("CWSIM_BENCH_SECONDS", "2"))
 CONCURRENCY = int(os.environ.get("CWSIM_BENCH_CONCURRENCY", "2"))
-ROUNDS = int(os.environ.get("CWSIM_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("CWSIM_BENCH_ROUNDS", "5"))
 COMPANIES, PER_COMPANY, ADDITIONS = 50, 200, 4  # 10,000 agreements, ~40,000 additions
 
 

@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.cwsim.app import SimConfig, Simulator
 from services.cwsim.clock import SimClock
@@ -163,3 +165,44 @@ class TestControlApi:
         sim, client = control
         text = (await client.get("/_sim/info")).text
         assert sim.config.private_key not in text and sim.config.public_key not in text
+
+
+_TERMS = [
+    "company/id = {company}",
+    "company/id in ({company}, {other})",
+    "lastUpdated >= [{stamp}]",
+    "_info/lastUpdated > [{stamp}]",
+    "id > {mid}",
+    "id <= {mid}",
+    "agreementStatus = 'Active'",
+    "billAmount > 100",
+    'name contains "services"',
+    "parentAgreement/id != null",
+    "cancelledFlag = True",
+    'billingCycle/name in ("Monthly", "Yearly")',
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    terms=st.lists(st.sampled_from(_TERMS), min_size=1, max_size=4),
+    joiners=st.lists(st.sampled_from([" and ", " or ", " AND "]), min_size=3, max_size=3),
+    negate=st.booleans(),
+)
+def test_any_combination_of_terms_matches_a_full_scan(
+    store: Store, terms: list[str], joiners: list[str], negate: bool
+) -> None:
+    ids = store.agreements.ids
+    companies = store.companies.ids
+    values = {
+        "company": companies[1],
+        "other": companies[4],
+        "stamp": "2025-10-01T00:00:00Z",
+        "mid": ids[120],
+    }
+    text = terms[0].format(**values)
+    for joiner, term in zip(joiners, terms[1:], strict=False):
+        text += joiner + term.format(**values)
+    if negate:
+        text = f"not ({text})"
+    assert store.query(store.agreements, "agreement", text, None).ids == brute_force(store, text)
