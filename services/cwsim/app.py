@@ -235,7 +235,12 @@ class Simulator:
                 if marker < 0:
                     route, answer = "(unknown)", _not_found_endpoint()
                 else:
-                    route, answer = await self._api(scope, receive, headers, path, marker)
+                    try:
+                        route, answer = await self._api(scope, receive, headers, path, marker)
+                    except Exception:  # a simulator bug answers like a ConnectWise 500, and is logged
+                        log.exception("unhandled error path=%s", path)
+                        route = "(error)"
+                        answer = Answer(500, error_body("ConnectWiseApi", "An error has occurred."))
         self.stats.record(route, answer.status)
         self.stats.rows_served += answer.rows
         out = [

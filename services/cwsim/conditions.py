@@ -182,10 +182,14 @@ Node = Comparison | And | Or | Not
 _WORD_OPS = ("contains", "like", "in")
 
 
+MAX_DEPTH = 64  # parentheses / `not` nesting; deeper input is refused, never a RecursionError
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     @property
     def tok(self) -> Token:
@@ -225,6 +229,15 @@ class _Parser:
         return items[0] if len(items) == 1 else And(tuple(items))
 
     def _unary(self) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ConditionError("condition is nested too deeply", self.tok.position)
+            return self._unary_inner()
+        finally:
+            self.depth -= 1
+
+    def _unary_inner(self) -> Node:
         if self._is_word("not"):
             self._take()
             return Not(self._unary())

@@ -171,6 +171,12 @@ class TestParser:
             parse(text)
 
 
+def test_refuses_absurdly_deep_nesting_without_crashing() -> None:
+    with pytest.raises(ConditionError, match="nested too deeply"):
+        parse("(" * 500 + "id = 1" + ")" * 500)
+    assert isinstance(parse("(" * 20 + "id = 1" + ")" * 20), Comparison)
+
+
 class TestSemantics:
     def test_integer_equality_on_nested_reference(self) -> None:
         assert matching("company/id = 250") == [1]
