@@ -287,8 +287,11 @@ class Writer:
                 if messages:
                     if self.first_batch_at is None:
                         self.first_batch_at = time.perf_counter()
+                    per_topic: dict[str, int] = {}
                     for message in messages:
-                        MESSAGES.labels(message.topic).inc()
+                        per_topic[message.topic] = per_topic.get(message.topic, 0) + 1
+                    for topic, count in per_topic.items():
+                        MESSAGES.labels(topic).inc(count)
                     plan = plan_batch(messages, self._kinds)
                 if pending is not None:
                     await self._finish(pending)
