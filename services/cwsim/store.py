@@ -338,11 +338,29 @@ class Store:
     def _put_agreement(self, data: Json, action: Action, member: str) -> Json:
         self._stamp(data, member)
         self.index.remove(data["id"])
+        previous = self.agreements.get(data["id"])
         self.agreements.put(data)
+        status = data.get("agreementStatus")
+        if previous is not None and previous.data.get("agreementStatus") != status:
+            self._mirror_status(data["id"], status)
         self.index.add(data)
         self.additions.setdefault(data["id"], Collection("addition"))
         self._emit(Change("agreement", action, data["id"], data, member))
         return data
+
+    def _mirror_status(self, agreement_id: int, status: Any) -> None:
+        """An addition's `agreementStatus` is its agreement's (computed on read by the real API), so it
+        follows the agreement without touching the addition's own `_info.lastUpdated`."""
+        coll = self.additions.get(agreement_id)
+        if coll is None:
+            return
+        for rec in list(coll.in_id_order()):
+            updated = dict(rec.data)
+            if status is None:
+                updated.pop("agreementStatus", None)
+            else:
+                updated["agreementStatus"] = status
+            coll.put(updated)
 
     def _put_addition(self, data: Json, action: Action, member: str) -> Json:
         self._stamp(data, member)

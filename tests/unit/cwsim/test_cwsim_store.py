@@ -112,6 +112,15 @@ def test_rejects_unknown_fields_and_ids(store: Store) -> None:
     assert missing.value.status == 404
 
 
+def test_additions_follow_their_agreements_status_without_a_new_last_updated(store: Store) -> None:
+    agreement_id = next(a for a, coll in store.additions.items() if len(coll))
+    before = {r.id: r.data["_info"]["lastUpdated"] for r in store.additions[agreement_id].in_id_order()}
+    store.cancel_agreement(agreement_id)
+    after = store.additions[agreement_id].in_id_order()
+    assert {r.data["agreementStatus"] for r in after} == {"Cancelled"}
+    assert {r.id: r.data["_info"]["lastUpdated"] for r in after} == before
+
+
 def test_order_by_results_are_cached_per_version(store: Store) -> None:
     first = store.query(store.agreements, "agreement", None, "billAmount desc")
     again = store.query(store.agreements, "agreement", None, "billAmount desc")
