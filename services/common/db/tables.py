@@ -156,6 +156,7 @@ poller_snapshots = Table(
     Column("client_id", Text),
     Column("snapshot_hash", String(128), nullable=False),
     Column("psa_last_updated", DateTime(timezone=True)),
+    Column("addition_ids", ARRAY(BigInteger)),  # additions of the last emitted snapshot
     Column("emitted_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
     PrimaryKeyConstraint("tenant_id", "agreement_id", name="pk_poller_snapshots"),
 )
