@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: DatabaseSettings) -> Writer:
-    """Build (not start) a writer with a Kafka consumer, an idempotent producer and the store."""
+    """Build (not start) a writer with a Kafka consumer, an idempotent producer and the store.
+    Call it inside a running event loop (aiokafka needs one)."""
     consumer = new_consumer(
         kafka,
         settings.records_topic,
@@ -70,5 +71,10 @@ async def run_writer(writer: Writer, observability: ObservabilitySettings | None
 def main(settings: WriterSettings | None = None) -> None:
     obs = ObservabilitySettings()
     configure_logging("writer", obs.log_level, obs.log_format)
-    writer = bootstrap(settings or WriterSettings(), KafkaSettings(), DatabaseSettings())
-    asyncio.run(run_writer(writer, obs))
+
+    async def _main() -> None:
+        # aiokafka clients must be created inside the running loop
+        writer = bootstrap(settings or WriterSettings(), KafkaSettings(), DatabaseSettings())
+        await run_writer(writer, obs)
+
+    asyncio.run(_main())
