@@ -271,6 +271,17 @@ class Writer:
         )
         return result
 
+    async def _prune(self) -> None:
+        try:
+            deleted = await asyncio.to_thread(
+                self.store.prune_processed, self.settings.processed_retention_days
+            )
+        except StoreUnavailable as error:
+            log.warning("could not prune processed event ids", extra={"error": str(error)[:300]})
+            return
+        if deleted:
+            log.info("pruned processed event ids", extra={"deleted": deleted})
+
     async def process(self, messages: Sequence[Incoming]) -> BatchResult:
         """Apply, publish and commit one batch now (no pipelining)."""
         plan = plan_batch(messages, self._kinds)
@@ -280,8 +291,12 @@ class Writer:
     async def run(self) -> None:
         """Consume until `stop()`; the batch in flight is finished (applied, published, committed)."""
         pending: _Pending | None = None
+        next_prune = time.monotonic()
         try:
             while not self._stopping.is_set():
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.settings.prune_interval_s
+                    await self._prune()
                 messages = await self.poll_batch()
                 plan = None
                 if messages:

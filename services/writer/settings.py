@@ -28,6 +28,12 @@ class WriterSettings(BaseSettings):
         default=0.2, gt=0, description="First back-off when PostgreSQL is unavailable"
     )
     retry_max_s: float = Field(default=10.0, gt=0, description="Longest back-off between attempts")
+    processed_retention_days: int = Field(
+        default=14,
+        ge=8,
+        description="Keep applied event ids this long (above the input topics' 7-day retention)",
+    )
+    prune_interval_s: float = Field(default=3600.0, gt=0, description="How often old event ids are pruned")
     pool_size: int = Field(default=2, ge=1, le=50)
     instance: str = Field(default_factory=socket.gethostname, description="Instance name in logs and events")
 

@@ -393,6 +393,21 @@ class PostgresStore:
         except sa_exc.SQLAlchemyError:
             return False
 
+    def prune_processed(self, retention_days: int) -> int:
+        """Forget applied event ids older than `retention_days` (keep it above the input topics'
+        retention, so no message that can still be re-read loses its id). Returns rows deleted."""
+        try:
+            with self.engine.begin() as conn:
+                raw = cast(psycopg.Connection[Any], conn.connection.driver_connection)
+                with raw.cursor() as cur:
+                    cur.execute(
+                        "DELETE FROM processed_events WHERE processed_at < now() - make_interval(days => %s)",
+                        (retention_days,),
+                    )
+                    return cur.rowcount
+        except sa_exc.SQLAlchemyError as error:
+            raise StoreUnavailable(str(error)) from error
+
     # -- the batch ------------------------------------------------------------------------
     def apply(self, plan: BatchPlan) -> BatchResult:
         """Apply `plan` in one transaction; see the module docstring for guarantees."""

@@ -241,3 +241,18 @@ def test_store_reports_an_unreachable_database_as_unavailable() -> None:
             apply(store, make_record(unique_tenant()))
     finally:
         store.close()
+
+
+def test_pruning_forgets_only_event_ids_older_than_the_retention(store: PostgresStore) -> None:
+    tenant = unique_tenant()
+    old, recent = make_record(tenant, agreement_id=1), make_record(tenant, agreement_id=2)
+    apply(store, old, recent)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE processed_events SET processed_at = now() - interval '30 days' WHERE event_id = %(id)s",
+            {"id": old.id},
+        )
+    assert store.prune_processed(14) >= 1
+    replay = apply(store, old, recent)
+    assert (replay.fresh, replay.duplicates) == (1, 1)  # the pruned id is applied again (as unchanged)
+    assert replay.applied[(tenant, "100", None)].unchanged == 1
