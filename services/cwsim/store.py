@@ -19,7 +19,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -171,9 +171,12 @@ class AgreementIndex:
         if pos < len(self.by_updated) and self.by_updated[pos] == (stamp, id_):
             del self.by_updated[pos]
 
-    def updated_since(self, stamp: str) -> list[int]:
-        pos = bisect.bisect_left(self.by_updated, (stamp, -1))
-        return sorted(i for _, i in self.by_updated[pos:])
+    def updated_between(self, low: str | None, high: str | None) -> list[int]:
+        """Ids (sorted) whose lastUpdated stamp s satisfies low <= s < high (either bound optional).
+        Stamps are fixed-width `YYYY-MM-DDTHH:MM:SSZ`, so string order is time order."""
+        start = 0 if low is None else bisect.bisect_left(self.by_updated, (low, -1))
+        end = len(self.by_updated) if high is None else bisect.bisect_left(self.by_updated, (high, -1))
+        return sorted(i for _, i in self.by_updated[start:end])
 
 
 class QueryCache:
@@ -211,8 +214,23 @@ class QueryCache:
         self._items.clear()
 
 
-def _floor_stamp(value: datetime) -> str:
-    return format_cw(value.replace(microsecond=0))
+def _stamp_bounds(op: str, value: datetime) -> tuple[str | None, str | None] | None:
+    """[low, high) stamp bounds equivalent to `lastUpdated <op> value` on whole-second stamps.
+    E.g. `>= 12:00:11.5` -> low 12:00:12; `> 12:00:11` -> low 12:00:12; `<= 12:00:11.5` -> high 12:00:12."""
+    floor = value.replace(microsecond=0)
+    ceil = floor if value.microsecond == 0 else floor + timedelta(seconds=1)
+    after = format_cw(floor + timedelta(seconds=1))
+    if op == ">=":
+        return format_cw(ceil), None
+    if op == ">":
+        return after, None
+    if op == "<":
+        return None, format_cw(ceil)
+    if op == "<=":
+        return None, after
+    if op == "=":
+        return (format_cw(floor), after) if value.microsecond == 0 else (after, after)
+    return None
 
 
 class Store:
@@ -261,8 +279,8 @@ class Store:
         order: tuple[SortKey, ...] = parse_order_by(order_by, TABLES[table]) if order_by else ()
         if conditions and conditions.strip():
             node, predicate = self.cache.predicate(table, conditions)
-            candidates = self._candidates(coll, node)
-            recs = [r for r in candidates if predicate(r.data)]
+            candidates, exact = self._candidates(coll, node)
+            recs = list(candidates) if exact else [r for r in candidates if predicate(r.data)]
         else:
             recs = list(coll.in_id_order())
         if order and not (len(order) == 1 and order[0].keys == ("id",) and not order[0].descending):
@@ -272,19 +290,29 @@ class Store:
         self.cache.put(key, coll.version, result)
         return result
 
-    def _candidates(self, coll: Collection, node: Node) -> list[Rec]:
-        """A superset of the matches, in id order, narrowed by indexable top-level AND terms."""
-        best: list[Rec] | None = None
+    def _candidates(self, coll: Collection, node: Node) -> tuple[list[Rec], bool]:
+        """Candidates in id order, narrowed by the indexable top-level AND terms, and whether they are
+        exactly the matches (every term was answered by an index, so the predicate need not run)."""
         terms = conjuncts(node) if isinstance(node, And | Comparison) else ()
+        narrowed: list[list[Rec]] = []
+        exact = bool(terms)
         for term in terms:
-            if not isinstance(term, Comparison) or term.negated:
-                continue
-            narrowed = self._narrow(coll, term)
-            if narrowed is not None and (best is None or len(narrowed) < len(best)):
-                best = narrowed
-        return coll.in_id_order() if best is None else best
+            found = self._narrow(coll, term) if isinstance(term, Comparison) and not term.negated else None
+            if found is None:
+                exact = False
+            else:
+                narrowed.append(found)
+        if not narrowed:
+            return coll.in_id_order(), False
+        narrowed.sort(key=len)
+        best = narrowed[0]
+        if exact and len(narrowed) > 1:
+            keep = set.intersection(*({r.id for r in other} for other in narrowed[1:]))
+            best = [r for r in best if r.id in keep]
+        return best, exact
 
     def _narrow(self, coll: Collection, term: Comparison) -> list[Rec] | None:
+        """The records (id order) an index says satisfy `term` exactly, or None when no index applies."""
         spec = TABLES[coll.name].resolve(term.path) if coll.name in TABLES else None
         if spec is None:
             return None
@@ -310,9 +338,11 @@ class Store:
                 return None
             ids = sorted({i for v in wanted for i in self.index.by_company.get(int(v), [])})
             return [coll.by_id[i] for i in ids]
-        if spec.keys == ("_info", "lastUpdated") and term.op in (">", ">=") and isinstance(value, datetime):
-            ids = self.index.updated_since(_floor_stamp(value))
-            return [coll.by_id[i] for i in ids]
+        if spec.keys == ("_info", "lastUpdated") and isinstance(value, datetime):
+            stamp_bounds = _stamp_bounds(term.op, value)
+            if stamp_bounds is None:
+                return None
+            return [coll.by_id[i] for i in self.index.updated_between(*stamp_bounds)]
         return None
 
     def additions_of(self, agreement_id: int) -> Collection | None:

@@ -40,6 +40,9 @@ def brute_force(store: Store, condition: str) -> list[int]:
     [
         "company/id = {company}",
         "company/id = {company} and lastUpdated >= [2025-09-01T00:00:00Z]",
+        "company/id = {company} and lastUpdated >= [2025-09-01T00:00:00Z] and id > {mid}",
+        "lastUpdated = [{stamp}]",
+        "lastUpdated <= [{stamp}] and lastUpdated > [2025-01-01T00:00:00.25Z]",
         "company/id in ({company}, {other})",
         "lastUpdated > [2025-12-01T10:00:00.5Z]",
         "_info/lastUpdated >= [2025-12-01T10:00:00Z] and agreementStatus = 'Active'",
@@ -54,7 +57,10 @@ def brute_force(store: Store, condition: str) -> list[int]:
 def test_narrowed_queries_match_a_full_scan(store: Store, template: str) -> None:
     ids = store.agreements.ids
     companies = store.companies.ids
-    condition = template.format(company=companies[2], other=companies[5], mid=ids[100], mid2=ids[150])
+    stamp = store.agreements.by_id[ids[100]].data["_info"]["lastUpdated"]
+    condition = template.format(
+        company=companies[2], other=companies[5], mid=ids[100], mid2=ids[150], stamp=stamp
+    )
     result = store.query(store.agreements, "agreement", condition, None)
     assert result.ids == brute_force(store, condition)
     assert result.ids, f"{condition} should match something in this data set"
@@ -181,6 +187,10 @@ _TERMS = [
     "company/id in ({company}, {other})",
     "lastUpdated >= [{stamp}]",
     "_info/lastUpdated > [{stamp}]",
+    "lastUpdated < [{frac}]",
+    "lastUpdated <= [{frac}]",
+    "lastUpdated >= [{frac}]",
+    "lastUpdated = [{exact}]",
     "id > {mid}",
     "id <= {mid}",
     "agreementStatus = 'Active'",
@@ -203,10 +213,13 @@ def test_any_combination_of_terms_matches_a_full_scan(
 ) -> None:
     ids = store.agreements.ids
     companies = store.companies.ids
+    exact = store.agreements.by_id[ids[50]].data["_info"]["lastUpdated"]
     values = {
         "company": companies[1],
         "other": companies[4],
         "stamp": "2025-10-01T00:00:00Z",
+        "frac": exact.replace("Z", ".5Z"),
+        "exact": exact,
         "mid": ids[120],
     }
     text = terms[0].format(**values)
