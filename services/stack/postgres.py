@@ -18,10 +18,12 @@ with the log tail.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
@@ -35,6 +37,9 @@ from services.stack.process import is_our_process, port_answers, read_pid, tail,
 logger = logging.getLogger(__name__)
 
 RUN_USER = "embedded_postgres"
+# as root, where PostgreSQL's files go when the stack directory is not enterable by RUN_USER
+# (only used as root; `_own_fallback_root` refuses a pre-existing dir root does not own)
+FALLBACK_ROOT = Path("/var/tmp/contract-sync-postgres")  # noqa: S108
 
 
 @dataclass(frozen=True)
@@ -66,17 +71,79 @@ def running_as_root() -> bool:
     return os.geteuid() == 0
 
 
+def enterable_by_others(path: Path) -> bool:
+    """True when every existing ancestor directory of `path` has the others-execute bit,
+    i.e. the unprivileged run user can reach `path` (ancestors that do not exist yet are
+    created by us with mode 755)."""
+    for parent in path.resolve().parents:
+        try:
+            mode = parent.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _own_fallback_root(fallback_root: Path) -> None:
+    """Create `fallback_root` (mode 755) or check that root owns it and only root can write it."""
+    fallback_root.mkdir(parents=True, exist_ok=True)
+    info = fallback_root.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        raise StackError(f"{fallback_root} exists but is not a root-owned directory writable only by root")
+    fallback_root.chmod(0o755)
+
+
+def _short_hash(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+
+
+def runnable_bin_dir(source: Path | None = None, fallback_root: Path = FALLBACK_ROOT) -> Path:
+    """The bin dir the run user can execute: the wheel's own, or (as root, when the wheel sits
+    below a directory such as /root that others cannot enter) a one-time copy of its
+    `pginstall` tree under `fallback_root`. The copy is made in a staging dir and renamed,
+    so a half-finished copy is never used."""
+    source = source or bin_dir()
+    if not running_as_root() or enterable_by_others(source / "pg_ctl"):
+        return source
+    install = source.parent
+    target = fallback_root / f"pginstall-{_short_hash(install)}"
+    if not (target / ".complete").exists():
+        _own_fallback_root(fallback_root)
+        staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(install, staging, symlinks=True)
+        staging.chmod(0o755)
+        (staging / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target / source.name
+
+
 class PostgresNode:
     """One local PostgreSQL cluster under `<root>/postgres`, logging to `<logs_dir>/postgres.log`."""
 
-    def __init__(self, root: Path, logs_dir: Path, config: PostgresConfig) -> None:
+    def __init__(
+        self, root: Path, logs_dir: Path, config: PostgresConfig, fallback_root: Path = FALLBACK_ROOT
+    ) -> None:
         self.config = config
         self.home = root / "postgres"
-        self.data = self.home / "data"
         self.logs_dir = logs_dir
         self.log_file = logs_dir / "postgres.log"
+        self.fallback_root = fallback_root
+        # as root below a directory others cannot enter (e.g. a clone in /root), the run user
+        # could not reach the data dir: keep data and log under fallback_root instead, keyed
+        # by the stack directory, with a symlink to the log in logs_dir
+        self.relocated = running_as_root() and not enterable_by_others(self.home)
+        if self.relocated:
+            self.home = fallback_root / _short_hash(root)
+            self.log_file = self.home / "postgres.log"
+        self.data = self.home / "data"
 
     # -- helpers ---------------------------------------------------------------------------
+    def bin_dir(self) -> Path:
+        return runnable_bin_dir(fallback_root=self.fallback_root)
+
     def _argv(self, *argv: str) -> list[str]:
         return ["runuser", "-u", RUN_USER, "--", *argv] if running_as_root() else list(argv)
 
@@ -110,26 +177,24 @@ class PostgresNode:
             entry = pwd.getpwnam(RUN_USER)
         return entry.pw_uid, entry.pw_gid
 
-    def _check_traversable(self) -> None:
-        """As root, every ancestor of the data dir must be enterable by the run user."""
-        for parent in self.home.resolve().parents:
-            mode = parent.stat()
-            if not mode.st_mode & stat.S_IXOTH:
-                raise StackError(
-                    f"{parent} is not enterable by the {RUN_USER} user (mode {oct(mode.st_mode & 0o777)}); "
-                    "choose a stack directory under a world-enterable path"
-                )
-
     def _prepare_dirs(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if self.relocated:
+            _own_fallback_root(self.fallback_root)
+        self.home.mkdir(parents=True, exist_ok=True)
         owner = self._ensure_run_user()
         if owner is not None:
-            self._check_traversable()
+            for directory in {self.home, self.home.parent, self.logs_dir}:
+                directory.chmod(directory.stat().st_mode | 0o755)  # ours; survive a strict umask
         if not self.data.exists():
             self.data.mkdir(mode=0o700)
         if not self.log_file.exists():
             self.log_file.touch()
+        if self.relocated:
+            link = self.logs_dir / "postgres.log"
+            if not link.is_symlink():
+                link.unlink(missing_ok=True)
+                link.symlink_to(self.log_file)
         if owner is not None:
             os.chown(self.data, *owner)
             os.chown(self.log_file, *owner)
@@ -154,7 +219,7 @@ class PostgresNode:
         if (self.data / "PG_VERSION").exists():
             return False
         done = self._run(
-            str(bin_dir() / "initdb"), "-D", str(self.data), "--auth=trust", "-U", self.config.user,
+            str(self.bin_dir() / "initdb"), "-D", str(self.data), "--auth=trust", "-U", self.config.user,
             "--encoding=UTF8", "--no-locale", "--no-instructions",
         )  # fmt: skip
         if done.returncode != 0:
@@ -175,7 +240,7 @@ class PostgresNode:
             f"-c max_connections={self.config.max_connections}"
         )
         done = self._run(
-            str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file),
+            str(self.bin_dir() / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_file),
             "-o", options, "-w", "-t", str(int(timeout_s)), "start",
             timeout_s=timeout_s + 10,
         )  # fmt: skip
@@ -232,7 +297,7 @@ class PostgresNode:
         if pid is None:
             return False
         done = self._run(
-            str(bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop",
+            str(self.bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", str(int(timeout_s)), "stop",
             timeout_s=timeout_s + 10,
         )  # fmt: skip
         if done.returncode != 0:
