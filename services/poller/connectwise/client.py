@@ -15,7 +15,9 @@ Contract:
   requested: paging numbers are read out of them.
 * Credentials never appear in logs, errors or reprs; text the server sends back is scrubbed of
   them before it is logged or stored in an error.
-* Counters (`stats`) count every HTTP request sent, every 429 received, and every retry.
+* Counters (`stats`) count every HTTP request sent, every 429 received, and every retry; the same
+  numbers go to the shared Prometheus metrics `contract_sync_connectwise_{requests,throttled,retries}_total`
+  (label `tenant` = `tenant_id`, else the company id; requests also by `status`, or `transport_error`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from services.common.metrics import CW_REQUESTS, CW_RETRIES, CW_THROTTLED
 from services.poller.connectwise import conditions as cond
 from services.poller.connectwise.config import ConnectWiseConnection
 from services.poller.connectwise.errors import (
@@ -168,6 +171,7 @@ class ConnectWiseClient:
     ) -> None:
         self._connection = connection
         self.tenant_id = tenant_id
+        self._metric_tenant = tenant_id or connection.company_id
         self.stats = ClientStats()
         self._sleep = sleep
         self._rng = rng
@@ -357,6 +361,7 @@ class ConnectWiseClient:
                     headers=self._headers(authenticated=authenticated, extra=headers),
                 )
             except httpx.HTTPError as exc:
+                CW_REQUESTS.labels(self._metric_tenant, "transport_error").inc()
                 may_retry = idempotent or isinstance(exc, _NOT_SENT_ERRORS)
                 if may_retry and attempt < policy.max_attempts:
                     delay = policy.backoff(attempt, self._rng)
@@ -369,6 +374,7 @@ class ConnectWiseClient:
                         delay,
                     )
                     self.stats.retries += 1
+                    CW_RETRIES.labels(self._metric_tenant).inc()
                     await self._sleep(delay)
                     continue
                 self.stats.failures += 1
@@ -380,11 +386,13 @@ class ConnectWiseClient:
             await response.aread()
             elapsed = time.perf_counter() - started
             status = response.status_code
+            CW_REQUESTS.labels(self._metric_tenant, str(status)).inc()
             logger.debug("connectwise %s %s -> %d in %.3fs", method, path, status, elapsed)
             if 200 <= status < 300:
                 return response
             if status == 429:
                 self.stats.throttled += 1
+                CW_THROTTLED.labels(self._metric_tenant).inc()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if attempt < policy.max_attempts and (
                     retry_after is None or retry_after <= policy.max_retry_after
@@ -400,6 +408,7 @@ class ConnectWiseClient:
                         delay,
                     )
                     self.stats.retries += 1
+                    CW_RETRIES.labels(self._metric_tenant).inc()
                     await self._sleep(delay)
                     continue
                 self.stats.failures += 1
@@ -410,6 +419,7 @@ class ConnectWiseClient:
                     "connectwise %s %s answered %d; retry %d in %.2fs", method, path, status, attempt, delay
                 )
                 self.stats.retries += 1
+                CW_RETRIES.labels(self._metric_tenant).inc()
                 await self._sleep(delay)
                 continue
             if status == 404 and api and not refreshed:

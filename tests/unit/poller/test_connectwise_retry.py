@@ -221,3 +221,29 @@ async def test_client_rate_limit_spaces_requests_with_headroom() -> None:
     # companyinfo + 10 calls = 11 tokens at 2/s, the first one free
     assert ft.now - start == pytest.approx(5.0)
     assert client.stats.rate_limit_wait_seconds == pytest.approx(5.0)
+
+
+async def test_requests_retries_and_429s_reach_the_shared_prometheus_counters() -> None:
+    from services.common.metrics import CW_REQUESTS, CW_RETRIES, CW_THROTTLED
+
+    def value(counter: object, *labels: str) -> float:
+        return counter.labels(*labels)._value.get()  # type: ignore[attr-defined, no-any-return]
+
+    before = (
+        value(CW_REQUESTS, "acme", "429"),
+        value(CW_REQUESTS, "acme", "200"),
+        value(CW_RETRIES, "acme"),
+        value(CW_THROTTLED, "acme"),
+    )
+    api = flaky([json_response(429, {}, {"Retry-After": "1"})], json_response(200, {"count": 2}))
+    client, _, _ = make_client(api)  # type: ignore[arg-type]
+    async with client:
+        await client.count_agreements()
+    after = (
+        value(CW_REQUESTS, "acme", "429"),
+        value(CW_REQUESTS, "acme", "200"),
+        value(CW_RETRIES, "acme"),
+        value(CW_THROTTLED, "acme"),
+    )
+    # one 429, then the 200 of companyinfo and of the retried call
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 1]
