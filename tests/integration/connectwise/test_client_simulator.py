@@ -167,8 +167,9 @@ async def test_429_retry_after_is_honoured_and_the_calls_succeed(sim: SimHandle)
     assert len(set(counts)) == 1
     assert stats.throttled >= 1
     assert stats.throttled == server["throttled"]
-    assert elapsed >= 0.9  # waited for the window to reopen instead of hammering
-    assert stats.requests <= 2 + 8 + stats.throttled
+    # the simulator's Retry-After is >= 1 s; each 429 was waited out before the next request
+    assert elapsed >= 0.95 * stats.throttled
+    assert stats.throttled <= 3  # at most one 429 per 2-second window: no hammering during a pause
 
 
 async def test_persistent_429_surfaces_a_retryable_throttled_error(sim: SimHandle) -> None:
