@@ -50,7 +50,9 @@ from sqlalchemy import (
     true,
     tuple_,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from schemas.commands import EditCommand, SetAutoSyncCommand
@@ -110,6 +112,8 @@ _stage_metadata = MetaData()
 _TYPES: dict[str, Any] = {c.name: c.type for c in contracts.columns}
 _TYPES["event_id"] = contracts.c.last_event_id.type
 _TYPES.update(pos=Integer(), topic=Text(), partition=Integer(), offset=BigInteger(), fresh=Boolean())
+# binary COPY has no dumper for char(n), and jsonb arrives as JSON text: both are staged as text
+_TYPES.update(billing_currency=Text(), explanation=Text())
 STAGE_TABLE = "writer_contract_stage"
 STAGE_COPY_COLUMNS: tuple[str, ...] = ("pos", "topic", "partition", "offset", *STAGE_COLUMNS)
 """What the writer COPYs per record: batch position and Kafka position, then the record's columns."""
@@ -133,7 +137,18 @@ def _stage_ddl() -> str:
 
 STAGE_DDL = _stage_ddl()
 _QUOTED_STAGE_COLUMNS = ", ".join(f'"{name}"' for name in STAGE_COPY_COLUMNS)
-STAGE_COPY = f"COPY {STAGE_TABLE} ({_QUOTED_STAGE_COLUMNS}) FROM STDIN"
+STAGE_COPY = f"COPY {STAGE_TABLE} ({_QUOTED_STAGE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+
+def _copy_type(name: str) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    compiled = str(_TYPES[name].compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
+    return {"TIMESTAMP WITH TIME ZONE": "timestamptz", "NUMERIC": "numeric"}.get(compiled, compiled.lower())
+
+
+STAGE_COPY_TYPES: list[str] = [_copy_type(name) for name in STAGE_COPY_COLUMNS]
+"""Type names for `Copy.set_types` (binary COPY needs them)."""
 
 _STAGE_FRESH = f"""
 WITH fresh AS (
@@ -190,7 +205,10 @@ def _merge_statement() -> Any:
         *(newest.c[name] for name in PSA_OWNED_COLUMNS),
         *seeded_effective,
         *seeded_psa,
-        *(newest.c[name] for name in MAPPING_COLUMNS),
+        *(
+            sql_cast(newest.c[name], JSONB) if name == "explanation" else newest.c[name]
+            for name in MAPPING_COLUMNS
+        ),
         true(),
         newest.c.event_id,
     )
@@ -530,6 +548,7 @@ class PostgresStore:
         """COPY the mapped records into the stage and record their ids; returns the fresh positions."""
         cur.execute(STAGE_DDL)
         with cur.copy(STAGE_COPY) as copy:
+            copy.set_types(STAGE_COPY_TYPES)
             for pos, applicable in mapped:
                 event = cast(ContractRecordMapped, applicable.event)
                 message = applicable.message
