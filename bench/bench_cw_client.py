@@ -77,6 +77,7 @@ def main() -> None:
     ceiling_seconds = float(os.environ.get("BENCH_CW_CEILING_SECONDS", "10"))
     budget = int(os.environ.get("BENCH_CW_BUDGET", "6000"))
     workers = int(os.environ.get("BENCH_CW_WORKERS", "48"))
+    print(f"machine load average (1/5/15 min): {os.getloadavg()}")
     with run_simulator(seed=3, companies=10, agreements_per_company=20, subprocess=True) as sim:
         sim.control.set_faults(latency_ms=LATENCY_MS)
 

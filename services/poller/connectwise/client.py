@@ -288,9 +288,18 @@ class ConnectWiseClient:
 
     async def company_info(self) -> CompanyInfo:
         """`GET /login/companyinfo/{company}` (sent without Basic auth, as ConnectWise's clients do)."""
-        response = await self._send(
-            "GET", f"/login/companyinfo/{self._connection.company_id}", api=False, authenticated=False
-        )
+        try:
+            response = await self._send(
+                "GET", f"/login/companyinfo/{self._connection.company_id}", api=False, authenticated=False
+            )
+        except ConnectWiseNotFoundError as error:
+            raise ConnectWiseProtocolError(
+                f"companyinfo does not know company {self._connection.company_id!r} ({error.message})",
+                method="GET",
+                path="/login/companyinfo",
+                status_code=404,
+                operator_action="Check the tenant's ConnectWise site and company id (the login company).",
+            ) from None
         data = self._json(response, "GET", "/login/companyinfo")
         if not isinstance(data, dict):
             raise ConnectWiseProtocolError(

@@ -425,3 +425,15 @@ async def test_every_error_type_holds_no_credentials_even_when_the_server_echoes
         assert "[redacted]" in str(error) or "[redacted]" in repr(error)
     assert_no_secret(caplog.text)
     assert "connectwise" in caplog.text  # the requests were logged, without credentials
+
+
+async def test_unknown_company_at_discovery_says_to_check_the_company_id() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return json_response(404, {"code": "NotFound", "message": "company not found"})
+
+    client = ConnectWiseClient(connection(), transport=httpx.MockTransport(handler))
+    async with client:
+        with pytest.raises(ConnectWiseProtocolError) as raised:
+            await client.count_agreements()
+    assert raised.value.status_code == 404
+    assert "company id" in raised.value.operator_action
