@@ -30,7 +30,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -104,7 +104,12 @@ class Emitter:
         tenant_id: str,
         batch_size: int = 200,
         flush_interval: float = 0.5,
+        *,
+        psa_topic: str = PSA_AGREEMENTS,
+        events_topic: str = SYNC_EVENTS,
     ) -> None:
+        self._psa_topic = psa_topic
+        self._events_topic = events_topic
         self._publisher = publisher
         self._store = store
         self._tenant_id = tenant_id
@@ -122,7 +127,7 @@ class Emitter:
         self.sent += 1
 
     async def observed(self, event: CloudEvent, record: KnownAgreement) -> None:
-        await self._send(PSA_AGREEMENTS, event)
+        await self._send(self._psa_topic, event)
         self._records.append(record)
         if (
             len(self._pending) >= self._batch_size
@@ -131,12 +136,12 @@ class Emitter:
             await self.flush()
 
     async def removed(self, event: CloudEvent, *, forget_agreement: int | None = None) -> None:
-        await self._send(PSA_AGREEMENTS, event)
+        await self._send(self._psa_topic, event)
         if forget_agreement is not None:
             self._forget.append(forget_agreement)
 
     async def sync_event(self, event: CloudEvent) -> None:
-        await self._send(SYNC_EVENTS, event)
+        await self._send(self._events_topic, event)
 
     async def flush(self) -> None:
         async with self._lock:
@@ -186,6 +191,12 @@ class RunStats:
         }
 
 
+def row_id(row: Json) -> int | None:
+    """The positive integer `id` of a ConnectWise row, else None (dirty data is skipped, not fatal)."""
+    value = row.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def first_error(error: BaseException) -> BaseException:
     """The first leaf of an exception group (a TaskGroup wraps task errors), else `error` itself."""
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
@@ -213,7 +224,11 @@ class TenantPoller:
         now: Callable[[], datetime] = utcnow,
         batch_size: int = 200,
         heartbeat_interval: timedelta = timedelta(seconds=60),
+        psa_topic: str = PSA_AGREEMENTS,
+        events_topic: str = SYNC_EVENTS,
     ) -> None:
+        self.psa_topic = psa_topic
+        self.events_topic = events_topic
         self.tenant = tenant
         self.client = client
         self.publisher = publisher
@@ -287,7 +302,14 @@ class TenantPoller:
         async with self._lock:
             stats = RunStats(kind, self.now())
             before = self.client.stats.snapshot()
-            emitter = Emitter(self.publisher, self.store, self.tenant.id, self.batch_size)
+            emitter = Emitter(
+                self.publisher,
+                self.store,
+                self.tenant.id,
+                self.batch_size,
+                psa_topic=self.psa_topic,
+                events_topic=self.events_topic,
+            )
             clock = asyncio.get_running_loop().time()
             try:
                 await body(stats, emitter)
@@ -340,10 +362,8 @@ class TenantPoller:
             read_now: set[int] = set()
             async with asyncio.TaskGroup() as tasks:
                 for condition in cursors.incremental_conditions(since, companies):
-                    async for agreement in self.client.list_agreements(
-                        condition, page_size=PAGE_SIZE, paging=self.tenant.paging
-                    ):
-                        raw, agreement_id = agreement.raw, agreement.id
+                    async for raw in self._agreement_rows(condition):
+                        agreement_id = row_id(raw)
                         if agreement_id is None:
                             continue
                         stats.seen += 1
@@ -387,20 +407,15 @@ class TenantPoller:
             listed: set[int] = set()
             stats.clients.add(client_id)
             async with asyncio.TaskGroup() as tasks:
-                async for agreement in self.client.list_agreements(
-                    cond.eq("company/id", company), page_size=PAGE_SIZE, paging=self.tenant.paging
-                ):
-                    if agreement.id is None:
+                async for raw in self._agreement_rows(cond.eq("company/id", company)):
+                    agreement_id = row_id(raw)
+                    if agreement_id is None:
                         continue
                     stats.seen += 1
-                    listed.add(agreement.id)
+                    listed.add(agreement_id)
                     tasks.create_task(
                         self._read_and_observe(
-                            agreement.raw,
-                            known.get(agreement.id),
-                            stats,
-                            emitter,
-                            correlationid=correlationid,
+                            raw, known.get(agreement_id), stats, emitter, correlationid=correlationid
                         )
                     )
             plan = plan_removals(mine.keys(), listed, self.guard)
@@ -432,11 +447,10 @@ class TenantPoller:
             }
             listed: set[int] = set()
             for condition in cursors.company_filters(self.tenant.company_ids):
-                async for agreement in self.client.list_agreements(
-                    condition, fields=["id"], page_size=PAGE_SIZE, paging=self.tenant.paging
-                ):
-                    if agreement.id is not None:
-                        listed.add(agreement.id)
+                async for raw in self._agreement_rows(condition, fields=["id"]):
+                    agreement_id = row_id(raw)
+                    if agreement_id is not None:
+                        listed.add(agreement_id)
             stats.seen = len(listed)
             plan = plan_removals(known.keys(), listed, self.guard)
             if not plan.ok:
@@ -494,16 +508,31 @@ class TenantPoller:
         company = self.tenant.company_for(client_id)
         return company is not None and self.tenant.includes_company(company)
 
+    async def _agreement_rows(
+        self, condition: cond.Condition | None, *, fields: list[str] | None = None
+    ) -> AsyncIterator[Json]:
+        """Agreements as the raw JSON objects ConnectWise sent, 1,000 per page."""
+        async for page in self.client.iter_pages(
+            "/finance/agreements",
+            conditions=condition,
+            fields=fields,
+            page_size=PAGE_SIZE,
+            paging=self.tenant.paging,
+        ):
+            for raw in page:
+                yield raw
+
     async def _read_additions(self, agreement_id: int) -> list[Json] | None:
         """All additions of one agreement; None when the agreement itself is gone (404)."""
         async with self._semaphore:
             try:
-                return [
-                    addition.raw
-                    async for addition in self.client.list_additions(
-                        agreement_id, page_size=PAGE_SIZE, paging=self.tenant.paging
-                    )
-                ]
+                path = f"/finance/agreements/{agreement_id}/additions"
+                rows: list[Json] = []
+                async for page in self.client.iter_pages(
+                    path, page_size=PAGE_SIZE, paging=self.tenant.paging
+                ):
+                    rows.extend(page)
+                return rows
             except ConnectWiseNotFoundError:
                 return None
 
@@ -684,7 +713,7 @@ class TenantPoller:
             event = SyncFailed.build(data, source=SOURCE, correlationid=correlationid)
         else:
             event = Heartbeat.build(data, source=SOURCE, correlationid=correlationid)
-        await (await self.publisher.send(SYNC_EVENTS, event))
+        await (await self.publisher.send(self.events_topic, event))
 
     async def _failed(
         self,

@@ -146,7 +146,13 @@ class TenantConfig(BaseModel):
     )
     time_zone: str = "UTC"
     default_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    requests_per_minute: float = Field(default=600.0, gt=0)
+    requests_per_minute: float = Field(
+        default=600.0, gt=0, description="The tenant's ConnectWise request budget"
+    )
+    rate_limit_headroom: float = Field(
+        default=0.02, ge=0, lt=1, description="Fraction of the budget left unused"
+    )
+    rate_limit_burst: float | None = Field(default=None, gt=0, description="Requests the limiter may burst")
     concurrency: int = Field(default=8, ge=1, le=64, description="Concurrent additions reads")
     paging: Paging = Paging.FORWARD_ONLY
     poll_interval: Duration = timedelta(minutes=5)
@@ -276,6 +282,8 @@ def connection_for(
         "verify_tls": tenant.verify_tls,
         "ca_bundle": tenant.ca_bundle,
         "requests_per_minute": tenant.requests_per_minute,
+        "rate_limit_headroom": tenant.rate_limit_headroom,
+        "rate_limit_burst": tenant.rate_limit_burst,
     }
     if tenant.api_version:
         options["api_version"] = tenant.api_version
