@@ -5,6 +5,7 @@
   2. testcontainers, only when a Docker engine answers (cheap check, no Docker on the dev machines);
   3. the local stack (`services.stack.LocalStack`, `.stack/` by default), started if needed and
      stopped at session end only for the components this session started.
+`make_topic` creates per-test topics and deletes them afterwards; `unique_name` makes names.
 When none works: under `CI=true` the test fails (a missing service must never pass silently),
 otherwise it is skipped with the reason.
 
@@ -14,10 +15,11 @@ marker automatically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -131,3 +133,31 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return f"{prefix}.{test}.{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+@pytest.fixture
+async def make_topic(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> AsyncIterator[Callable[..., Awaitable[str]]]:
+    """Async factory: `await make_topic("orders", partitions=1)` creates a uniquely named topic
+    (replication 1) and returns its name; every topic it made is deleted after the test."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def make(prefix: str = "t", partitions: int = 1) -> str:
+        name = unique_name(prefix)
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        created.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        if created:
+            with contextlib.suppress(KafkaError):
+                await admin.delete_topics(created)
+        await admin.close()

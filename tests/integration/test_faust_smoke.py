@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 HERE = Path(__file__).resolve().parent
 ROUND_TRIP_DEADLINE_S = 90.0  # includes the worker's start-up and first group join on 2 cores
@@ -37,21 +36,14 @@ class EchoWorker:
         return "\n".join(text.splitlines()[-lines:])
 
 
-async def create_topics(bootstrap: str, *names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1) for name in names])
-    finally:
-        await admin.close()
-
-
 @pytest.fixture
 async def echo_worker(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    make_topic: Callable[..., Awaitable[str]],
+    tmp_path: Path,
 ) -> AsyncIterator[EchoWorker]:
-    in_topic, out_topic = unique_name("echo-in"), unique_name("echo-out")
-    await create_topics(kafka_bootstrap, in_topic, out_topic)
+    in_topic, out_topic = await make_topic("echo-in"), await make_topic("echo-out")
     log = tmp_path / "worker.log"
     env = {
         **os.environ,

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 DEADLINE_S = 30.0
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -51,10 +41,9 @@ async def take(consumer: AIOKafkaConsumer, count: int) -> list[bytes]:
 
 
 async def test_consumer_group_reads_every_produced_message_in_order(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
+    kafka_bootstrap: str, unique_name: Callable[[str], str], make_topic: Callable[..., Awaitable[str]]
 ) -> None:
-    topic, group = unique_name("smoke"), unique_name("group")
-    await create_topic(kafka_bootstrap, topic)
+    topic, group = await make_topic("smoke"), unique_name("group")
     sent = [f"message-{i}".encode() for i in range(20)]
     await produce(kafka_bootstrap, topic, sent)
 
@@ -69,10 +58,9 @@ async def test_consumer_group_reads_every_produced_message_in_order(
 
 
 async def test_second_consumer_in_group_resumes_after_committed_offset(
-    kafka_bootstrap: str, unique_name: Callable[[str], str]
+    kafka_bootstrap: str, unique_name: Callable[[str], str], make_topic: Callable[..., Awaitable[str]]
 ) -> None:
-    topic, group = unique_name("smoke"), unique_name("group")
-    await create_topic(kafka_bootstrap, topic)
+    topic, group = await make_topic("smoke"), unique_name("group")
     sent = [f"record-{i}".encode() for i in range(10)]
     await produce(kafka_bootstrap, topic, sent)
     partition = TopicPartition(topic, 0)
