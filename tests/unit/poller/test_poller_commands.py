@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from poller_fakes import InMemoryStore, RecordingPublisher, make_simulator, sim_client
+
+from schemas.commands import (
+    RefreshCommand,
+    RefreshData,
+    SelectCommand,
+    SelectData,
+    SetAutoSyncCommand,
+    SetAutoSyncData,
+)
+from schemas.envelope import utcnow
+from services.poller.app import handle_command
+from services.poller.service import TenantPoller
+from services.poller.tenants import parse_config
+
+MAX_AGE = timedelta(minutes=10)
+
+
+def make_poller() -> TenantPoller:
+    sim = make_simulator()
+    tenant = parse_config(
+        {
+            "tenants": [
+                {
+                    "id": "acme",
+                    "site": sim.config.public_url,
+                    "company_id": sim.config.company_id,
+                    "clients": [250, 251],
+                    "credentials": {
+                        "public_key": {"env": "A"},
+                        "private_key": {"env": "B"},
+                        "client_id": {"env": "C"},
+                    },
+                }
+            ]
+        }
+    ).tenants[0]
+    return TenantPoller(tenant, sim_client(sim), RecordingPublisher(), InMemoryStore())
+
+
+async def test_refresh_is_queued_with_the_command_id_as_correlation() -> None:
+    poller = make_poller()
+    command = RefreshCommand.build(
+        RefreshData(tenant_id="acme", client_id="250", requested_by="ui"), source="ui"
+    )
+    assert await handle_command(command.to_bytes(), {"acme": poller}, MAX_AGE) == "refresh queued"
+    assert poller._hints.get_nowait() == ("refresh", "250", str(command.id))
+
+
+async def test_stale_refreshes_and_other_tenants_are_skipped() -> None:
+    poller = make_poller()
+    stale = RefreshCommand.build(
+        RefreshData(tenant_id="acme", client_id="250", requested_by="ui"), source="ui"
+    )
+    stale = stale.model_copy(update={"time": utcnow() - timedelta(hours=1)})
+    other = RefreshCommand.build(
+        RefreshData(tenant_id="beta", client_id="250", requested_by="ui"), source="ui"
+    )
+    assert await handle_command(stale.to_bytes(), {"acme": poller}, MAX_AGE) == "skipped: stale refresh"
+    assert (
+        await handle_command(other.to_bytes(), {"acme": poller}, MAX_AGE)
+        == "skipped: not this shard's tenant"
+    )
+    assert poller._hints.empty()
+
+
+async def test_set_auto_sync_moves_a_configured_client_onto_the_fast_cadence() -> None:
+    poller = make_poller()
+    on = SetAutoSyncCommand.build(
+        SetAutoSyncData(tenant_id="acme", client_id="251", enabled=True, requested_by="ui"), source="ui"
+    )
+    unknown = SetAutoSyncCommand.build(
+        SetAutoSyncData(tenant_id="acme", client_id="999", enabled=True, requested_by="ui"), source="ui"
+    )
+    assert await handle_command(on.to_bytes(), {"acme": poller}, MAX_AGE) == "auto-sync on"
+    assert await handle_command(unknown.to_bytes(), {"acme": poller}, MAX_AGE) == "skipped: unknown client"
+    assert poller.auto_clients == {"251"}
+    saved = await poller.store.get_cursor("acme", "auto_sync")
+    assert saved.last_run == {"clients": ["251"]}
+
+
+async def test_bad_bytes_and_commands_for_other_services_are_skipped_not_raised() -> None:
+    poller = make_poller()
+    select = SelectCommand.build(
+        SelectData(tenant_id="acme", client_id="250", agreement_ids=[1], requested_by="ui"), source="ui"
+    )
+    assert await handle_command(b"{not json", {"acme": poller}, MAX_AGE) == "skipped: invalid"
+    assert await handle_command(None, {"acme": poller}, MAX_AGE) == "skipped: empty"
+    assert await handle_command(select.to_bytes(), {"acme": poller}, MAX_AGE) == (
+        "skipped: sync.command.select is not the poller's"
+    )
