@@ -155,12 +155,6 @@ def page_slice(page: int, page_size: int) -> slice:
     return slice(start, start + page_size)
 
 
-def _url(base: str, params: Mapping[str, str], **updates: int) -> str:
-    merged = {k: v for k, v in params.items() if k not in updates}
-    merged.update({k: str(v) for k, v in updates.items()})
-    return f"{base}?{urlencode(merged)}"
-
-
 def navigable_links(
     base: str, params: Mapping[str, str], page: int, page_size: int, total: int
 ) -> list[tuple[str, str]]:
@@ -170,15 +164,18 @@ def navigable_links(
     everything fits on one page. Example: page 1 of 4 -> next(2), last(4); page 4 of 4 -> first(1), prev(3).
     """
     last = last_page(total, page_size)
+    if page <= 1 and last <= 1:
+        return []
     query = {k: v for k, v in params.items() if k not in ("page", "pageSize")}
     query["pageSize"] = str(page_size)
+    prefix = f"{base}?{urlencode(query)}&page="
     links: list[tuple[str, str]] = []
     if page > 1:
-        links.append(("first", _url(base, query, page=1)))
-        links.append(("prev", _url(base, query, page=min(page - 1, last))))
+        links.append(("first", f"{prefix}1"))
+        links.append(("prev", f"{prefix}{min(page - 1, last)}"))
     if page < last:
-        links.append(("next", _url(base, query, page=page + 1)))
-        links.append(("last", _url(base, query, page=last)))
+        links.append(("next", f"{prefix}{page + 1}"))
+        links.append(("last", f"{prefix}{last}"))
     return links
 
 
@@ -187,7 +184,8 @@ def forward_only_links(base: str, params: Mapping[str, str], last_id: int | None
     if last_id is None:
         return []
     query = {k: v for k, v in params.items() if k not in ("page", "pageId")}
-    return [("next", _url(base, query, pageId=last_id))]
+    separator = "&" if query else ""
+    return [("next", f"{base}?{urlencode(query)}{separator}pageId={last_id}")]
 
 
 def link_header(links: Sequence[tuple[str, str]]) -> str:

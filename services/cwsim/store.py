@@ -103,6 +103,7 @@ class Collection:
         self.ids: list[int] = []
         self.version = 0
         self._sorted: tuple[int, list[Rec]] = (-1, [])
+        self._all: tuple[int, Result] = (-1, Result([]))
         for data in records:
             self.by_id[data["id"]] = Rec(data["id"], data, _serialise(data))
         self.ids = sorted(self.by_id)
@@ -133,6 +134,12 @@ class Collection:
             self._sorted = (self.version, [self.by_id[i] for i in self.ids])
         return self._sorted[1]
 
+    def everything(self) -> Result:
+        """All records as a Result (cached per version): the answer to an unfiltered or all-matching query."""
+        if self._all[0] != self.version:
+            self._all = (self.version, Result(self.in_id_order()))
+        return self._all[1]
+
     def id_range(self, lo: int | None, hi: int | None) -> list[Rec]:
         """Records with lo < id <= hi (either bound optional), in id order."""
         recs = self.in_id_order()
@@ -147,6 +154,7 @@ class AgreementIndex:
     def __init__(self) -> None:
         self.by_company: dict[int, list[int]] = {}
         self.by_updated: list[tuple[str, int]] = []
+        self._updated_ids: list[int] = []  # parallel to by_updated: slices without a Python-level loop
         self._keys: dict[int, tuple[int | None, str]] = {}
 
     def add(self, data: Json) -> None:
@@ -155,7 +163,9 @@ class AgreementIndex:
         self._keys[data["id"]] = (company, stamp)
         if company is not None:
             bisect.insort(self.by_company.setdefault(company, []), data["id"])
-        bisect.insort(self.by_updated, (stamp, data["id"]))
+        pos = bisect.bisect_left(self.by_updated, (stamp, data["id"]))
+        self.by_updated.insert(pos, (stamp, data["id"]))
+        self._updated_ids.insert(pos, data["id"])
 
     def remove(self, id_: int) -> None:
         key = self._keys.pop(id_, None)
@@ -170,13 +180,16 @@ class AgreementIndex:
         pos = bisect.bisect_left(self.by_updated, (stamp, id_))
         if pos < len(self.by_updated) and self.by_updated[pos] == (stamp, id_):
             del self.by_updated[pos]
+            del self._updated_ids[pos]
 
     def updated_between(self, low: str | None, high: str | None) -> list[int]:
         """Ids (sorted) whose lastUpdated stamp s satisfies low <= s < high (either bound optional).
         Stamps are fixed-width `YYYY-MM-DDTHH:MM:SSZ`, so string order is time order."""
         start = 0 if low is None else bisect.bisect_left(self.by_updated, (low, -1))
         end = len(self.by_updated) if high is None else bisect.bisect_left(self.by_updated, (high, -1))
-        return sorted(i for _, i in self.by_updated[start:end])
+        if start == 0 and end == len(self._updated_ids):
+            return sorted(self._keys)  # everything: dict keys are far cheaper to sort than a shuffled slice
+        return sorted(self._updated_ids[start:end])
 
 
 class QueryCache:
@@ -277,16 +290,17 @@ class Store:
         if hit is not None:
             return hit
         order: tuple[SortKey, ...] = parse_order_by(order_by, TABLES[table]) if order_by else ()
+        everything = coll.in_id_order()
         if conditions and conditions.strip():
             node, predicate = self.cache.predicate(table, conditions)
             candidates, exact = self._candidates(coll, node)
-            recs = list(candidates) if exact else [r for r in candidates if predicate(r.data)]
+            recs = candidates if exact else [r for r in candidates if predicate(r.data)]
         else:
-            recs = list(coll.in_id_order())
+            recs = everything
         if order and not (len(order) == 1 and order[0].keys == ("id",) and not order[0].descending):
             by_id = {id(r.data): r for r in recs}
             recs = [by_id[id(d)] for d in sort_records([r.data for r in recs], order)]
-        result = Result(recs)
+        result = coll.everything() if recs is everything else Result(recs)
         self.cache.put(key, coll.version, result)
         return result
 
@@ -342,7 +356,10 @@ class Store:
             stamp_bounds = _stamp_bounds(term.op, value)
             if stamp_bounds is None:
                 return None
-            return [coll.by_id[i] for i in self.index.updated_between(*stamp_bounds)]
+            ids = self.index.updated_between(*stamp_bounds)
+            if len(ids) == len(coll):
+                return coll.in_id_order()
+            return [coll.by_id[i] for i in ids]
         return None
 
     def additions_of(self, agreement_id: int) -> Collection | None:
