@@ -100,7 +100,8 @@ class MapperApp:
         )
         self.table = self.app.Table(
             "state",
-            schema=faust.Schema(key_type=str, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            key_type=str,  # -> json keys
+            value_type=bytes,  # -> raw values, also when recovered from the changelog
             partitions=settings.partitions,
             help="Per-client mapper state: snapshots, linked items, auto-sync flag",
         )

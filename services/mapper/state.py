@@ -7,7 +7,9 @@ around `handle`.
 State, all under keys that start with the client key `{tenant}:{client}` (so every key of a
 client lives in the changelog partition of that client's messages):
 
-    "{client}|c"              -> ClientState JSON  (auto-sync flag, agreement ids, addition -> agreement)
+    "{client}|auto"           -> b"1" / b"0"       (the auto-sync flag; read on every message)
+    "{client}|c"              -> ClientIndex JSON  (agreement id -> its addition ids; written only
+                                                    when an agreement or its set of additions is new)
     "{client}|i|{agreement}"  -> ItemState JSON    (snapshot version, its addition ids, which items
                                                     were mapped at which version = linked, removals)
     "{client}|s|{agreement}"  -> the raw `psa.agreement.observed` bytes of the newest snapshot
@@ -122,29 +124,23 @@ Output = Emit | DeadLetter
 
 
 @dataclass
-class ClientState:
-    auto_sync: bool = False
-    agreements: set[int] = field(default_factory=set)
-    addition_agreement: dict[int, int] = field(default_factory=dict)
+class ClientIndex:
+    """Which agreements a client has and which additions each has (as last observed)."""
+
+    agreements: dict[int, list[int]] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "auto": self.auto_sync,
-                "ag": sorted(self.agreements),
-                "ax": {str(k): v for k, v in self.addition_agreement.items()},
-            },
-            separators=(",", ":"),
-        ).encode()
+        return json.dumps({str(k): v for k, v in self.agreements.items()}, separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> ClientState:
-        doc = json.loads(raw)
-        return cls(
-            auto_sync=bool(doc["auto"]),
-            agreements=set(doc["ag"]),
-            addition_agreement={int(k): int(v) for k, v in doc["ax"].items()},
-        )
+    def decode(cls, raw: bytes) -> ClientIndex:
+        return cls({int(k): list(v) for k, v in json.loads(raw).items()})
+
+    def owner_of(self, addition_id: int) -> int | None:
+        for agreement_id, additions in self.agreements.items():
+            if addition_id in additions:
+                return agreement_id
+        return None
 
 
 @dataclass
@@ -206,12 +202,18 @@ class ClientView:
     def _k(self, *parts: object) -> str:
         return "|".join((self.client, *map(str, parts)))
 
-    def client_state(self) -> ClientState:
-        raw = self.store.get(self._k("c"))
-        return ClientState.decode(raw) if raw is not None else ClientState()
+    def auto_sync(self) -> bool:
+        return self.store.get(self._k("auto")) == b"1"
 
-    def put_client_state(self, state: ClientState) -> None:
-        self.store[self._k("c")] = state.encode()
+    def put_auto_sync(self, enabled: bool) -> None:
+        self.store[self._k("auto")] = b"1" if enabled else b"0"
+
+    def index(self) -> ClientIndex:
+        raw = self.store.get(self._k("c"))
+        return ClientIndex.decode(raw) if raw is not None else ClientIndex()
+
+    def put_index(self, index: ClientIndex) -> None:
+        self.store[self._k("c")] = index.encode()
 
     def item(self, agreement_id: int) -> ItemState | None:
         raw = self.store.get(self._k("i", agreement_id))
@@ -443,6 +445,10 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         return []
     addition_ids = [a.id for a in data.additions]
     version = data.psa_last_updated.isoformat()
+    if item is None or item.additions != addition_ids:
+        index = view.index()
+        index.agreements[agreement_id] = addition_ids
+        view.put_index(index)
     if item is None:
         item = ItemState(version=version, additions=addition_ids)
     else:
@@ -452,18 +458,8 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         item.removed_additions -= set(addition_ids)
     view.put_snapshot(agreement_id, message.value)
 
-    client = view.client_state()
-    changed = agreement_id not in client.agreements
-    client.agreements.add(agreement_id)
-    for addition_id in addition_ids:
-        if client.addition_agreement.get(addition_id) != agreement_id:
-            client.addition_agreement[addition_id] = agreement_id
-            changed = True
-    if changed:
-        view.put_client_state(client)
-
     outputs: list[Output] = []
-    if client.auto_sync:
+    if view.auto_sync():
         agreement_pending, additions_pending = item.pending()
         outputs = _map(
             view,
@@ -582,8 +578,7 @@ _REFRESH_HINT: Final = "refresh the client (sync.command.refresh) and select aga
 
 def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list[Output]:
     data = command.data
-    client = view.client_state()
-    if client.auto_sync:
+    if view.auto_sync():
         return [
             _rejected(
                 command,
@@ -611,8 +606,9 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
             unknown_agreements.append(agreement_id)
             continue
         wanted.setdefault(agreement_id, _Wanted()).agreement = True
+    index = view.index() if data.addition_ids else ClientIndex()
     for addition_id in dict.fromkeys(data.addition_ids):
-        owner = client.addition_agreement.get(addition_id)
+        owner = index.owner_of(addition_id)
         item = load(owner) if owner is not None else None
         if (
             owner is None
@@ -671,9 +667,7 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
 
 def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incoming) -> list[Output]:
     data = command.data
-    client = view.client_state()
-    client.auto_sync = data.enabled
-    view.put_client_state(client)
+    view.put_auto_sync(data.enabled)
     outputs: list[Output] = [
         Emit(
             SYNC_EVENTS,
@@ -691,7 +685,7 @@ def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incom
     ]
     if not data.enabled:
         return outputs
-    for agreement_id in sorted(client.agreements):
+    for agreement_id in sorted(view.index().agreements):
         item = view.item(agreement_id)
         if item is None:
             continue
