@@ -18,12 +18,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from services.stack import LocalStack, StackError
 from services.stack.local import apply_migrations
@@ -73,6 +75,20 @@ def docker_engine_answers() -> bool:
     return True
 
 
+def first_address(servers: str, default_port: int) -> tuple[str, int]:
+    """`host:port` of the first entry of a comma-separated bootstrap list."""
+    host, _, port = servers.split(",")[0].strip().rpartition(":")
+    return (host, int(port)) if host else (port, default_port)
+
+
+def require_reachable(what: str, host: str, port: int) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return
+    except OSError as error:
+        service_unavailable(f"{what} at {host}:{port} does not answer: {error}")
+
+
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
     """The local Kafka + PostgreSQL; started if needed, and only what this session started is stopped."""
@@ -93,6 +109,7 @@ def local_stack() -> Iterator[LocalStack]:
 def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
     """`host:port` of a real Kafka broker for this test session."""
     if from_env := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        require_reachable("Kafka (KAFKA_BOOTSTRAP_SERVERS)", *first_address(from_env, 9092))
         yield from_env
     elif docker_engine_answers():
         from testcontainers.community.kafka import KafkaContainer
@@ -108,6 +125,8 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> Iterator[str]:
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """SQLAlchemy URL (`postgresql+psycopg://...`) of a real, migrated PostgreSQL database."""
     if from_env := os.environ.get("DATABASE_URL"):
+        url = make_url(from_env)
+        require_reachable("PostgreSQL (DATABASE_URL)", url.host or "127.0.0.1", url.port or 5432)
         yield from_env
     elif docker_engine_answers():
         from testcontainers.community.postgres import PostgresContainer
