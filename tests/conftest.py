@@ -94,15 +94,22 @@ def local_stack() -> Iterator[LocalStack]:
     """The local Kafka + PostgreSQL; started if needed, and only what this session started is stopped."""
     stack = LocalStack()
     before = {component.name: component.running for component in stack.status()}
+
+    def stop_what_we_started() -> None:
+        if not before["kafka"]:
+            stack.stop_kafka()
+        if not before["postgres"]:
+            stack.stop_postgres()
+
     try:
         stack.up()
     except StackError as error:
+        stop_what_we_started()  # e.g. Kafka came up but PostgreSQL did not
         service_unavailable(f"local stack could not start: {error}")
-    yield stack
-    if not before["kafka"]:
-        stack.stop_kafka()
-    if not before["postgres"]:
-        stack.stop_postgres()
+    try:
+        yield stack
+    finally:
+        stop_what_we_started()
 
 
 @pytest.fixture(scope="session")
