@@ -47,6 +47,7 @@ from schemas.events import (
     SyncFailedData,
 )
 from schemas.topics import PSA_AGREEMENTS, SYNC_EVENTS
+from services.common.metrics import EVENTS_PRODUCED, LAST_SUCCESSFUL_POLL, TENANT_PAUSED
 from services.poller import cursor as cursors
 from services.poller.changes import (
     SOURCE,
@@ -125,6 +126,7 @@ class Emitter:
     async def _send(self, topic: str, event: CloudEvent) -> None:
         self._pending.append(await self._publisher.send(topic, event))
         self.sent += 1
+        EVENTS_PRODUCED.labels("poller", topic, event.type).inc()
 
     async def observed(self, event: CloudEvent, record: KnownAgreement) -> None:
         await self._send(self._psa_topic, event)
@@ -714,6 +716,7 @@ class TenantPoller:
         else:
             event = Heartbeat.build(data, source=SOURCE, correlationid=correlationid)
         await (await self.publisher.send(self.events_topic, event))
+        EVENTS_PRODUCED.labels("poller", self.events_topic, event.type).inc()
 
     async def _failed(
         self,
@@ -772,6 +775,7 @@ class TenantPoller:
                 self._auth_failures += 1
                 self.paused_until = self.now() + pause_for(self._auth_failures)
                 self.status = "paused"
+                TENANT_PAUSED.labels(self.tenant.id).set(1)
             else:
                 self.status = "degraded"
             self.last_error = str(fields["message"])[:500]
@@ -793,6 +797,9 @@ class TenantPoller:
         self.paused_until = None
         self.status = "ok"
         self.last_error = ""
+        TENANT_PAUSED.labels(self.tenant.id).set(0)
+        if stage == "poller.poll":
+            LAST_SUCCESSFUL_POLL.labels(self.tenant.id).set(time.time())
         return True
 
     async def _safe_failed(

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from poller_fakes import InMemoryStore, RecordingPublisher, make_simulator, sim_client
+from prometheus_client import REGISTRY
 
 from schemas.psa import AgreementObserved
 from services.cwsim.app import Simulator
@@ -202,6 +203,7 @@ async def test_a_403_during_reconcile_removes_nothing_and_pauses_the_tenant(rig:
     assert "Finance > Agreements" in failed.data.operator_action  # type: ignore[attr-defined]
     assert failed.data.retryable is False  # type: ignore[attr-defined]
     assert rig.poller.status == "paused" and rig.poller.paused_until is not None
+    assert REGISTRY.get_sample_value("contract_sync_tenant_paused", {"tenant": "t-unit"}) == 1
 
 
 async def test_a_500_during_reconcile_removes_nothing(rig: Rig) -> None:
