@@ -29,7 +29,7 @@ DEFAULTS = {
     "codebase": "v4_6_release",
 }
 
-# action -> (number of positional ids, control method, path template, HTTP method)
+# action -> (number of positional ids, HTTP method, control API path template)
 _ACTIONS: dict[str, tuple[int, str, str]] = {
     "info": (0, "GET", "/info"),
     "stats": (0, "GET", "/stats"),
