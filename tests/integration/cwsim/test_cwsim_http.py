@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import http.server
+import shutil
 import subprocess
 import sys
 import threading
@@ -384,6 +385,9 @@ class TestChanges:
 # -- TLS and the CLI ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="tls=True makes its certificate with the openssl CLI"
+)
 def test_serves_https_with_a_certificate() -> None:
     with run_simulator(companies=1, agreements_per_company=2, tls=True) as sim:
         assert sim.base_url.startswith("https://")
