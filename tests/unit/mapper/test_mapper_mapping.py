@@ -329,6 +329,9 @@ def test_maps_field_per_rule(case: Case) -> None:
 
 
 ERROR_CASES = [
+    Case("agreement_id_zero", {"id": 0}, expect={"code": "invalid_id"}),
+    Case("negative_parent_agreement_id", {"parentAgreement": {"id": -5}}, expect={"code": "invalid_id"}),
+    Case("addition_id_out_of_int32", addition={"id": 2**31}, expect={"code": "invalid_id"}),
     Case(
         "unknown_billing_cycle",
         {"billingCycle": {"name": "Fortnightly-ish"}},

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.psa import AgreementObservedData
+from schemas.records import ContractRecordData, ContractRecordMapped
+from schemas.topics import CONTRACT_RECORDS, parse
 from services.mapper.mapping import MappingError, map_items
 
 CYCLE_NAMES = ["Monthly", "Quarterly", "SemiAnnual", "Semi-Annual", "Yearly", "Weekly", "BiWeekly", "BiMonthly",
@@ -159,3 +161,15 @@ def test_billable_addition_cost_is_never_negative_when_quantity_covers_included(
     (result,) = map_items(with_addition, agreement=False, addition_ids=[7])
     if not isinstance(result, MappingError):
         assert result.billing_cost.amount >= 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(snapshots())
+def test_every_record_passes_full_wire_validation_unchanged(data: AgreementObservedData) -> None:
+    """The mapper builds records without re-validating them; this is what makes that safe."""
+    for result in _all(data):
+        if isinstance(result, MappingError):
+            continue
+        assert ContractRecordData.model_validate(result.model_dump()) == result
+        event = ContractRecordMapped.build(result, source="contract-sync/mapper")
+        assert parse(CONTRACT_RECORDS, event.to_bytes()) == event
