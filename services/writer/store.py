@@ -32,7 +32,6 @@ import orjson
 import psycopg
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     Column,
     Connection,
     Engine,
@@ -92,6 +91,7 @@ class WriterError(Exception):
 
     WriterError
     ├── StoreUnavailable   the database could not be reached or dropped the connection (retry)
+    │   └── ConcurrentApply  another instance applied some of the batch's events meanwhile (retry)
     └── StoreRejected      the database refused the batch's data (isolate the bad event)
     """
 
@@ -104,6 +104,11 @@ class StoreRejected(WriterError):
     pass
 
 
+class ConcurrentApply(StoreUnavailable):
+    """Another writer instance applied some of this batch's events at the same time (rebalance
+    overlap); retrying the batch skips them."""
+
+
 # ---------------------------------------------------------------------------------------------
 # The contract merge, built once from the ownership rule list
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +116,7 @@ class StoreRejected(WriterError):
 _stage_metadata = MetaData()
 _TYPES: dict[str, Any] = {c.name: c.type for c in contracts.columns}
 _TYPES["event_id"] = contracts.c.last_event_id.type
-_TYPES.update(pos=Integer(), topic=Text(), partition=Integer(), offset=BigInteger(), fresh=Boolean())
+_TYPES.update(pos=Integer(), topic=Text(), partition=Integer(), offset=BigInteger())
 # binary COPY has no dumper for char(n), and jsonb arrives as JSON text: both are staged as text
 _TYPES.update(billing_currency=Text(), explanation=Text())
 STAGE_TABLE = "writer_contract_stage"
@@ -120,7 +125,7 @@ STAGE_COPY_COLUMNS: tuple[str, ...] = ("pos", "topic", "partition", "offset", *S
 stage = Table(
     STAGE_TABLE,
     _stage_metadata,
-    *(Column(name, _TYPES[name]) for name in (*STAGE_COPY_COLUMNS, "fresh")),
+    *(Column(name, _TYPES[name]) for name in STAGE_COPY_COLUMNS),
 )
 
 
@@ -129,10 +134,7 @@ def _stage_ddl() -> str:
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     columns = ", ".join(f'"{name}" {_TYPES[name].compile(dialect=dialect)}' for name in STAGE_COPY_COLUMNS)
-    return (
-        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ({columns}, fresh boolean NOT NULL DEFAULT false) "
-        "ON COMMIT DELETE ROWS"
-    )
+    return f"CREATE TEMP TABLE IF NOT EXISTS {STAGE_TABLE} ({columns}) ON COMMIT DELETE ROWS"
 
 
 STAGE_DDL = _stage_ddl()
@@ -150,21 +152,22 @@ def _copy_type(name: str) -> str:
 STAGE_COPY_TYPES: list[str] = [_copy_type(name) for name in STAGE_COPY_COLUMNS]
 """Type names for `Copy.set_types` (binary COPY needs them)."""
 
-_STAGE_FRESH = f"""
-WITH fresh AS (
+_STAGE_DROP_SEEN = f"""
+DELETE FROM {STAGE_TABLE} AS s USING processed_events AS p WHERE p.event_id = s.event_id RETURNING s.pos
+"""  # noqa: S608 (table name is a constant)
+"""Drops staged records already applied; returns their positions (none, in the usual case)."""
+
+_STAGE_RECORD_IDS = f"""
+WITH recorded AS (
     INSERT INTO processed_events (event_id, event_type, topic, "partition", "offset")
     SELECT event_id, 'contract.record.mapped', topic, "partition", "offset" FROM {STAGE_TABLE}
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id
+    RETURNING 1
 )
-, marked AS (
-    UPDATE {STAGE_TABLE} AS s SET fresh = true FROM fresh WHERE s.event_id = fresh.event_id RETURNING 1
-)
-SELECT count(*) FROM marked
+SELECT count(*) FROM recorded
 """  # noqa: S608 (table name is a constant)
-"""Records the staged event ids and marks the fresh ones; returns how many are fresh."""
-
-_STAGE_FRESH_POSITIONS = f"SELECT pos FROM {STAGE_TABLE} WHERE fresh"  # noqa: S608
+"""Records the remaining staged ids; fewer rows than staged means another writer recorded some
+concurrently (a rebalance overlap): the batch is then retried, and the retry skips them."""
 
 
 def _merge_statement() -> Any:
@@ -177,10 +180,9 @@ def _merge_statement() -> Any:
     counted unchanged).
     """
     target = contracts
-    # per contract the fresh record with the newest version, the later one on a tie (= reduce_records)
+    # per contract the staged record with the newest version, the later one on a tie (= reduce_records)
     newest = (
         select(stage)
-        .where(stage.c.fresh)
         .distinct(stage.c.contract_key)
         .order_by(stage.c.contract_key, stage.c.psa_last_updated.desc(), stage.c.pos.desc())
         .subquery("s")
@@ -561,12 +563,26 @@ class PostgresStore:
                         *stage_values(event, orjson.dumps(event.data.explanation).decode()),
                     )
                 )
-        cur.execute(_STAGE_FRESH)
-        counted = cur.fetchone()
-        if counted is not None and counted[0] == len(mapped):
-            return {pos for pos, _ in mapped}  # the usual case: nothing seen before
-        cur.execute(_STAGE_FRESH_POSITIONS)
-        return {row[0] for row in cur.fetchall()}
+        # Usual case: nothing was applied before, and one INSERT records every id. Otherwise undo
+        # that INSERT, drop the already-applied records from the stage and record the rest.
+        cur.execute("SAVEPOINT record_ids")
+        cur.execute(_STAGE_RECORD_IDS)
+        recorded = cur.fetchone()
+        if recorded is not None and recorded[0] == len(mapped):
+            cur.execute("RELEASE SAVEPOINT record_ids")
+            return {pos for pos, _ in mapped}
+        cur.execute("ROLLBACK TO SAVEPOINT record_ids")
+        cur.execute(_STAGE_DROP_SEEN)
+        seen = {row[0] for row in cur.fetchall()}
+        fresh = {pos for pos, _ in mapped if pos not in seen}
+        if fresh:
+            cur.execute(_STAGE_RECORD_IDS)
+            recorded = cur.fetchone()
+            if recorded is None or recorded[0] != len(fresh):
+                raise ConcurrentApply(
+                    f"{len(fresh) - (recorded[0] if recorded else 0)} events recorded concurrently"
+                )
+        return fresh
 
     def _apply_records(
         self,
