@@ -177,7 +177,9 @@ WHERE c.psa_last_updated <= EXCLUDED.psa_last_updated
 
 async def _run_naive(kafka: KafkaSettings, dsn: str, topic: str, tenant: str, count: int) -> float:
     """One record per transaction: parse, record the event id, upsert, commit, commit the offset."""
-    consumer = new_consumer(kafka, topic, group_id=f"bench-naive-{uuid.uuid4().hex[:8]}", max_poll_records=500)
+    consumer = new_consumer(
+        kafka, topic, group_id=f"bench-naive-{uuid.uuid4().hex[:8]}", max_poll_records=500
+    )
     await consumer.start()
     conn = await psycopg.AsyncConnection.connect(dsn)
     done = 0
@@ -192,9 +194,7 @@ async def _run_naive(kafka: KafkaSettings, dsn: str, topic: str, tenant: str, co
                     event: Any = parse(CONTRACT_RECORDS, record.value)
                     d = event.data
                     async with conn.transaction():
-                        await conn.execute(
-                            "SELECT set_config('contract_sync.sync_path', 'on', true)"
-                        )
+                        await conn.execute("SELECT set_config('contract_sync.sync_path', 'on', true)")
                         await conn.execute(
                             'INSERT INTO processed_events (event_id, event_type, topic, "partition", "offset") '
                             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -242,7 +242,9 @@ async def _bench() -> None:
             value = _record(tenants["writer"], i, version)
             values.append((f"{tenants['writer']}:{1000 + i % CLIENTS}".encode(), value))
         await _produce(kafka, topics["records"], values)
-        print(f"produced {n:,} records ({len(values[0][1])} bytes each) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"produced {n:,} records ({len(values[0][1])} bytes each) in {time.perf_counter() - started:.1f} s"
+        )
 
         writer_rate = await _run_writer(kafka, url, topics, n)
         print(f"writer (batched, validated, idempotent upsert): {writer_rate:,.0f} records/s")
