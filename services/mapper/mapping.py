@@ -40,14 +40,14 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pydantic import ValidationError
+
 from schemas.connectwise import CwAddition, CwAgreement
 from schemas.psa import AgreementObservedData
 from schemas.records import (
     BillingCycle,
     Category,
     ContractRecordData,
-    Money,
-    RecordSource,
     Status,
     contract_key,
 )
@@ -338,21 +338,26 @@ def _check_id(value: int, what: str, *, kind: str, item_id: int) -> None:
 
 
 def _build(*, source: dict[str, Any], billing_cost: tuple[Decimal, str], **fields: Any) -> ContractRecordData:
-    """Assemble a record without re-validating it.
+    """Validate the record (strict on produce) in one pydantic call, nested parts included.
 
-    Every constraint of `ContractRecordData` holds by construction here: ids are checked
-    (`_check_id`), texts are cleaned and cut to their limits, amounts are range-checked and
-    rounded, currencies match ISO 4217's shape, enums come from this module, tenant/client and
-    timestamps come from the validated input. The property tests assert that every record built
-    this way passes full validation unchanged; skipping the second validation halves the
-    mapper's CPU per record.
+    Its constraints hold by construction (ids checked, texts cleaned and cut, amounts range-
+    checked, enums from this module), so a failure here is a bug, reported as `invalid_record`.
+    One `model_validate` over plain dicts is measured faster than `model_construct` of the
+    three models.
     """
     amount, currency = billing_cost
-    return ContractRecordData.model_construct(
-        source=RecordSource.model_construct(**source),
-        billing_cost=Money.model_construct(amount=amount, currency=currency),
-        **fields,
-    )
+    fields["source"] = source
+    fields["billing_cost"] = {"amount": amount, "currency": currency}
+    try:
+        return ContractRecordData.model_validate(fields)
+    except ValidationError as error:  # pragma: no cover - see above
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        raise MappingError(
+            "invalid_record",
+            problems,
+            kind=str(source["kind"]),
+            item_id=int(source.get("addition_id") or source["agreement_id"]),
+        ) from error
 
 
 def map_agreement(data: AgreementObservedData, ctx: AgreementContext | None = None) -> ContractRecordData:

@@ -166,7 +166,7 @@ def test_billable_addition_cost_is_never_negative_when_quantity_covers_included(
 @settings(max_examples=150, deadline=None)
 @given(snapshots())
 def test_every_record_passes_full_wire_validation_unchanged(data: AgreementObservedData) -> None:
-    """The mapper builds records without re-validating them; this is what makes that safe."""
+    """Records survive a round trip through the wire format unchanged (what the writer parses)."""
     for result in _all(data):
         if isinstance(result, MappingError):
             continue
