@@ -21,6 +21,7 @@ Thin adapter around `services.mapper.state.decide`:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable
@@ -162,11 +163,21 @@ class MapperApp:
                 decision = Decision("error", [self._internal_error(incoming, error)])
             finally:
                 _current_event.reset(token)
-            EVENTS_CONSUMED.labels(SERVICE, incoming.topic, decision.message_type).inc()
+            self._consumed(incoming.topic, decision.message_type).inc()
             for output in decision.outputs:
                 deliveries.append(await self._produce(output))
         if deliveries:
             await asyncio.gather(*deliveries)
+
+    @staticmethod
+    @functools.cache
+    def _consumed(topic: str, message_type: str) -> Any:
+        return EVENTS_CONSUMED.labels(SERVICE, topic, message_type)
+
+    @staticmethod
+    @functools.cache
+    def _produced(topic: str, message_type: str) -> Any:
+        return EVENTS_PRODUCED.labels(SERVICE, topic, message_type)
 
     def _internal_error(self, incoming: Incoming, error: Exception) -> DeadLetter:
         return DeadLetter(
@@ -186,7 +197,7 @@ class MapperApp:
     async def _produce(self, output: Output) -> Awaitable[Any]:
         """Hand one message to the producer; returns its delivery future (not awaited here)."""
         if isinstance(output, Emit):
-            EVENTS_PRODUCED.labels(SERVICE, output.topic, output.event.type).inc()
+            self._produced(output.topic, output.event.type).inc()
             return await self.app.producer.send(
                 self.settings.topic(output.topic),
                 output.event.key,

@@ -10,9 +10,10 @@ client lives in the changelog partition of that client's messages):
     "{client}|auto"           -> b"1" / b"0"       (the auto-sync flag; read on every message)
     "{client}|c"              -> ClientIndex JSON  (agreement id -> its addition ids; written only
                                                     when an agreement or its set of additions is new)
-    "{client}|i|{agreement}"  -> ItemState JSON    (snapshot version, its addition ids, which items
-                                                    were mapped at which version = linked, removals)
-    "{client}|s|{agreement}"  -> the raw `psa.agreement.observed` bytes of the newest snapshot
+    "{client}|i|{agreement}"  -> ItemState: one JSON line (snapshot version, its addition ids, which
+                                 items were mapped at which version = linked, removals), then the
+                                 raw `psa.agreement.observed` bytes of the newest snapshot - one
+                                 changelog write per observed agreement
 
 Behaviour (DESIGN.md §1, §3):
 - observed: stores the snapshot unless it is older than the stored one (`psa_last_updated`
@@ -149,30 +150,37 @@ class ItemState:
 
     version: str
     additions: list[int]
+    snapshot: bytes
     mapped_agreement: str | None = None
     mapped_additions: dict[int, str] = field(default_factory=dict)
     removed: bool = False
     removed_additions: set[int] = field(default_factory=set)
 
     def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "v": self.version,
-                "add": self.additions,
-                "ma": self.mapped_agreement,
-                "mx": {str(k): v for k, v in self.mapped_additions.items()},
-                "gone": self.removed,
-                "gx": sorted(self.removed_additions),
-            },
-            separators=(",", ":"),
-        ).encode()
+        return (
+            json.dumps(
+                {
+                    "v": self.version,
+                    "add": self.additions,
+                    "ma": self.mapped_agreement,
+                    "mx": {str(k): v for k, v in self.mapped_additions.items()},
+                    "gone": self.removed,
+                    "gx": sorted(self.removed_additions),
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+            + self.snapshot
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> ItemState:
-        doc = json.loads(raw)
+        meta, _, snapshot = raw.partition(b"\n")  # compact JSON never contains a raw newline
+        doc = json.loads(meta)
         return cls(
             version=doc["v"],
             additions=list(doc["add"]),
+            snapshot=snapshot,
             mapped_agreement=doc["ma"],
             mapped_additions={int(k): v for k, v in doc["mx"].items()},
             removed=bool(doc["gone"]),
@@ -221,12 +229,6 @@ class ClientView:
 
     def put_item(self, agreement_id: int, item: ItemState) -> None:
         self.store[self._k("i", agreement_id)] = item.encode()
-
-    def snapshot(self, agreement_id: int) -> bytes | None:
-        return self.store.get(self._k("s", agreement_id))
-
-    def put_snapshot(self, agreement_id: int, raw: bytes) -> None:
-        self.store[self._k("s", agreement_id)] = raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,13 +452,13 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         index.agreements[agreement_id] = addition_ids
         view.put_index(index)
     if item is None:
-        item = ItemState(version=version, additions=addition_ids)
+        item = ItemState(version=version, additions=addition_ids, snapshot=message.value)
     else:
         item.version = version
         item.additions = addition_ids
+        item.snapshot = message.value
         item.removed = False
         item.removed_additions -= set(addition_ids)
-    view.put_snapshot(agreement_id, message.value)
 
     outputs: list[Output] = []
     if view.auto_sync():
@@ -644,9 +646,9 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
         )
     for agreement_id, selection in wanted.items():
         item = items[agreement_id]
-        raw = view.snapshot(agreement_id)
-        if item is None or raw is None:  # pragma: no cover - the item and snapshot are written together
+        if item is None:  # pragma: no cover - wanted only holds loaded items
             continue
+        raw = item.snapshot
         snapshot = parse(PSA_AGREEMENTS, raw)
         assert isinstance(snapshot, AgreementObserved)
         outputs.extend(
@@ -692,9 +694,7 @@ def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incom
         agreement_pending, additions_pending = item.pending()
         if not agreement_pending and not additions_pending:
             continue
-        raw = view.snapshot(agreement_id)
-        if raw is None:  # pragma: no cover - written together with the item
-            continue
+        raw = item.snapshot
         snapshot = parse(PSA_AGREEMENTS, raw)
         assert isinstance(snapshot, AgreementObserved)
         outputs.extend(
