@@ -113,7 +113,7 @@ def matches(entry: Mapping[str, Any], change: Change) -> bool:
         return bool(level == "company" and object_id == change.id)
     if level == "agreement":
         return bool(object_id == change.id)
-    entity = change.entity or {}
+    entity = change.entity or change.agreement or {}  # a delete matches on the record's last state
     if level == "type":
         return bool(entity.get("type", {}).get("id") == object_id)
     if level == "company":

@@ -85,7 +85,7 @@ class Change:
     id: int
     entity: Json | None
     member: str
-    # for additions, the parent agreement; for agreements, (type id, company id) for callback levels
+    # for additions: the parent agreement; for a deleted agreement: its last state (callback levels)
     agreement: Json | None = None
 
 
@@ -476,12 +476,12 @@ class Store:
 
     def delete_agreement(self, id_: int, member: str = CONTROL_MEMBER) -> None:
         """Delete an agreement and its additions (a `deleted` callback fires for the agreement)."""
-        self._agreement(id_)
+        old = self._agreement(id_)
         self.agreements.remove(id_)
         self.index.remove(id_)
         for add_id in list(self.additions.pop(id_, Collection("addition")).ids):
             self.addition_parent.pop(add_id, None)
-        self._emit(Change("agreement", "deleted", id_, None, member))
+        self._emit(Change("agreement", "deleted", id_, None, member, agreement=old))
 
     def touch_agreements(
         self, ids: list[int] | None = None, count: int | None = None, member: str = CONTROL_MEMBER

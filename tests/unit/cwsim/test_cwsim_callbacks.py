@@ -87,6 +87,11 @@ class TestMatching:
         assert not matches(entry(inactiveFlag=True), self.change)
         assert not matches(entry(type="company"), self.change)
 
+    def test_deletes_match_type_and_company_levels_on_the_last_state(self) -> None:
+        deleted = Change("agreement", "deleted", 1234, None, "me", agreement=AGREEMENT)
+        assert matches(entry(level="company", objectId=250), deleted)
+        assert matches(entry(level="type", objectId=5), deleted)
+
     def test_deletes_match_agreement_level_by_id(self) -> None:
         assert matches(
             entry(level="agreement", objectId=1234), Change("agreement", "deleted", 1234, None, "me")
