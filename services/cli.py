@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "contracts": "services.writer.cli_contracts",
     "command": "services.common.command_cli",
     "events": "services.common.events_cli",
+    "run": "services.launcher.cli",
     "demo": "services.demo",
 }
 

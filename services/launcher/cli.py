@@ -1,0 +1,64 @@
+"""`contract-sync run --config tenants.toml`: writer, mapper and poller as one process group.
+
+For small installs: each service still runs as its own process (and can run alone); this
+command starts all three, forwards SIGTERM/SIGINT to them, and exits when any of them exits
+(non-zero), stopping the others, so a supervisor sees one unit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+from services.launcher.group import ProcessGroup, contract_sync_command
+
+
+def _run(args: argparse.Namespace) -> int:
+    group = ProcessGroup(Path(args.log_dir))
+    stopping = False
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    base = args.health_port_base
+    group.start("writer", contract_sync_command("writer"), health_port=base or None)
+    group.start("mapper", contract_sync_command("mapper"), health_port=(base + 1) if base else None)
+    group.start(
+        "poller",
+        contract_sync_command("poller", "--config", str(args.config)),
+        health_port=(base + 2) if base else None,
+    )
+    print(f"running writer, mapper, poller; logs in {args.log_dir}", flush=True)
+    exit_code = 0
+    try:
+        while not stopping:
+            dead = group.dead()
+            if dead:
+                for member in dead:
+                    code = member.process.returncode if member.process else None
+                    print(f"{member.name} exited with {code}:\n{member.log_tail()}", flush=True)
+                exit_code = 1
+                break
+            time.sleep(0.5)
+    finally:
+        group.stop()
+    return exit_code
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("run", help="run writer, mapper and poller as one process group")
+    parser.add_argument("--config", required=True, type=Path, help="tenants TOML file for the poller")
+    parser.add_argument("--log-dir", default="logs", help="one log file per service (default ./logs)")
+    parser.add_argument(
+        "--health-port-base",
+        type=int,
+        default=0,
+        help="writer/mapper/poller health servers on this port and the next two (0 = off)",
+    )
+    parser.set_defaults(func=_run)
