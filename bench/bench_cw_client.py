@@ -3,17 +3,21 @@
 Setup: the ConnectWise simulator in its own process, 200 ms added latency on every request.
 1. Ceiling: the client with its limiter effectively off, simulator budget off, the same concurrency:
    what this machine + simulator can do (shows that in step 2 the limiter, not the machine, caps).
-2. Budget run: simulator budget 6,000 requests/minute (429 + Retry-After above it); the client
+2. Budget run: simulator budget 6,000 requests/minute, enforced per 10-second window (1,000 per
+   window; 429 + Retry-After above it), so the budget binds within the run; the client
    configured to the same 6,000/minute; 30 s of `GET /finance/agreements/{id}` from many tasks.
+3. Control: the same budget with the limiter off, to show that the budget does throttle.
 Goal: ≥ 90 % of the budget with zero 429 answers. Baseline of the final line = the budget.
 
-Env: BENCH_CW_SECONDS (30), BENCH_CW_CEILING_SECONDS (10), BENCH_CW_BUDGET (6000), BENCH_CW_WORKERS (48).
+Env: BENCH_CW_SECONDS (30), BENCH_CW_WINDOW_S (10), BENCH_CW_CEILING_SECONDS (10), BENCH_CW_BUDGET (6000), BENCH_CW_WORKERS (48),
+BENCH_CW_CONNECTIONS (32: the client's max_connections; the client keeps the rest of the tasks queued).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ class Run:
         return self.requests / self.seconds * 60.0
 
 
-def _connection(sim: SimHandle, requests_per_minute: float, workers: int) -> ConnectWiseConnection:
+def _connection(sim: SimHandle, requests_per_minute: float, connections: int) -> ConnectWiseConnection:
     return ConnectWiseConnection(
         site=sim.site_url,
         company_id=sim.company_id,
@@ -45,12 +49,13 @@ def _connection(sim: SimHandle, requests_per_minute: float, workers: int) -> Con
         private_key=sim.private_key,
         client_id=sim.client_id,
         requests_per_minute=requests_per_minute,
-        max_connections=workers,
+        max_connections=connections,
     )
 
 
 async def _drive(sim: SimHandle, requests_per_minute: float, seconds: float, workers: int) -> Run:
-    async with ConnectWiseClient(_connection(sim, requests_per_minute, workers)) as client:
+    connections = int(os.environ.get("BENCH_CW_CONNECTIONS", "32"))
+    async with ConnectWiseClient(_connection(sim, requests_per_minute, connections)) as client:
         ids = [a.id async for a in client.list_agreements(fields=["id"]) if a.id is not None]
         ids_cycle = itertools.cycle(ids)
         start_stats = client.stats.snapshot()
@@ -77,6 +82,8 @@ def main() -> None:
     ceiling_seconds = float(os.environ.get("BENCH_CW_CEILING_SECONDS", "10"))
     budget = int(os.environ.get("BENCH_CW_BUDGET", "6000"))
     workers = int(os.environ.get("BENCH_CW_WORKERS", "48"))
+    window_s = int(os.environ.get("BENCH_CW_WINDOW_S", "10"))
+    logging.getLogger("services.poller.connectwise").setLevel(logging.ERROR)  # the control run's 429 warnings
     print(f"machine load average (1/5/15 min): {os.getloadavg()}")
     with run_simulator(seed=3, companies=10, agreements_per_company=20, subprocess=True) as sim:
         sim.control.set_faults(latency_ms=LATENCY_MS)
@@ -88,17 +95,27 @@ def main() -> None:
             f"{ceiling.per_minute:,.0f} req/min over {ceiling.seconds:.1f}s, errors {ceiling.errors}"
         )
 
-        sim.control.set_budget(budget)  # starts a fresh one-minute window
+        # the same rate in 10-second windows (1,000 per 10 s for 6,000/min): stricter than one
+        # 60-second window, and binding within the 30-second run
+        sim.control.set_budget(budget * window_s // 60, window_s=window_s)
         sim.control.reset_stats()
         limited = asyncio.run(_drive(sim, budget, seconds, workers))
         server = sim.control.stats()
+        # control: the same budget with the client's limiter off must be throttled (the budget binds)
+        sim.control.set_budget(budget * window_s // 60, window_s=window_s)
+        control = asyncio.run(_drive(sim, 10_000_000, window_s + 2, workers))
+        print(
+            f"control (limiter off, same budget): {control.per_minute:,.0f} req/min, "
+            f"429s seen by client {control.throttled}"
+        )
         sim.control.set_budget(0)
         sim.control.clear_faults()
 
     ratio = limited.per_minute / budget
     print(
         f"budget run: achieved {limited.per_minute:,.0f} req/min over {limited.seconds:.1f}s "
-        f"({limited.requests} requests), budget {budget:,} req/min, ratio {ratio:.3f}, "
+        f"({limited.requests} requests), budget {budget:,} req/min ({budget * window_s // 60} per {window_s}s), "
+        f"ratio {ratio:.3f}, "
         f"429s seen by client {limited.throttled}, 429s sent by simulator {server.get('throttled')}, "
         f"errors {limited.errors}"
     )

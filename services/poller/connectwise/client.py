@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import random
 import re
 import ssl
@@ -74,6 +75,7 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "apis/3.0"
 CODEBASE_REFRESH_INTERVAL = 60.0
+_CONNECTIONS_PER_SHARD = 8
 _CODEBASE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+/$")
 _ORDER_BY_PATTERN = re.compile(r"^\s*(?P<field>[A-Za-z_][A-Za-z0-9_/]*)(?:\s+(?P<dir>asc|desc))?\s*$", re.I)
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -192,6 +194,8 @@ class ConnectWiseClient:
         self._discovers_codebase = connection.codebase is None
         self._codebase_checked_at: float | None = None
         self._discovery_lock = asyncio.Lock()
+        # at most max_connections requests inside httpx; the rest wait here, not in httpcore's queue
+        self._in_flight = asyncio.Semaphore(connection.max_connections)
         self._secrets = tuple(
             s
             for s in (
@@ -202,22 +206,29 @@ class ConnectWiseClient:
             )
             if len(s) >= 3
         )
-        self._http = httpx.AsyncClient(
-            transport=transport,
-            verify=ssl_context if ssl_context is not None else self._verify_setting(connection),
-            timeout=httpx.Timeout(
-                connect=connection.connect_timeout,
-                read=connection.read_timeout,
-                write=connection.write_timeout,
-                pool=connection.pool_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=connection.max_connections,
-                max_keepalive_connections=connection.max_connections,
-            ),
-            follow_redirects=False,
-            headers={"User-Agent": "contract-sync-poller/0.1"},
+        # Several small httpx pools instead of one big one: httpcore's per-request pool bookkeeping
+        # is linear in the pool's connections (quadratic overall), which dominated CPU at ~30 in flight.
+        shards = max(1, math.ceil(connection.max_connections / _CONNECTIONS_PER_SHARD))
+        per_shard = math.ceil(connection.max_connections / shards)
+        verify = ssl_context if ssl_context is not None else self._verify_setting(connection)
+        timeout = httpx.Timeout(
+            connect=connection.connect_timeout,
+            read=connection.read_timeout,
+            write=connection.write_timeout,
+            pool=connection.pool_timeout,
         )
+        self._pools = [
+            httpx.AsyncClient(
+                transport=transport,
+                verify=verify,
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                follow_redirects=False,
+                headers={"User-Agent": "contract-sync-poller/0.1"},
+            )
+            for _ in range(shards)
+        ]
+        self._pool_load = [0] * shards
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -228,8 +239,9 @@ class ConnectWiseClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (idempotent)."""
-        await self._http.aclose()
+        """Close the connection pools (idempotent)."""
+        for pool in self._pools:
+            await pool.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -362,13 +374,19 @@ class ConnectWiseClient:
             started = time.perf_counter()
             self.stats.requests += 1
             try:
-                response = await self._http.request(
-                    method,
-                    url,
-                    params=dict(params) if params else None,
-                    json=json_body,
-                    headers=self._headers(authenticated=authenticated, extra=headers),
-                )
+                async with self._in_flight:
+                    shard = min(range(len(self._pools)), key=self._pool_load.__getitem__)
+                    self._pool_load[shard] += 1
+                    try:
+                        response = await self._pools[shard].request(
+                            method,
+                            url,
+                            params=dict(params) if params else None,
+                            json=json_body,
+                            headers=self._headers(authenticated=authenticated, extra=headers),
+                        )
+                    finally:
+                        self._pool_load[shard] -= 1
             except httpx.HTTPError as exc:
                 CW_REQUESTS.labels(self._metric_tenant, "transport_error").inc()
                 may_retry = idempotent or isinstance(exc, _NOT_SENT_ERRORS)
