@@ -437,3 +437,25 @@ async def test_unknown_company_at_discovery_says_to_check_the_company_id() -> No
             await client.count_agreements()
     assert raised.value.status_code == 404
     assert "company id" in raised.value.operator_action
+
+
+async def test_never_more_requests_in_flight_than_max_connections() -> None:
+    import asyncio
+
+    in_flight = peak = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        if request.url.path.startswith("/login/"):
+            return json_response(200, {"Codebase": "v2025_1/"})
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return json_response(200, AGREEMENT)
+
+    conn = connection(max_connections=10, requests_per_minute=1_000_000)
+    async with ConnectWiseClient(conn, transport=httpx.MockTransport(handler)) as client:
+        results = await asyncio.gather(*(client.get_agreement(1) for _ in range(60)))
+    assert len(results) == 60
+    assert peak == 10
