@@ -404,6 +404,15 @@ async def test_every_error_type_holds_no_credentials_even_when_the_server_echoes
         with pytest.raises(ConnectWiseTransportError) as transport_error:
             await client.system_info()
     errors.append(transport_error.value)
+
+    def html(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=f"<html>{echo}</html>", headers={"content-type": "text/html"})
+
+    client = ConnectWiseClient(connection(codebase="v1"), transport=httpx.MockTransport(html))
+    async with client:
+        with pytest.raises(ConnectWiseProtocolError) as protocol_error:
+            await client.system_info()
+    errors.append(protocol_error.value)
     assert {type(e) for e in errors} >= {
         ConnectWiseBadRequestError,
         ConnectWiseAuthenticationError,
@@ -412,6 +421,7 @@ async def test_every_error_type_holds_no_credentials_even_when_the_server_echoes
         ConnectWiseThrottledError,
         ConnectWiseServerError,
         ConnectWiseTransportError,
+        ConnectWiseProtocolError,
     }
     for error in errors:
         for text in (
@@ -422,7 +432,8 @@ async def test_every_error_type_holds_no_credentials_even_when_the_server_echoes
             str(error.args),
         ):
             assert_no_secret(text)
-        assert "[redacted]" in str(error) or "[redacted]" in repr(error)
+        if not isinstance(error, ConnectWiseProtocolError):  # built without the server's text at all
+            assert "[redacted]" in str(error) or "[redacted]" in repr(error)
     assert_no_secret(caplog.text)
     assert "connectwise" in caplog.text  # the requests were logged, without credentials
 
