@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from poller_support import KafkaTap
+from sqlalchemy import create_engine, text
 
 from services.common.kafka import new_producer
 from services.common.settings import KafkaSettings
@@ -23,6 +24,22 @@ def poller_store(database_url: str) -> Iterator[PostgresPollerStore]:
     store = PostgresPollerStore.from_url(database_url)
     yield store
     store.dispose()
+
+
+@pytest.fixture(autouse=True)
+def forget_test_tenants(database_url: str) -> Iterator[None]:
+    """Delete the poller rows of the tenants a test created (their ids start with it-, proc-, kill-)."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        before = {r[0] for r in connection.execute(text("SELECT DISTINCT tenant_id FROM poller_cursors"))}
+    yield
+    with engine.begin() as connection:
+        after = {r[0] for r in connection.execute(text("SELECT DISTINCT tenant_id FROM poller_cursors"))}
+        for tenant_id in after - before:
+            if tenant_id.startswith(("it-", "proc-", "kill-")):
+                for table in ("poller_snapshots", "poller_cursors"):
+                    connection.execute(text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": tenant_id})
+    engine.dispose()
 
 
 @pytest.fixture
