@@ -8,8 +8,6 @@ State, all under keys that start with the client key `{tenant}:{client}` (so eve
 client lives in the changelog partition of that client's messages):
 
     "{client}|auto"           -> b"1" / b"0"       (the auto-sync flag; read on every message)
-    "{client}|c"              -> ClientIndex JSON  (agreement id -> its addition ids; written only
-                                                    when an agreement or its set of additions is new)
     "{client}|i|{agreement}"  -> ItemState: one JSON line (snapshot version, its addition ids, which
                                  items were mapped at which version = linked, removals), then the
                                  raw `psa.agreement.observed` bytes of the newest snapshot - one
@@ -125,26 +123,6 @@ Output = Emit | DeadLetter
 
 
 @dataclass
-class ClientIndex:
-    """Which agreements a client has and which additions each has (as last observed)."""
-
-    agreements: dict[int, list[int]] = field(default_factory=dict)
-
-    def encode(self) -> bytes:
-        return json.dumps({str(k): v for k, v in self.agreements.items()}, separators=(",", ":")).encode()
-
-    @classmethod
-    def decode(cls, raw: bytes) -> ClientIndex:
-        return cls({int(k): list(v) for k, v in json.loads(raw).items()})
-
-    def owner_of(self, addition_id: int) -> int | None:
-        for agreement_id, additions in self.agreements.items():
-            if addition_id in additions:
-                return agreement_id
-        return None
-
-
-@dataclass
 class ItemState:
     """One agreement and its additions: the stored snapshot's version and what was mapped when."""
 
@@ -216,12 +194,22 @@ class ClientView:
     def put_auto_sync(self, enabled: bool) -> None:
         self.store[self._k("auto")] = b"1" if enabled else b"0"
 
-    def index(self) -> ClientIndex:
-        raw = self.store.get(self._k("c"))
-        return ClientIndex.decode(raw) if raw is not None else ClientIndex()
+    def agreement_ids(self) -> list[int]:
+        """Every agreement of the client ever observed: a scan of the store's keys.
 
-    def put_index(self, index: ClientIndex) -> None:
-        self.store[self._k("c")] = index.encode()
+        Used only by user commands (select by addition id, auto-sync on), never per PSA event,
+        so the hot path writes one key per observed agreement and no per-client index.
+        """
+        prefix = self._k("i", "")
+        return sorted(int(key[len(prefix) :]) for key in list(self.store.keys()) if key.startswith(prefix))
+
+    def owner_of(self, addition_id: int) -> int | None:
+        """The agreement whose newest snapshot lists `addition_id` (scan, as above)."""
+        for agreement_id in self.agreement_ids():
+            item = self.item(agreement_id)
+            if item is not None and addition_id in item.additions:
+                return agreement_id
+        return None
 
     def item(self, agreement_id: int) -> ItemState | None:
         raw = self.store.get(self._k("i", agreement_id))
@@ -447,10 +435,6 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         return []
     addition_ids = [a.id for a in data.additions]
     version = data.psa_last_updated.isoformat()
-    if item is None or item.additions != addition_ids:
-        index = view.index()
-        index.agreements[agreement_id] = addition_ids
-        view.put_index(index)
     if item is None:
         item = ItemState(version=version, additions=addition_ids, snapshot=message.value)
     else:
@@ -578,6 +562,13 @@ class _Wanted:
 _REFRESH_HINT: Final = "refresh the client (sync.command.refresh) and select again from the updated list"
 
 
+def _owner(view: ClientView, addition_id: int, loaded: dict[int, ItemState | None]) -> int | None:
+    for agreement_id, item in loaded.items():  # the agreements this command named come first
+        if item is not None and addition_id in item.additions:
+            return agreement_id
+    return view.owner_of(addition_id)
+
+
 def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list[Output]:
     data = command.data
     if view.auto_sync():
@@ -608,9 +599,8 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
             unknown_agreements.append(agreement_id)
             continue
         wanted.setdefault(agreement_id, _Wanted()).agreement = True
-    index = view.index() if data.addition_ids else ClientIndex()
     for addition_id in dict.fromkeys(data.addition_ids):
-        owner = index.owner_of(addition_id)
+        owner = _owner(view, addition_id, items)
         item = load(owner) if owner is not None else None
         if (
             owner is None
@@ -687,7 +677,7 @@ def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incom
     ]
     if not data.enabled:
         return outputs
-    for agreement_id in sorted(view.index().agreements):
+    for agreement_id in view.agreement_ids():
         item = view.item(agreement_id)
         if item is None:
             continue

@@ -174,8 +174,8 @@ async def test_restarted_worker_recovers_its_state_and_maps_an_item_observed_bef
     mapper.start()  # memory store: everything it knows comes back from the changelog
     try:
         await mapper.wait_ready()
-        command = select([7], [72], tenant=name)
-        await mapper.send(command)
+        # the addition alone: its agreement is found by scanning the recovered table
+        await mapper.send(select([], [72], tenant=name), select([7], tenant=name))
         got = await mapper.collect(OUTPUTS, lambda r: len(records(r)) >= 2, accept=of_tenant(name))
         assert keys(got) == {f"cw:{name}:agreement:7", f"cw:{name}:addition:72"}
         assert events(got, "sync.command.rejected") == []
