@@ -134,3 +134,39 @@ async def test_sigkill_mid_import_then_restart_loses_nothing_and_reemits_only_th
     assert set(second_ids) & set(first_ids) == tail
     assert len(tail) <= 200  # at most one ack batch
     assert recorded_ids(database_url, tenant_id) == all_ids
+
+
+async def test_sigterm_mid_run_abandons_the_run_without_advancing_its_watermark(
+    big_sim: SimHandle, tap: KafkaTap, kafka_bootstrap: str, database_url: str, tmp_path: Path
+) -> None:
+    tenant_id = unique_tenant("proc")
+    config = tmp_path / "tenants.toml"
+    secrets = write_tenants_toml(config, big_sim, tenant_id, poll_interval="1h", concurrency=1)
+    big_sim.control.set_faults(latency_ms=50)
+    process = start_poller_process(
+        config, secrets, kafka_bootstrap, database_url, POLLER_SHUTDOWN_GRACE_S="0.5"
+    )
+    try:
+        await tap.wait_for(
+            tenant_id, lambda ev: sum(e.type == "psa.agreement.observed" for e in ev) >= 10, deadline_s=60
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+    assert code == 0
+    await tap.settle(1.0)
+    assert not completed(tap.of(tenant_id))
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            watermark = connection.execute(
+                text(
+                    "SELECT watermark FROM poller_cursors WHERE tenant_id = :t AND scope = 'incremental:all'"
+                ),
+                {"t": tenant_id},
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert watermark is None
+    recorded = recorded_ids(database_url, tenant_id)
+    assert 0 < len(recorded) <= len(set(tap.observed_ids(tenant_id)))  # acknowledged ones stay recorded
