@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 import uuid
 from typing import Any
@@ -57,12 +58,18 @@ def tenant_for(sim: SimHandle, tenant_id: str, **options: Any) -> tuple[TenantCo
         },
     }
     raw.update(options)
-    env = {"BENCH_CW_PUBLIC": sim.public_key, "BENCH_CW_PRIVATE": sim.private_key, "BENCH_CW_CLIENT": sim.client_id}
+    env = {
+        "BENCH_CW_PUBLIC": sim.public_key,
+        "BENCH_CW_PRIVATE": sim.private_key,
+        "BENCH_CW_CLIENT": sim.client_id,
+    }
     return parse_config({"tenants": [raw]}).tenants[0], env
 
 
 class Rig:
-    def __init__(self, kafka: KafkaSettings, store: PostgresPollerStore, publisher: KafkaPublisher, run: str) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, store: PostgresPollerStore, publisher: KafkaPublisher, run: str
+    ) -> None:
         self.kafka, self.store, self.publisher, self.run = kafka, store, publisher, run
         self.psa_topic = f"bench-{run}.psa.agreements.v1"
         self.events_topic = f"bench-{run}.sync.events.v1"
@@ -70,7 +77,12 @@ class Rig:
     def poller(self, tenant: TenantConfig, env: dict[str, str]) -> TenantPoller:
         client = ConnectWiseClient(connection_for(tenant, environ=env), tenant_id=tenant.id)
         return TenantPoller(
-            tenant, client, self.publisher, self.store, psa_topic=self.psa_topic, events_topic=self.events_topic
+            tenant,
+            client,
+            self.publisher,
+            self.store,
+            psa_topic=self.psa_topic,
+            events_topic=self.events_topic,
         )
 
 
@@ -113,6 +125,10 @@ def print_run(label: str, stats: RunStats, seconds: float) -> None:
 
 
 async def bench() -> None:
+    load = os.getloadavg()
+    print(
+        f"machine load average (1/5/15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs"
+    )
     kafka, database = KafkaSettings(), DatabaseSettings()
     run = uuid.uuid4().hex[:8]
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
@@ -151,7 +167,11 @@ async def bench() -> None:
             print(f"observed events in Kafka: {in_kafka:,}; snapshots recorded: {known:,}")
             assert in_kafka >= 10_000 and known == 10_000, "the import did not observe every agreement"
             report(
-                "poller.import_10k_x5_seconds", import_s, "s", ceiling_s, goal="(goal <= 30 s; baseline: read-only)"
+                "poller.import_10k_x5_seconds",
+                import_s,
+                "s",
+                ceiling_s,
+                goal="(goal <= 30 s; baseline: read-only)",
             )
 
             changed = 100
@@ -211,8 +231,12 @@ async def bench() -> None:
         def cleanup() -> None:
             with store._engine.begin() as connection:
                 for tenant_id in tenants:
-                    connection.execute(text("DELETE FROM poller_snapshots WHERE tenant_id = :t"), {"t": tenant_id})
-                    connection.execute(text("DELETE FROM poller_cursors WHERE tenant_id = :t"), {"t": tenant_id})
+                    connection.execute(
+                        text("DELETE FROM poller_snapshots WHERE tenant_id = :t"), {"t": tenant_id}
+                    )
+                    connection.execute(
+                        text("DELETE FROM poller_cursors WHERE tenant_id = :t"), {"t": tenant_id}
+                    )
             store.dispose()
 
         await asyncio.to_thread(cleanup)
