@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,16 @@ def ports() -> list[str]:
         "--pg-port",
         str(free_port()),
     ]
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A stack dir others can enter (pytest's tmp_path is below a mode-700 dir, which would make
+    a root run keep PostgreSQL's files in the /var/tmp fallback instead)."""
+    base = Path(tempfile.mkdtemp(prefix="cs-stack-test-", dir="/tmp"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base)
 
 
 @pytest.fixture
@@ -75,10 +87,10 @@ def test_down_with_nothing_running_succeeds_and_says_so(
 
 
 def test_stale_pid_files_never_make_the_stack_stop_an_unrelated_process(
-    tmp_path: Path, ports: list[str], unrelated_process: subprocess.Popen[bytes]
+    open_dir: Path, ports: list[str], unrelated_process: subprocess.Popen[bytes]
 ) -> None:
     stack = LocalStack(
-        tmp_path, kafka_port=int(ports[1]), controller_port=int(ports[3]), pg_port=int(ports[5])
+        open_dir, kafka_port=int(ports[1]), controller_port=int(ports[3]), pg_port=int(ports[5])
     )
     stack.kafka.home.mkdir(parents=True)
     stack.kafka.pid_file.write_text(f"{unrelated_process.pid}\n")
@@ -89,3 +101,4 @@ def test_stale_pid_files_never_make_the_stack_stop_an_unrelated_process(
     stack.down()
 
     assert unrelated_process.poll() is None  # still alive
+    assert not stack.postgres.relocated
