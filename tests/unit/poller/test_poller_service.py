@@ -300,3 +300,19 @@ def test_pause_backoff_doubles_up_to_an_hour() -> None:
     assert pause_for(1) == timedelta(minutes=1)
     assert pause_for(3) == timedelta(minutes=4)
     assert pause_for(50) == timedelta(hours=1)
+
+
+async def test_a_401_pauses_the_tenant_with_growing_backoff_and_names_the_credentials_fix(rig: Rig) -> None:
+    rig.sim.faults.update({"force_401_s": -1})
+    assert not await rig.poller.guarded("poller.poll", rig.poller.poll_once)
+    first = rig.poller.paused_until
+    assert not await rig.poller.guarded("poller.poll", rig.poller.poll_once)
+    second = rig.poller.paused_until
+    assert first is not None and second is not None and second > first
+    failed = rig.publisher.of_type("sync.failed")
+    assert len(failed) == 2
+    assert "private key" in failed[0].data.operator_action  # type: ignore[attr-defined]
+    assert "cwsimPrivateKey01" not in failed[0].to_bytes().decode()
+    rig.sim.faults.update({"force_401_s": 0})
+    assert await rig.poller.guarded("poller.poll", rig.poller.poll_once)
+    assert rig.poller.status == "ok" and rig.poller.paused_until is None
