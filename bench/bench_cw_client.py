@@ -9,8 +9,8 @@ Setup: the ConnectWise simulator in its own process, 200 ms added latency on eve
 3. Control: the same budget with the limiter off, to show that the budget does throttle.
 Goal: ≥ 90 % of the budget with zero 429 answers. Baseline of the final line = the budget.
 
-Env: BENCH_CW_SECONDS (30), BENCH_CW_WINDOW_S (10), BENCH_CW_CEILING_SECONDS (10), BENCH_CW_BUDGET (6000), BENCH_CW_WORKERS (48),
-BENCH_CW_CONNECTIONS (32: the client's max_connections; the client keeps the rest of the tasks queued).
+Env: BENCH_CW_SECONDS (30), BENCH_CW_WINDOW_S (10), BENCH_CW_CEILING_SECONDS (10), BENCH_CW_BUDGET (6000), BENCH_CW_WORKERS (64),
+BENCH_CW_CONNECTIONS (64: the client's max_connections; the client keeps the rest of the tasks queued).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _connection(sim: SimHandle, requests_per_minute: float, connections: int) ->
 
 
 async def _drive(sim: SimHandle, requests_per_minute: float, seconds: float, workers: int) -> Run:
-    connections = int(os.environ.get("BENCH_CW_CONNECTIONS", "32"))
+    connections = int(os.environ.get("BENCH_CW_CONNECTIONS", "64"))
     async with ConnectWiseClient(_connection(sim, requests_per_minute, connections)) as client:
         ids = [a.id async for a in client.list_agreements(fields=["id"]) if a.id is not None]
         ids_cycle = itertools.cycle(ids)
@@ -81,7 +81,7 @@ def main() -> None:
     seconds = float(os.environ.get("BENCH_CW_SECONDS", "30"))
     ceiling_seconds = float(os.environ.get("BENCH_CW_CEILING_SECONDS", "10"))
     budget = int(os.environ.get("BENCH_CW_BUDGET", "6000"))
-    workers = int(os.environ.get("BENCH_CW_WORKERS", "48"))
+    workers = int(os.environ.get("BENCH_CW_WORKERS", "64"))
     window_s = int(os.environ.get("BENCH_CW_WINDOW_S", "10"))
     logging.getLogger("services.poller.connectwise").setLevel(logging.ERROR)  # the control run's 429 warnings
     print(f"machine load average (1/5/15 min): {os.getloadavg()}")
