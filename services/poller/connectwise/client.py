@@ -442,6 +442,9 @@ class ConnectWiseClient:
                 raise self._error_from_response(method, path, response, retry_after=retry_after)
             if status in RETRYABLE_STATUS and idempotent and attempt < policy.max_attempts:
                 delay = policy.backoff(attempt, self._rng)
+                server_hint = parse_retry_after(response.headers.get("Retry-After"))
+                if server_hint is not None:  # e.g. 503 during maintenance: wait as told, within the cap
+                    delay = max(delay, min(server_hint, policy.max_retry_after))
                 logger.warning(
                     "connectwise %s %s answered %d; retry %d in %.2fs", method, path, status, attempt, delay
                 )

@@ -247,3 +247,11 @@ async def test_requests_retries_and_429s_reach_the_shared_prometheus_counters() 
     )
     # one 429, then the 200 of companyinfo and of the retried call
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 2, 1, 1]
+
+
+async def test_503_with_retry_after_waits_at_least_that_long() -> None:
+    api = flaky([json_response(503, {}, {"Retry-After": "12"})], json_response(200, {"count": 4}))
+    client, _, ft = make_client(api)  # type: ignore[arg-type]
+    async with client:
+        assert await client.count_agreements() == 4
+    assert 12.0 in ft.sleeps
