@@ -1,0 +1,310 @@
+"""The whole pipeline on the local stack, as separate processes: the ConnectWise simulator, the
+writer, the mapper and the poller. Used by `make demo`, the end-to-end tests and the chaos suite.
+
+It talks to the pipeline only through the wire contract and the operator tools: commands are
+published to `sync.commands.v1`, results are read from PostgreSQL and `sync.events.v1`, the
+simulator is driven through its control API. `stop()` leaves no process of the pipeline behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+from schemas.envelope import CloudEvent
+from schemas.topics import SYNC_EVENTS, parse
+from services.common.command_cli import send_command
+from services.common.db.tables import client_sync_settings, contracts
+from services.common.kafka import new_consumer
+from services.common.settings import KafkaSettings
+from services.cwsim.client import SimControl
+from services.launcher.group import ProcessGroup, ServiceProcess, contract_sync_command, free_port, wait_until
+
+SIM_COMPANY = "simco"
+SIM_PUBLIC_KEY = "cwsimPublicKey01"
+SIM_PRIVATE_KEY = "cwsimPrivateKey01"
+SIM_CLIENT_ID = "8b9c6f6e-3f57-4d2a-9c3e-6b8d1d2f7a10"
+
+
+@dataclass
+class PipelineOptions:
+    tenant_id: str
+    work_dir: Path
+    kafka_bootstrap: str
+    database_url: str
+    seed: int = 7
+    companies: int = 3
+    agreements_per_company: int = 4
+    additions_per_agreement: int = 3
+    poll_interval: str = "10s"
+    auto_sync_interval: str = "1s"
+    callbacks: bool = False
+    unique_groups: bool = False
+    """Give the writer, mapper and poller consumer groups of their own (tests), instead of the
+    default shared ones (the demo and production resume where they left off)."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
+    """The poller's tenants file for a simulator-backed tenant (pure)."""
+    lines = [
+        "[defaults]",
+        f'poll_interval = "{options.poll_interval}"',
+        f'auto_sync_interval = "{options.auto_sync_interval}"',
+        'overlap = "2m"',
+        'reconcile_interval = "1h"',
+        "requests_per_minute = 60000",
+        "",
+        "[[tenants]]",
+        f'id = "{options.tenant_id}"',
+        f'site = "{sim_site}"',
+        f'company_id = "{SIM_COMPANY}"',
+        'clients = "all"',
+        'time_zone = "UTC"',
+        'default_currency = "USD"',
+        "[tenants.credentials]",
+        'public_key = { env = "SIM_CW_PUBLIC_KEY" }',
+        'private_key = { env = "SIM_CW_PRIVATE_KEY" }',
+        'client_id = { env = "SIM_CW_CLIENT_ID" }',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class LocalPipeline:
+    """Start, observe and stop the simulator and the three services."""
+
+    def __init__(self, options: PipelineOptions) -> None:
+        self.options = options
+        options.work_dir.mkdir(parents=True, exist_ok=True)
+        self.env = {
+            "KAFKA_BOOTSTRAP_SERVERS": options.kafka_bootstrap,
+            "DATABASE_URL": options.database_url,
+            "LOG_FORMAT": "json",
+            "SIM_CW_PUBLIC_KEY": SIM_PUBLIC_KEY,
+            "SIM_CW_PRIVATE_KEY": SIM_PRIVATE_KEY,
+            "SIM_CW_CLIENT_ID": SIM_CLIENT_ID,
+            "PYTHONUNBUFFERED": "1",
+            **options.extra_env,
+        }
+        if options.unique_groups:
+            suffix = options.tenant_id
+            self.env.update(
+                {
+                    "WRITER_GROUP_ID": f"contract-sync-writer-{suffix}",
+                    "MAPPER_APP_ID": f"contract-sync-mapper-{suffix}",
+                    "MAPPER_DATADIR": str(options.work_dir / "mapper-data"),
+                    "POLLER_COMMANDS_GROUP": f"contract-sync-poller-{suffix}",
+                }
+            )
+        self.group = ProcessGroup(options.work_dir / "logs", self.env)
+        self.sim_port = free_port()
+        self.sim_site = f"http://127.0.0.1:{self.sim_port}"
+        self.control = SimControl(self.sim_site)
+        self.callbacks_port = free_port() if options.callbacks else None
+        self.health_ports = {name: free_port() for name in ("writer", "mapper", "poller")}
+        self.config_path = options.work_dir / "tenants.toml"
+        self._engine: sa.Engine | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start the simulator, then writer, mapper and poller; return when all are ready."""
+        o = self.options
+        self.group.start(
+            "cw-sim",
+            contract_sync_command(
+                "cw-sim",
+                "serve",
+                "--port",
+                str(self.sim_port),
+                "--seed",
+                str(o.seed),
+                "--companies",
+                str(o.companies),
+                "--agreements-per-company",
+                str(o.agreements_per_company),
+                "--additions-per-agreement",
+                str(o.additions_per_agreement),
+            ),
+        )
+        if not wait_until(lambda: self.control.call("GET", "/health")["ok"], timeout_s=60):
+            raise RuntimeError(f"simulator did not start:\n{self.group.members['cw-sim'].log_tail()}")
+        self.config_path.write_text(tenants_toml(o, self.sim_site))
+        for name in ("writer", "mapper", "poller"):
+            self.start_service(name)
+        self.wait_ready(timeout_s)
+        if self.callbacks_port:
+            self.register_callback()
+
+    def register_callback(self) -> None:
+        """Register the poller's callback endpoint with ConnectWise for every agreement change."""
+        with self.connectwise() as cw:
+            response = cw.post(
+                "/system/callbacks",
+                json={
+                    "url": f"http://127.0.0.1:{self.callbacks_port}/callbacks/{self.options.tenant_id}",
+                    "objectId": 1,
+                    "type": "agreement",
+                    "level": "owner",
+                    "description": "contract-sync poller",
+                },
+            )
+            response.raise_for_status()
+
+    def service_argv(self, name: str) -> list[str]:
+        if name == "poller":
+            return contract_sync_command("poller", "--config", str(self.config_path))
+        return contract_sync_command(name)
+
+    def start_service(self, name: str) -> ServiceProcess:
+        env = (
+            {"POLLER_CALLBACKS_PORT": str(self.callbacks_port)}
+            if name == "poller" and self.callbacks_port
+            else {}
+        )
+        return self.group.start(name, self.service_argv(name), env=env, health_port=self.health_ports[name])
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        services = [self.group.members[n] for n in ("writer", "mapper", "poller")]
+        if not wait_until(lambda: all(s.ready() for s in services), timeout_s=timeout_s, interval_s=0.5):
+            tails = "\n".join(f"--- {s.name} (alive={s.alive()})\n{s.log_tail()}" for s in services)
+            raise RuntimeError(f"pipeline not ready within {timeout_s:.0f} s:\n{tails}")
+
+    def stop(self) -> None:
+        self.group.stop()
+        self.control.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def alive(self) -> dict[str, bool]:
+        return {name: member.alive() for name, member in self.group.members.items()}
+
+    # ---------------------------------------------------------------- the simulator (ConnectWise API)
+    @contextmanager
+    def connectwise(self) -> Iterator[httpx.Client]:
+        """An httpx client on the simulator's ConnectWise API with the tenant's credentials."""
+        with httpx.Client(
+            base_url=f"{self.sim_site}/v4_6_release/apis/3.0",
+            auth=(f"{SIM_COMPANY}+{SIM_PUBLIC_KEY}", SIM_PRIVATE_KEY),
+            headers={"clientId": SIM_CLIENT_ID},
+            timeout=30,
+        ) as client:
+            yield client
+
+    def psa_companies(self) -> list[dict[str, Any]]:
+        with self.connectwise() as cw:
+            result: list[dict[str, Any]] = cw.get(
+                "/company/companies", params={"pageSize": 1000, "orderBy": "id"}
+            ).json()
+            return result
+
+    def psa_agreements(self, company_id: int) -> list[dict[str, Any]]:
+        with self.connectwise() as cw:
+            result: list[dict[str, Any]] = cw.get(
+                "/finance/agreements",
+                params={"conditions": f"company/id = {int(company_id)}", "pageSize": 1000, "orderBy": "id"},
+            ).json()
+            return result
+
+    def psa_additions(self, agreement_id: int) -> list[dict[str, Any]]:
+        with self.connectwise() as cw:
+            result: list[dict[str, Any]] = cw.get(
+                f"/finance/agreements/{int(agreement_id)}/additions", params={"pageSize": 1000}
+            ).json()
+            return result
+
+    # ---------------------------------------------------------------- commands (the wire contract)
+    def publish(self, command: CloudEvent) -> None:
+        asyncio.run(send_command(command, KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap)))
+
+    # ---------------------------------------------------------------- what the pipeline produced
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(self.options.database_url, pool_size=2)
+        return self._engine
+
+    def contracts(self, client_id: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(contracts).where(contracts.c.tenant_id == self.options.tenant_id)
+        if client_id is not None:
+            query = query.where(contracts.c.client_id == client_id)
+        with self.engine.connect() as connection:
+            return [
+                dict(row._mapping) for row in connection.execute(query.order_by(contracts.c.contract_key))
+            ]
+
+    def contract(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(contracts).where(contracts.c.contract_key == key)).first()
+            return dict(row._mapping) if row else None
+
+    def sync_settings(self) -> list[dict[str, Any]]:
+        query = sa.select(client_sync_settings).where(
+            client_sync_settings.c.tenant_id == self.options.tenant_id
+        )
+        with self.engine.connect() as connection:
+            return [
+                dict(r._mapping) for r in connection.execute(query.order_by(client_sync_settings.c.client_id))
+            ]
+
+    def cli(self, *args: str) -> str:
+        """Run `contract-sync ARGS` with the pipeline's endpoints; returns stdout."""
+        result = subprocess.run(
+            contract_sync_command(*args),
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"contract-sync {' '.join(args)} failed: {result.stderr[-2000:]}")
+        return result.stdout
+
+    def catalog(self, client_id: str) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(
+            self.cli("catalog", "--tenant", self.options.tenant_id, "--client", client_id, "--json")
+        )
+        return document
+
+    def events(self, predicate: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """Every sync event of this tenant so far (in per-client order), optionally filtered."""
+        return asyncio.run(self._read_events(predicate))
+
+    async def _read_events(self, predicate: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
+        consumer = new_consumer(
+            KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap), SYNC_EVENTS, group_id=None
+        )
+        await consumer.start()
+        found: list[dict[str, Any]] = []
+        try:
+            for _ in range(200):
+                if consumer.assignment():
+                    break
+                await asyncio.sleep(0.05)
+            partitions = list(consumer.assignment())
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+                for records in batch.values():
+                    for record in records:
+                        try:
+                            event = json.loads(parse(SYNC_EVENTS, record.value or b"").to_bytes())
+                        except ValueError:
+                            continue
+                        if event.get("tenantid") == self.options.tenant_id and (
+                            predicate is None or predicate(event)
+                        ):
+                            found.append(event)
+        finally:
+            await consumer.stop()
+        return found
