@@ -315,6 +315,10 @@ class Writer:
                     pending = _Pending(
                         asyncio.create_task(self.apply_plan(plan)), plan, next_offsets(messages)
                     )
+                    # Let the task hand the batch to its worker thread now: `getmany` returns buffered
+                    # records without suspending, so without this the next batch would be polled and
+                    # parsed before the apply even started, and nothing would overlap.
+                    await asyncio.sleep(0)
         finally:
             if pending is not None:
                 try:
