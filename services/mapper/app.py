@@ -25,15 +25,18 @@ import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from faust.streams import _current_event  # set per message inside a batch (see _handle_batch)
 from mode import Service
 
-from schemas.topics import DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS
+from schemas.topics import DEADLETTER, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.health import HealthServer
-from services.common.kafka import CONTENT_TYPE_HEADER, deadletter_headers, describe_error
+from services.common.kafka import CONTENT_TYPE_HEADER, deadletter_headers, describe_error, new_producer
 from services.common.metrics import DEADLETTERED, EVENTS_CONSUMED, EVENTS_PRODUCED
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper.settings import MapperSettings
@@ -63,6 +66,88 @@ def _credentials(kafka: KafkaSettings) -> Any:
             ssl_context=ssl_context,
         )
     return faust.SSLCredentials(ssl_context)
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class OutputProducer(Service):
+    """Produces the mapper's outputs with its own idempotent aiokafka producer, in record batches.
+
+    `produce_all` appends each message to a batch per (topic, partition) - the partition chosen
+    by Kafka's default partitioner, as for any keyed send - sends the batches without awaiting
+    each, then awaits every delivery; it returns only when all messages are durably written
+    (`acks=all`) and raises if any failed, so the caller never acknowledges unsent work.
+    Batching avoids aiokafka's per-message future and task overhead (aiokafka#528).
+    """
+
+    def __init__(self, kafka: KafkaSettings, settings: MapperSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kafka = kafka
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.producer_started = asyncio.Event()
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    async def on_start(self) -> None:
+        self.producer = new_producer(self.kafka, client_id=f"{self.kafka.client_id}-mapper-out")
+        await self.producer.start()
+        self.producer_started.set()
+
+    async def on_stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()  # flushes what is still buffered
+
+    async def _partition_of(self, topic: str, key: bytes | None) -> int:
+        assert self.producer is not None
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            found = await self.producer.partitions_for(topic)
+            partitions = self._partitions[topic] = sorted(found)
+        partition: int = self._partitioner(key, partitions, partitions)
+        return partition
+
+    async def produce_all(self, messages: list[OutMessage]) -> None:
+        await self.producer_started.wait()
+        producer = self.producer
+        assert producer is not None
+        batches: dict[tuple[str, int], Any] = {}
+        deliveries: list[Awaitable[Any]] = []
+        for message in messages:
+            where = (message.topic, await self._partition_of(message.topic, message.key))
+            batch = batches.get(where)
+            if batch is None:
+                batch = batches[where] = producer.create_batch()
+            if (
+                batch.append(key=message.key, value=message.value, timestamp=None, headers=message.headers)
+                is None
+            ):
+                deliveries.append(await producer.send_batch(batch, where[0], partition=where[1]))
+                batch = batches[where] = producer.create_batch()
+                appended = batch.append(
+                    key=message.key, value=message.value, timestamp=None, headers=message.headers
+                )
+                if appended is None:  # larger than a whole batch: send it on its own
+                    deliveries.append(
+                        await producer.send(
+                            message.topic,
+                            message.value,
+                            key=message.key,
+                            partition=where[1],
+                            headers=message.headers,
+                        )
+                    )
+                    batches.pop(where)
+        for (topic, partition), batch in batches.items():
+            if batch.record_count():
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
 
 
 class MapperApp:
@@ -114,15 +199,18 @@ class MapperApp:
             self.observability.health_port,
             {"worker": self.is_ready},
         )
+        self.output = OutputProducer(kafka, self.settings)
 
-        class HealthService(Service):
+        class Services(Service):
             async def on_start(self) -> None:
                 await health.start()
 
             async def on_stop(self) -> None:
                 await health.stop()
 
-        self.app.service(HealthService)
+        self.app.service(Services)
+        # faust starts instances too (App.on_init_extra_service takes a Service or its class)
+        self.app.service(self.output)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------------
 
@@ -139,7 +227,7 @@ class MapperApp:
             self.ready = False
 
     async def _handle_batch(self, events: list[Any]) -> None:
-        deliveries: list[Awaitable[Any]] = []
+        outputs: list[Output] = []
         for event in events:
             message = event.message
             incoming = Incoming(
@@ -164,10 +252,9 @@ class MapperApp:
             finally:
                 _current_event.reset(token)
             self._consumed(incoming.topic, decision.message_type).inc()
-            for output in decision.outputs:
-                deliveries.append(await self._produce(output))
-        if deliveries:
-            await asyncio.gather(*deliveries)
+            outputs.extend(decision.outputs)
+        if outputs:
+            await self.output.produce_all([self._message(output) for output in outputs])
 
     @staticmethod
     @functools.cache
@@ -194,25 +281,21 @@ class MapperApp:
             reason="internal_error",
         )
 
-    async def _produce(self, output: Output) -> Awaitable[Any]:
-        """Hand one message to the producer; returns its delivery future (not awaited here)."""
+    def _message(self, output: Output) -> OutMessage:
+        """The Kafka message for one output (topic name with the configured prefix)."""
         if isinstance(output, Emit):
             self._produced(output.topic, output.event.type).inc()
-            return await self.app.producer.send(
+            return OutMessage(
                 self.settings.topic(output.topic),
                 output.event.key,
                 output.event.to_bytes(),
-                None,
-                None,
                 [CONTENT_TYPE_HEADER],
             )
-        stage = dict(output.headers).get("cs-dlq-stage", b"").decode()
+        stage = dict(output.headers).get(DLQ_STAGE, b"").decode()
         DEADLETTERED.labels(SERVICE, stage, output.reason).inc()
-        EVENTS_PRODUCED.labels(SERVICE, DEADLETTER, "deadletter").inc()
+        self._produced(DEADLETTER, "deadletter").inc()
         log.warning("dead-lettered message", extra={"reason": output.reason, "stage": stage})
-        return await self.app.producer.send(
-            self.settings.topic(DEADLETTER), output.key, output.value, None, None, output.headers
-        )
+        return OutMessage(self.settings.topic(DEADLETTER), output.key, output.value, output.headers)
 
     # ------------------------------------------------------------------------------------------
 
