@@ -143,6 +143,15 @@ class ProcessGroup:
         for name in list(self.members):
             self.stop_member(name)
 
+    def detach(self) -> None:
+        """Leave the members running (they are in their own sessions) and forget them."""
+        atexit.unregister(self.stop)
+        for member in self.members.values():
+            if member._log is not None:
+                member._log.close()
+                member._log = None
+        self.members.clear()
+
     def dead(self) -> list[ServiceProcess]:
         return [m for m in self.members.values() if not m.alive()]
 
