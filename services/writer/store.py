@@ -170,7 +170,7 @@ SELECT count(*) FROM recorded
 concurrently (a rebalance overlap): the batch is then retried, and the retry skips them."""
 
 
-def _merge_statement() -> Any:
+def _merge_statement(*, distinct: bool = True) -> Any:
     """`INSERT INTO contracts SELECT ... FROM stage ON CONFLICT DO UPDATE ... WHERE ... RETURNING`.
 
     SET list (one rule list, `schemas.ownership`): source, PSA-owned, `psa_<seeded>` and mapping
@@ -181,11 +181,14 @@ def _merge_statement() -> Any:
     """
     target = contracts
     # per contract the staged record with the newest version, the later one on a tie (= reduce_records)
+    # (without duplicate keys in the batch the sort is skipped: `distinct=False`)
     newest = (
         select(stage)
         .distinct(stage.c.contract_key)
         .order_by(stage.c.contract_key, stage.c.psa_last_updated.desc(), stage.c.pos.desc())
         .subquery("s")
+        if distinct
+        else select(stage).subquery("s")
     )
     seeded_effective = [newest.c[name] for name in PSA_SEEDED]
     seeded_psa = [newest.c[name].label(f"psa_{name}") for name in PSA_SEEDED]
@@ -241,6 +244,22 @@ def _merge_statement() -> Any:
 
 
 MERGE = _merge_statement()
+
+
+def _sql(statement: Any) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    compiled = statement.compile(
+        dialect=postgresql.psycopg.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"literal_binds": True},
+    )
+    return str(compiled)
+
+
+MERGE_SQL = _sql(MERGE)
+"""The merge as plain SQL (no parameters), run on the raw cursor: no per-row SQLAlchemy overhead."""
+MERGE_UNIQUE_SQL = _sql(_merge_statement(distinct=False))
+"""The same merge for a stage without duplicate contract keys (no DISTINCT ON sort)."""
 
 # ---------------------------------------------------------------------------------------------
 # Plain SQL for the low-volume parts (psycopg `%(name)s` parameters, arrays via unnest)
@@ -600,7 +619,9 @@ class PostgresStore:
         touched.update(synced_clients)
         outcomes: dict[str, bool] = {}
         if reduced.upserts:
-            for key, inserted in conn.execute(MERGE):
+            # the stage holds exactly the fresh mapped records: duplicates <=> something was superseded
+            cur.execute(MERGE_SQL if reduced.superseded else MERGE_UNIQUE_SQL)
+            for key, inserted in cur.fetchall():
                 outcomes[key] = bool(inserted)
         for _, record in reduced.upserts:
             data = record.data
