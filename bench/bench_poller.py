@@ -5,7 +5,7 @@
    latency or budget. Baseline (same run): reading the same agreements and additions with the same
    client and concurrency, without building, publishing or recording anything.
 2. **Budget**: 1,000 agreements with a 6,000 requests/minute budget (enforced by the simulator, and
-   configured as the tenant's budget). Goal: import time <= 1.05 x (requests made / budget); the
+   configured as the tenant's budget, no headroom, one second of budget as burst). Goal: import time <= 1.05 x (requests made / budget); the
    baseline is that lower bound, requests made / budget.
 3. **Incremental**: on the 10,000-agreement tenant, 1 % of agreements change, then one incremental
    poll. Goal: requests <= ceil(changed/1000) + changed + (sweep share) + 2, where the sweep share is
@@ -205,8 +205,14 @@ async def bench() -> None:
             requests_per_minute=BUDGET_RPM,
             subprocess=True,
         ) as sim:
+            # the whole budget, with one second of it as burst so a CPU stall on this shared machine
+            # can be caught up (still at most burst + rate x T requests in any T seconds)
             tenant, env = tenant_for(
-                sim, f"bench-{run}-budget", requests_per_minute=BUDGET_RPM, rate_limit_headroom=0.0
+                sim,
+                f"bench-{run}-budget",
+                requests_per_minute=BUDGET_RPM,
+                rate_limit_headroom=0.0,
+                rate_limit_burst=BUDGET_RPM / 60,
             )
             tenants.append(tenant.id)
             poller = rig.poller(tenant, env)
