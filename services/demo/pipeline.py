@@ -48,6 +48,8 @@ class PipelineOptions:
     additions_per_agreement: int = 3
     poll_interval: str = "10s"
     auto_sync_interval: str = "1s"
+    reconcile_interval: str = "1h"
+    """How often the poller lists every agreement id to confirm removals (tests use seconds)."""
     callbacks: bool = False
     unique_groups: bool = False
     """Give the writer, mapper and poller consumer groups of their own (tests), instead of the
@@ -62,7 +64,7 @@ def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
         f'poll_interval = "{options.poll_interval}"',
         f'auto_sync_interval = "{options.auto_sync_interval}"',
         'overlap = "2m"',
-        'reconcile_interval = "1h"',
+        f'reconcile_interval = "{options.reconcile_interval}"',
         "requests_per_minute = 60000",
         "",
         "[[tenants]]",
