@@ -243,3 +243,24 @@ async def test_refresh_rereads_the_client_and_tags_events_with_the_command_id(se
         e for e in events if e.type == "psa.agreement.observed" and e.correlationid == "cmd-refresh-1"
     ]
     assert [e.data.agreement.id for e in refreshed] == [agreement["id"]]  # type: ignore[attr-defined]
+
+
+async def test_a_deleted_addition_is_removed_after_a_404_and_the_snapshot_drops_it(
+    make_setup: Callable[..., Setup],
+) -> None:
+    s = make_setup(additions_sweep_period="1s")
+    assert s.store.tracks_addition_ids
+    await s.poller.poll_once()
+    target = sorted(a["id"] for a in s.all_agreements())[2]
+    gone = s.additions(target)[0]["id"]
+    known = (await s.store.known_agreements(s.tenant_id))[target]
+    assert known.addition_ids is not None and gone in known.addition_ids
+    s.sim.control.delete_addition(target, gone)
+    await asyncio.sleep(1.1)  # one sweep period
+    await s.poller.poll_once()
+    events = await s.tap.wait_for(s.tenant_id, lambda ev: any(e.type == "psa.addition.removed" for e in ev))
+    [removed] = [e for e in events if e.type == "psa.addition.removed"]
+    assert (removed.data.agreement_id, removed.data.addition_id) == (target, gone)  # type: ignore[attr-defined]
+    assert removed.data.evidence.method == "direct_get_404"  # type: ignore[attr-defined]
+    after = (await s.store.known_agreements(s.tenant_id))[target]
+    assert after.addition_ids is not None and gone not in after.addition_ids
