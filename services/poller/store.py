@@ -7,8 +7,9 @@ Guarantees:
 - A cursor write replaces the previous watermark only when the new one is not older (a slow
   run cannot move a watermark backwards).
 - The schema comes from the migrations (`services.common.db.migrate`); this adapter creates nothing.
-  `addition_ids` (the ids of the last emitted additions, needed to notice a removed addition) is
-  used when the table has that column; without it addition removals are not detected (logged once).
+  `addition_ids` (the ids of the last emitted additions, needed to notice a removed addition;
+  migration 0003) is used when the table has that column; on an older schema addition removals
+  are not detected (logged once at start).
 
 The methods are async and run the blocking driver in a worker thread, so the event loop (HTTP
 reads, Kafka acks) keeps going while PostgreSQL answers.
