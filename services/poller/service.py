@@ -71,6 +71,7 @@ from services.poller.connectwise import (
     ConnectWiseError,
     ConnectWiseNotFoundError,
     ConnectWisePermissionError,
+    StatsSnapshot,
 )
 from services.poller.connectwise import conditions as cond
 from services.poller.publisher import Publisher
@@ -177,6 +178,8 @@ class RunStats:
     throttled: int = 0
     retries: int = 0
     duration_ms: int = 0
+    client_before: StatsSnapshot | None = None
+    clock_before: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -303,7 +306,8 @@ class TenantPoller:
     ) -> RunStats:
         async with self._lock:
             stats = RunStats(kind, self.now())
-            before = self.client.stats.snapshot()
+            stats.client_before = self.client.stats.snapshot()
+            stats.clock_before = asyncio.get_running_loop().time()
             emitter = Emitter(
                 self.publisher,
                 self.store,
@@ -312,7 +316,6 @@ class TenantPoller:
                 psa_topic=self.psa_topic,
                 events_topic=self.events_topic,
             )
-            clock = asyncio.get_running_loop().time()
             try:
                 await body(stats, emitter)
                 await emitter.flush()
@@ -324,15 +327,20 @@ class TenantPoller:
                 if cause is not error and isinstance(cause, Exception):
                     raise cause from error
                 raise
-            delta = self.client.stats.snapshot() - before
-            stats.requests, stats.throttled, stats.retries = delta.requests, delta.throttled, delta.retries
-            stats.duration_ms = int((asyncio.get_running_loop().time() - clock) * 1000)
+            self._measure(stats)
             await self._publish_sync(self._poll_completed(stats), correlationid)
             log.info(
                 "poll run completed",
                 extra={"tenant_id": self.tenant.id, **stats.summary()},
             )
             return stats
+
+    def _measure(self, stats: RunStats) -> None:
+        """Fill the run's request counters and duration from the client's counters."""
+        if stats.client_before is not None:
+            delta = self.client.stats.snapshot() - stats.client_before
+            stats.requests, stats.throttled, stats.retries = delta.requests, delta.throttled, delta.retries
+        stats.duration_ms = int((asyncio.get_running_loop().time() - stats.clock_before) * 1000)
 
     async def poll_once(self, scope: str = cursors.SCOPE_ALL) -> RunStats | None:
         """One incremental run of `scope` (`incremental:all` or `incremental:auto`).
@@ -383,6 +391,7 @@ class TenantPoller:
                     ):
                         tasks.create_task(self._sweep_one(agreement_id, known[agreement_id], stats, emitter))
             await emitter.flush()
+            self._measure(stats)
             summary = stats.summary()
             await self.store.set_cursor(
                 self.tenant.id, scope, cursors.advance(cursor.watermark, stats.started_at), summary
@@ -477,6 +486,7 @@ class TenantPoller:
                             )
                         )
             await emitter.flush()
+            self._measure(stats)
             await self.store.set_cursor(
                 self.tenant.id, cursors.SCOPE_RECONCILE, stats.started_at, stats.summary()
             )

@@ -75,6 +75,7 @@ async def test_initial_import_emits_every_agreement_with_all_its_additions(rig: 
     [completed] = rig.publisher.of_type("sync.poll.completed")
     assert completed.data.agreements_changed == len(events)  # type: ignore[attr-defined]
     assert rig.store.cursors[("t-unit", cursors.SCOPE_ALL)].watermark == stats.started_at
+    assert rig.store.cursors[("t-unit", cursors.SCOPE_ALL)].last_run["requests"] == stats.requests
 
 
 async def test_consecutive_polls_of_unchanged_data_emit_nothing_and_read_no_additions(rig: Rig) -> None:
