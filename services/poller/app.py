@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from schemas.commands import RefreshCommand, SetAutoSyncCommand
 from schemas.envelope import utcnow
-from schemas.topics import SYNC_COMMANDS, parse
+from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
 from services.common.health import HealthServer
 from services.common.kafka import new_consumer, new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
@@ -129,11 +129,15 @@ async def run_poller(
             client,
             publisher,
             store,
+            psa_topic=settings.topic(PSA_AGREEMENTS),
+            events_topic=settings.topic(SYNC_EVENTS),
             instance=settings.instance,
             heartbeat_interval=timedelta(seconds=settings.heartbeat_interval_s),
         )
 
-    consumer = new_consumer(kafka, SYNC_COMMANDS, group_id=f"{settings.commands_group}-{index}of{count}")
+    consumer = new_consumer(
+        kafka, settings.topic(SYNC_COMMANDS), group_id=f"{settings.commands_group}-{index}of{count}"
+    )
     await consumer.start()
     health = HealthServer(
         "poller", observability.health_host, observability.health_port, {"database": store.ping}

@@ -50,3 +50,11 @@ class PollerSettings(BaseSettings):
     callbacks_port: int = Field(
         default=0, ge=0, le=65535, description="Port of the callback endpoint; 0 = off"
     )
+    topic_prefix: str = Field(
+        default="",
+        description="Prepended to the Kafka topic names it reads and writes (isolated test runs, benchmarks)",
+    )
+
+    def topic(self, canonical: str) -> str:
+        """The actual name of a registry topic (`psa.agreements.v1` -> `{prefix}psa.agreements.v1`)."""
+        return f"{self.topic_prefix}{canonical}"
