@@ -22,10 +22,9 @@ import httpx
 import sqlalchemy as sa
 
 from schemas.envelope import CloudEvent
-from schemas.topics import SYNC_EVENTS, parse
-from services.common.command_cli import send_command
+from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
 from services.common.db.tables import client_sync_settings, contracts
-from services.common.kafka import new_consumer
+from services.common.kafka import new_consumer, new_producer, publish
 from services.common.settings import KafkaSettings
 from services.cwsim.client import SimControl
 from services.launcher.group import ProcessGroup, ServiceProcess, contract_sync_command, free_port, wait_until
@@ -34,6 +33,13 @@ SIM_COMPANY = "simco"
 SIM_PUBLIC_KEY = "cwsimPublicKey01"
 SIM_PRIVATE_KEY = "cwsimPrivateKey01"
 SIM_CLIENT_ID = "8b9c6f6e-3f57-4d2a-9c3e-6b8d1d2f7a10"
+_WRITER_TOPICS = {
+    "RECORDS": CONTRACT_RECORDS,
+    "PSA": PSA_AGREEMENTS,
+    "COMMANDS": SYNC_COMMANDS,
+    "EVENTS": SYNC_EVENTS,
+    "DEADLETTER": DEADLETTER,
+}
 
 
 @dataclass
@@ -54,6 +60,9 @@ class PipelineOptions:
     unique_groups: bool = False
     """Give the writer, mapper and poller consumer groups of their own (tests), instead of the
     default shared ones (the demo and production resume where they left off)."""
+    topic_prefix: str = ""
+    """Run the three services on topics of their own (`{prefix}psa.agreements.v1`, ...; the caller
+    creates them): a benchmark's volume then never reaches, nor is replayed by, other pipelines."""
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -108,6 +117,12 @@ class LocalPipeline:
                     "POLLER_COMMANDS_GROUP": f"contract-sync-poller-{suffix}",
                 }
             )
+        if options.topic_prefix:
+            prefix = options.topic_prefix
+            self.env.update(
+                {"MAPPER_TOPIC_PREFIX": prefix, "POLLER_TOPIC_PREFIX": prefix}
+                | {f"WRITER_{kind}_TOPIC": f"{prefix}{topic}" for kind, topic in _WRITER_TOPICS.items()}
+            )
         self.group = ProcessGroup(options.work_dir / "logs", self.env)
         self.sim_port = free_port()
         self.sim_site = f"http://127.0.0.1:{self.sim_port}"
@@ -120,6 +135,11 @@ class LocalPipeline:
     # ---------------------------------------------------------------- lifecycle
     def start(self, timeout_s: float = 120.0) -> None:
         """Start the simulator, then writer, mapper and poller; return when all are ready."""
+        self.start_simulator()
+        self.start_services(timeout_s)
+
+    def start_simulator(self) -> None:
+        """Start the ConnectWise simulator alone (the data exists before the pipeline starts)."""
         o = self.options
         self.group.start(
             "cw-sim",
@@ -140,7 +160,11 @@ class LocalPipeline:
         )
         if not wait_until(lambda: self.control.call("GET", "/health")["ok"], timeout_s=60):
             raise RuntimeError(f"simulator did not start:\n{self.group.members['cw-sim'].log_tail()}")
-        self.config_path.write_text(tenants_toml(o, self.sim_site))
+
+    def start_services(self, timeout_s: float = 120.0) -> None:
+        """Start writer, mapper and poller on the running simulator; return when all are ready
+        (and the callback is registered, with `callbacks`)."""
+        self.config_path.write_text(tenants_toml(self.options, self.sim_site))
         for name in ("writer", "mapper", "poller"):
             self.start_service(name)
         self.wait_ready(timeout_s)
@@ -225,8 +249,20 @@ class LocalPipeline:
             return result
 
     # ---------------------------------------------------------------- commands (the wire contract)
+    def topic(self, canonical: str) -> str:
+        """The actual name of a registry topic in this pipeline (`topic_prefix`)."""
+        return f"{self.options.topic_prefix}{canonical}"
+
     def publish(self, command: CloudEvent) -> None:
-        asyncio.run(send_command(command, KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap)))
+        asyncio.run(self._publish(command))
+
+    async def _publish(self, command: CloudEvent) -> None:
+        producer = new_producer(KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap))
+        await producer.start()
+        try:
+            await publish(producer, self.topic(SYNC_COMMANDS), command)
+        finally:
+            await producer.stop()
 
     # ---------------------------------------------------------------- what the pipeline produced
     @property
@@ -283,7 +319,9 @@ class LocalPipeline:
 
     async def _read_events(self, predicate: Callable[[dict[str, Any]], bool] | None) -> list[dict[str, Any]]:
         consumer = new_consumer(
-            KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap), SYNC_EVENTS, group_id=None
+            KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap),
+            self.topic(SYNC_EVENTS),
+            group_id=None,
         )
         await consumer.start()
         found: list[dict[str, Any]] = []
