@@ -178,6 +178,7 @@ class RunStats:
     throttled: int = 0
     retries: int = 0
     duration_ms: int = 0
+    invalid_ids: list[int] = field(default_factory=list)
     client_before: StatsSnapshot | None = None
     clock_before: float = 0.0
 
@@ -328,6 +329,20 @@ class TenantPoller:
                     raise cause from error
                 raise
             self._measure(stats)
+            if stats.invalid_ids:
+                ids = sorted(set(stats.invalid_ids))
+                await self._failed(
+                    f"poller.{kind}",
+                    "invalid_psa_data",
+                    f"{len(ids)} agreement(s) skipped: ConnectWise sent data the wire contract cannot carry "
+                    f"(no company, or a field of an unexpected type/value): {ids[:50]}",
+                    retryable=False,
+                    operator_action=(
+                        "Open these agreements in ConnectWise and check their company and status fields; "
+                        "the poller logs name the fields. They are read again once edited."
+                    ),
+                    correlationid=correlationid,
+                )
             await self._publish_sync(self._poll_completed(stats), correlationid)
             log.info(
                 "poll run completed",
@@ -602,6 +617,7 @@ class TenantPoller:
         company = company_id_of(agreement)
         if company is None:
             stats.invalid += 1
+            stats.invalid_ids.append(agreement_id)
             log.warning("agreement without a company id is skipped", extra={"agreement_id": agreement_id})
             return
         if not self.tenant.includes_company(company):
@@ -622,6 +638,7 @@ class TenantPoller:
             )
         except ValidationError as error:
             stats.invalid += 1
+            stats.invalid_ids.append(agreement_id)
             log.warning(
                 "agreement snapshot does not fit the wire contract; skipped",
                 extra={"agreement_id": agreement_id, "errors": error.error_count()},

@@ -317,3 +317,15 @@ async def test_a_401_pauses_the_tenant_with_growing_backoff_and_names_the_creden
     rig.sim.faults.update({"force_401_s": 0})
     assert await rig.poller.guarded("poller.poll", rig.poller.poll_once)
     assert rig.poller.status == "ok" and rig.poller.paused_until is None
+
+
+async def test_an_agreement_the_wire_contract_cannot_carry_is_skipped_and_reported(rig: Rig) -> None:
+    ids = agreement_ids(rig.sim)
+    rig.sim.store.update_agreement(ids[0], {"agreementStatus": "Exploded"})
+    stats = await rig.poller.poll_once()
+    assert stats is not None and stats.invalid == 1
+    assert ids[0] not in [e.data.agreement.id for e in rig.observed()]
+    assert len(rig.observed()) == len(ids) - 1
+    [failed] = rig.publisher.of_type("sync.failed")
+    assert failed.data.error_code == "invalid_psa_data"  # type: ignore[attr-defined]
+    assert str(ids[0]) in failed.data.message  # type: ignore[attr-defined]
