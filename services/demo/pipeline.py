@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from schemas.envelope import CloudEvent
 from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
@@ -60,6 +62,10 @@ class PipelineOptions:
     unique_groups: bool = False
     """Give the writer, mapper and poller consumer groups of their own (tests), instead of the
     default shared ones (the demo and production resume where they left off)."""
+    groups_start_at_end: bool = False
+    """With `unique_groups`: commit each new group's offsets at the current end of its topics before
+    the service starts, so a test pipeline does not replay (and re-apply) every earlier run's
+    messages of every tenant; it still sees everything published after it started."""
     topic_prefix: str = ""
     """Run the three services on topics of their own (`{prefix}psa.agreements.v1`, ...; the caller
     creates them): a benchmark's volume then never reaches, nor is replayed by, other pipelines."""
@@ -131,6 +137,7 @@ class LocalPipeline:
         self.health_ports = {name: free_port() for name in ("writer", "mapper", "poller")}
         self.config_path = options.work_dir / "tenants.toml"
         self._engine: sa.Engine | None = None
+        self._positioned_groups: set[str] = set()
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, timeout_s: float = 120.0) -> None:
@@ -191,7 +198,52 @@ class LocalPipeline:
             return contract_sync_command("poller", "--config", str(self.config_path))
         return contract_sync_command(name)
 
+    def consumer_groups(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        """The consumer group of a service with `unique_groups` and the topics it reads (pure)."""
+        if not self.options.unique_groups:
+            return None
+        t = self.topic
+        if name == "writer":
+            return self.env["WRITER_GROUP_ID"], (t(CONTRACT_RECORDS), t(PSA_AGREEMENTS), t(SYNC_COMMANDS))
+        if name == "mapper":  # faust's group id is the app id
+            return self.env["MAPPER_APP_ID"], (t(PSA_AGREEMENTS), t(SYNC_COMMANDS))
+        if name == "poller":  # one group per shard; the pipeline runs shard 0 of 1
+            return f"{self.env['POLLER_COMMANDS_GROUP']}-0of1", (t(SYNC_COMMANDS),)
+        return None
+
+    def commit_groups_at_end(self, name: str) -> None:
+        """Commit the service's new consumer group at the current end of its topics, once per group
+        and pipeline: a restarted service resumes from its own commits and misses nothing."""
+        groups = self.consumer_groups(name)
+        if groups is None or groups[0] in self._positioned_groups:
+            return
+        group_id, topics = groups
+        self._positioned_groups.add(group_id)
+
+        async def commit() -> None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.options.kafka_bootstrap, group_id=group_id, enable_auto_commit=False
+            )
+            await consumer.start()
+            try:
+                # all topics metadata, without joining the group
+                cluster = await consumer._client.fetch_all_metadata()
+                partitions = [
+                    TopicPartition(topic, p)
+                    for topic in topics
+                    for p in sorted(cluster.partitions_for_topic(topic) or ())
+                ]
+                consumer.assign(partitions)
+                ends = await consumer.end_offsets(partitions)
+                await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in ends.items()})
+            finally:
+                await consumer.stop()
+
+        asyncio.run(commit())
+
     def start_service(self, name: str) -> ServiceProcess:
+        if self.options.groups_start_at_end:
+            self.commit_groups_at_end(name)
         env = (
             {"POLLER_CALLBACKS_PORT": str(self.callbacks_port)}
             if name == "poller" and self.callbacks_port

@@ -1,0 +1,100 @@
+"""The session's running pipeline for the end-to-end tests (see e2e_support.py for the helpers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from e2e_support import E2E, KafkaTail
+
+from schemas.topics import DEADLETTER, SYNC_EVENTS
+from services.demo.pipeline import LocalPipeline, PipelineOptions
+
+
+def _process_group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _cleanup_kafka(bootstrap: str, tenant: str) -> None:
+    """Delete the topics this tenant's pipeline created (the mapper's changelog). Its consumer groups
+    stay until the broker expires their offsets (aiokafka's admin cannot delete groups)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if tenant in t]
+            if topics:
+                with contextlib.suppress(Exception):
+                    await admin.delete_topics(topics)
+        finally:
+            await admin.close()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
+    tenant = f"e2e-{secrets.token_hex(4)}"
+    from services.common.kafka import ensure_topics
+    from services.common.settings import KafkaSettings
+
+    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap)))
+    prefix = f"{tenant}:".encode()
+    events_tail = KafkaTail(
+        kafka_bootstrap,
+        SYNC_EVENTS,
+        lambda r: (r.key or b"").startswith(prefix) or tenant.encode() in r.value,
+    )
+    deadletter_tail = KafkaTail(
+        kafka_bootstrap, DEADLETTER, lambda r: (r.key or b"").startswith(prefix) or tenant.encode() in r.value
+    )
+    pipeline = LocalPipeline(
+        PipelineOptions(
+            tenant_id=tenant,
+            work_dir=Path(tmp_path_factory.mktemp("e2e-pipeline")),
+            kafka_bootstrap=kafka_bootstrap,
+            database_url=database_url,
+            seed=7,
+            companies=3,
+            agreements_per_company=4,
+            additions_per_agreement=3,
+            poll_interval="3s",
+            auto_sync_interval="1s",
+            reconcile_interval="3s",
+            unique_groups=True,
+            groups_start_at_end=True,
+        )
+    )
+    harness = E2E(pipeline, events_tail, deadletter_tail)
+    try:
+        pipeline.start()
+        yield harness
+    finally:
+        pids = [m.pid for m in pipeline.group.members.values() if m.pid]
+        pipeline.stop()
+        events_tail.close()
+        deadletter_tail.close()
+        _cleanup_kafka(kafka_bootstrap, tenant)
+        engine = sa.create_engine(database_url)
+        with engine.begin() as connection:
+            for table in ("poller_snapshots", "poller_cursors"):
+                connection.execute(sa.text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": tenant})
+        engine.dispose()
+        left = [pid for pid in pids if not _process_group_gone(pid)]
+        assert not left, f"processes of the pipeline left running after stop(): {left}"
+        assert not any(pipeline.alive().values()), pipeline.alive()
