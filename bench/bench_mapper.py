@@ -9,7 +9,8 @@ Measured in one run, on fresh topics (`bench-<id>.` prefix, 4 partitions), with 
    changelog writes, batched produce).
 2. the baseline of the final JSON line: a raw aiokafka loop over the same backlog doing the same
    work without faust and without state: consume -> `schemas.topics.parse` -> `map_items` ->
-   produce the same 6 records per agreement (no per-message await; deliveries awaited per batch).
+   produce the same 6 records per agreement, with the same batched producer the mapper uses
+   (so the ratio isolates what faust, the state table and its changelog cost).
 3. a ceiling, printed only: raw aiokafka consume -> parse -> produce one message per input
    (no mapping), to show what the mapping itself costs.
 
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.report import report
@@ -42,9 +43,11 @@ from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
 from schemas.psa import AgreementObserved, AgreementObservedData
 from schemas.records import ContractRecordMapped
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, TOPICS, parse
-from services.common.kafka import ensure_topics
+from services.common.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from services.common.settings import KafkaSettings
+from services.mapper.app import OutMessage, OutputProducer
 from services.mapper.mapping import MappingError, map_items
+from services.mapper.settings import MapperSettings
 
 PARTITIONS = 4
 CLIENTS = 200
@@ -168,6 +171,22 @@ async def _wait_outputs(
     return count, span
 
 
+async def _wait_committed(bootstrap: str, group: str, topic: str, total: int, deadline_s: float) -> None:
+    """Poll the group's committed offsets on `topic` until they sum to `total` (1 s apart)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
+            if sum(o or 0 for o in offsets) >= total:
+                return
+            await asyncio.sleep(1.0)
+        raise RuntimeError(f"the worker did not consume {total} messages of {topic} in {deadline_s} s")
+    finally:
+        await consumer.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -176,7 +195,7 @@ def _free_port() -> int:
 
 
 def _start_worker(
-    bootstrap: str, prefix: str, app_id: str, workdir: Path, log: Path
+    bootstrap: str, prefix: str, app_id: str, workdir: Path, log: Path, port: int = 0
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -186,7 +205,7 @@ def _start_worker(
         "MAPPER_PARTITIONS": str(PARTITIONS),
         "MAPPER_DATADIR": str(workdir / "data"),
         "LOG_LEVEL": "WARNING",
-        "HEALTH_PORT": str(_free_port()),
+        "HEALTH_PORT": str(port or _free_port()),
     }
     out = log.open("ab")
     return subprocess.Popen(
@@ -195,6 +214,29 @@ def _start_worker(
         stdout=out,
         stderr=subprocess.STDOUT,
     )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _cpu_when_ready(process: subprocess.Popen[bytes], port: int, deadline_s: float = 180) -> float:
+    """Wait for the worker's /readyz (table recovered), then return its CPU seconds so far."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /readyz HTTP/1.0\r\n\r\n")
+            status = await reader.readline()
+            writer.close()
+            if b" 200 " in status:
+                return _cpu_seconds(process.pid)
+        except OSError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError("worker never became ready")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -208,7 +250,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 async def _raw_loop(bootstrap: str, source: str, sink: str, n: int, *, mapping: bool) -> None:
-    """The baseline: aiokafka consume -> parse -> (map) -> produce, deliveries awaited per batch."""
+    """The baseline: aiokafka consume -> parse -> (map) -> produce, with the mapper's own batched
+    producer (`OutputProducer`: per-partition record batches, deliveries awaited per batch)."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -218,41 +261,33 @@ async def _raw_loop(bootstrap: str, source: str, sink: str, n: int, *, mapping: 
         fetch_max_bytes=64 << 20,
         max_partition_fetch_bytes=8 << 20,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        max_request_size=8 << 20,
-    )
+    output = OutputProducer(KafkaSettings(bootstrap_servers=bootstrap), MapperSettings())
     await consumer.start()
-    await producer.start()
+    await output.start()
     done = 0
     try:
         while done < n:
             batch = await consumer.getmany(timeout_ms=1000, max_records=500)
-            deliveries = []
+            messages: list[OutMessage] = []
             for records in batch.values():
                 for record in records:
                     event = parse(PSA_AGREEMENTS, record.value)
                     assert isinstance(event, AgreementObserved)
                     if mapping:
-                        results = map_items(
-                            event.data, agreement=True, addition_ids=[a.id for a in event.data.additions]
-                        )
-                        for result in results:
+                        ids = [a.id for a in event.data.additions]
+                        for result in map_items(event.data, agreement=True, addition_ids=ids):
                             assert not isinstance(result, MappingError)
                             out = ContractRecordMapped.build(result, source="bench/raw")
-                            deliveries.append(await producer.send(sink, out.to_bytes(), key=out.key))
+                            messages.append(OutMessage(sink, out.key, out.to_bytes(), [CONTENT_TYPE_HEADER]))
                     else:
-                        deliveries.append(await producer.send(sink, event.to_bytes(), key=event.key))
+                        messages.append(OutMessage(sink, event.key, event.to_bytes(), [CONTENT_TYPE_HEADER]))
                     done += 1
-            if deliveries:
-                await asyncio.gather(*deliveries)
+            if messages:
+                await output.produce_all(messages)
             await consumer.commit()
     finally:
         await consumer.stop()
-        await producer.stop()
+        await output.stop()
 
 
 async def _delete_topics(bootstrap: str, prefix: str) -> None:
@@ -282,6 +317,7 @@ async def _run(n: int) -> None:
     ]
     await ensure_topics(kafka, [*specs, *extra], partitions=PARTITIONS)
     workdir = Path(tempfile.mkdtemp(prefix="bench-mapper-"))
+    print(f"machine load (1/5/15 min) at start: {os.getloadavg()} on {os.cpu_count()} cores", flush=True)
     log = workdir / "worker.log"
     try:
         now = datetime.now(UTC) - timedelta(minutes=1)
@@ -316,23 +352,32 @@ async def _run(n: int) -> None:
         # phase 2: the backlog, then the worker maps it
         await _produce(bootstrap, [(f"{prefix}{PSA_AGREEMENTS}", k, v) for k, v in values])
         expected = n * (1 + ADDITIONS)
-        worker = _start_worker(bootstrap, prefix, app_id, workdir, log)
+        port = _free_port()
+        worker = _start_worker(bootstrap, prefix, app_id, workdir, log, port)
         try:
-            count, span = await _wait_outputs(bootstrap, f"{prefix}{CONTRACT_RECORDS}", expected, 600)
+            cpu_start = await _cpu_when_ready(worker, port)
+            # only cheap offset polls while it runs: reading 6N records now would steal its CPU
+            await _wait_committed(bootstrap, app_id, f"{prefix}{PSA_AGREEMENTS}", n, 900)
+            mapper_cpu = _cpu_seconds(worker.pid) - cpu_start
         finally:
             await asyncio.to_thread(_stop, worker)
+        count, span = await _wait_outputs(bootstrap, f"{prefix}{CONTRACT_RECORDS}", expected, 120)
         if count < expected:
             raise RuntimeError(f"mapper produced {count}/{expected} records; log {log}")
         mapper_rate = n / span
         print(
             f"faust mapper: {n:,} agreements -> {count:,} records in {span:.2f} s = {mapper_rate:,.0f} agreements/s"
+            f" (worker CPU {mapper_cpu / n * 1e6:,.0f} us/agreement = {n / mapper_cpu:,.0f}/s per busy core)"
         )
 
         # the baseline: same backlog, raw aiokafka, same mapping and records
         sink = f"{prefix}raw-mapped"
+        raw_cpu = time.process_time()
         await _raw_loop(bootstrap, f"{prefix}{PSA_AGREEMENTS}", sink, n, mapping=True)
+        raw_cpu = time.process_time() - raw_cpu
         count, span = await _wait_outputs(bootstrap, sink, expected, 120)
         raw_rate = n / span
+        print(f"raw loop CPU {raw_cpu / n * 1e6:,.0f} us/agreement = {n / raw_cpu:,.0f}/s per busy core")
         print(
             f"raw aiokafka consume->parse->map->produce: {count:,} records in {span:.2f} s = {raw_rate:,.0f} agreements/s"
         )
@@ -344,6 +389,7 @@ async def _run(n: int) -> None:
         ceiling = n / span
         print(f"raw aiokafka consume->parse->produce (no mapping): {ceiling:,.0f} agreements/s")
         print(f"mapper vs ceiling: {mapper_rate / ceiling:.2f}")
+        print(f"machine load at end: {os.getloadavg()}")
         report("mapper_throughput", mapper_rate, "agreements/s", raw_rate, goal=GOAL)
     finally:
         await _delete_topics(bootstrap, prefix)

@@ -24,7 +24,7 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,52 @@ class OutMessage:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    partition: int | None = None
+    """None: Kafka's default partitioner over the key (every wire topic); set for changelog records."""
+
+
+class StateStore(MutableMapping[str, bytes]):
+    """The state table as `decide` sees it.
+
+    Reads and writes go to the table's local store (what faust recovers from the changelog);
+    every write also queues its changelog record - the key serialised as faust does, to the
+    partition of the message being handled - which is produced together with the batch's
+    outputs and awaited before the batch is acknowledged. So state changes are durable before
+    their source offsets can commit, and they skip faust's one-message-at-a-time table buffer.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.changelog = table.changelog_topic
+        self.changelog_name: str = table.changelog_topic.get_topic_name()
+        self.partition = 0
+        self.pending: list[OutMessage] = []
+
+    def __getitem__(self, key: str) -> bytes:
+        value: bytes = self.table.data[key]
+        return value
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table.data[key] = value
+        self._log(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.table.data[key]
+        self._log(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.table.data.keys()))
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+    def _log(self, key: str, value: bytes | None) -> None:
+        key_bytes, _ = self.changelog.prepare_key(key, self.table.key_serializer)
+        self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], self.partition))
+
+    def take_pending(self) -> list[OutMessage]:
+        pending, self.pending = self.pending, []
+        return pending
 
 
 class OutputProducer(Service):
@@ -120,7 +166,10 @@ class OutputProducer(Service):
         batches: dict[tuple[str, int], Any] = {}
         deliveries: list[Awaitable[Any]] = []
         for message in messages:
-            where = (message.topic, await self._partition_of(message.topic, message.key))
+            partition = message.partition
+            if partition is None:
+                partition = await self._partition_of(message.topic, message.key)
+            where = (message.topic, partition)
             batch = batches.get(where)
             if batch is None:
                 batch = batches[where] = producer.create_batch()
@@ -191,6 +240,7 @@ class MapperApp:
             partitions=settings.partitions,
             help="Per-client mapper state: snapshots, linked items, auto-sync flag",
         )
+        self.store = StateStore(self.table)
         self.inputs = self.app.topic(settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS), **_RAW)
         self.app.agent(self.inputs, name="mapper")(self._agent)
         health = HealthServer(
@@ -228,6 +278,7 @@ class MapperApp:
 
     async def _handle_batch(self, events: list[Any]) -> None:
         outputs: list[Output] = []
+        store = self.store
         for event in events:
             message = event.message
             incoming = Incoming(
@@ -241,8 +292,9 @@ class MapperApp:
             # Table writes go to the changelog partition of faust's "current event"; inside a
             # take_events batch that is the batch's last event, so set it to this one.
             token = _current_event.set(weakref.ref(event))
+            store.partition = message.partition
             try:
-                decision = decide(self.table, incoming)
+                decision = decide(store, incoming)
             except Exception as error:  # a bug must not stop the worker: park the message
                 log.exception(
                     "unexpected error handling a message",
@@ -253,8 +305,9 @@ class MapperApp:
                 _current_event.reset(token)
             self._consumed(incoming.topic, decision.message_type).inc()
             outputs.extend(decision.outputs)
-        if outputs:
-            await self.output.produce_all([self._message(output) for output in outputs])
+        messages = store.take_pending() + [self._message(output) for output in outputs]
+        if messages:
+            await self.output.produce_all(messages)
 
     @staticmethod
     @functools.cache

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
 
 from schemas.envelope import CloudEvent
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
@@ -128,22 +129,40 @@ class MapperWorker:
 
     # -------------------------------------------------------------------------------- Kafka I/O
 
-    async def send(self, *events: CloudEvent) -> None:
+    async def send(self, *events: CloudEvent) -> list[RecordMetadata]:
         items = [
             (self.topic(SYNC_COMMANDS if e.type.startswith(("sync.command", "contract.command")) else PSA_AGREEMENTS),
              e.key, e.to_bytes())
             for e in events
         ]  # fmt: skip
-        await self.send_raw(*items)
+        return await self.send_raw(*items)
 
-    async def send_raw(self, *items: tuple[str, bytes | None, bytes]) -> None:
+    async def send_raw(self, *items: tuple[str, bytes | None, bytes]) -> list[RecordMetadata]:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
         await producer.start()
         try:
-            for topic, key, value in items:  # one by one: per-key order across topics as sent
-                await producer.send_and_wait(topic, value, key=key)
+            return [await producer.send_and_wait(topic, value, key=key) for topic, key, value in items]
         finally:
             await producer.stop()
+
+    async def wait_processed(self, *sent: RecordMetadata, timeout_s: float = 90.0) -> None:
+        """Wait until the worker committed past these messages. Messages on different topics have
+        no order between them, so a test that needs one handled before another waits here."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.app_id, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            for meta in sent:
+                tp = TopicPartition(meta.topic, meta.partition)
+                while ((await consumer.committed(tp)) or 0) <= meta.offset:
+                    assert time.monotonic() < deadline, (
+                        f"{tp}@{meta.offset} not processed:\n{self.log_tail()}"
+                    )
+                    await asyncio.sleep(0.3)
+        finally:
+            await consumer.stop()
 
     async def collect(
         self,
@@ -180,18 +199,3 @@ class MapperWorker:
         finally:
             await consumer.stop()
         return accepted
-
-    async def committed(self, canonical_topic: str) -> int:
-        """Sum of the worker group's committed offsets on a source topic."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.app_id, enable_auto_commit=False
-        )
-        await consumer.start()
-        try:
-            total = 0
-            for partition in range(PARTITIONS):
-                offset = await consumer.committed(TopicPartition(self.topic(canonical_topic), partition))
-                total += offset or 0
-            return total
-        finally:
-            await consumer.stop()

@@ -74,7 +74,8 @@ async def worker(
 async def test_select_maps_the_selected_items_with_the_command_id(worker: MapperWorker) -> None:
     name = tenant()
     command = select([1], [12], tenant=name)
-    await worker.send(snapshot(1, [11, 12], tenant=name), command)
+    await worker.wait_processed(*await worker.send(snapshot(1, [11, 12], tenant=name)))
+    await worker.send(command)
     got = await worker.collect(OUTPUTS, lambda r: len(records(r)) >= 2, accept=of_tenant(name))
     assert keys(got) == {f"cw:{name}:agreement:1", f"cw:{name}:addition:12"}
     assert {doc["correlationid"] for doc in records(got)} == {str(command.id)}
@@ -88,7 +89,7 @@ async def test_auto_sync_applies_pending_items_when_turned_on_and_new_items_as_o
 ) -> None:
     name = tenant()
     turn_on = set_auto_sync(True, tenant=name)
-    await worker.send(snapshot(1, [11], tenant=name))
+    await worker.wait_processed(*await worker.send(snapshot(1, [11], tenant=name)))  # observed while off
     await worker.send(turn_on)
     got = await worker.collect(
         OUTPUTS,
@@ -114,7 +115,7 @@ async def test_rejects_select_while_auto_sync_is_on_and_unknown_ids(worker: Mapp
     name = tenant()
     while_on = select([1], tenant=name)
     unknown = select([404], [405], tenant=name)
-    await worker.send(snapshot(1, [], tenant=name), set_auto_sync(True, tenant=name), while_on)
+    await worker.send(set_auto_sync(True, tenant=name), while_on)  # one topic, one key: in order
     await worker.send(set_auto_sync(False, tenant=name), unknown)
     got = await worker.collect(
         OUTPUTS, lambda r: len(events(r, "sync.command.rejected")) >= 3, accept=of_tenant(name)
@@ -137,7 +138,8 @@ async def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_running
         (worker.topic(PSA_AGREEMENTS), key, b"{truncated"),
     )
     after = select([1], tenant=name)
-    await worker.send(snapshot(1, [], tenant=name), after)  # still mapping afterwards
+    await worker.wait_processed(*await worker.send(snapshot(1, [], tenant=name)))
+    await worker.send(after)  # still mapping afterwards
     got = await worker.collect(
         OUTPUTS,
         lambda r: len([x for x in r if x.topic == DEADLETTER]) >= 2 and len(records(r)) >= 1,
@@ -162,12 +164,8 @@ async def test_restarted_worker_recovers_its_state_and_maps_an_item_observed_bef
     mapper.start()
     try:
         await mapper.wait_ready()
-        await mapper.send(snapshot(7, [71, 72], tenant=name))
         # processed and committed: the snapshot is in the state changelog
-        deadline = asyncio.get_running_loop().time() + 60
-        while await mapper.committed(PSA_AGREEMENTS) < 1:
-            assert asyncio.get_running_loop().time() < deadline, mapper.log_tail()
-            await asyncio.sleep(0.5)
+        await mapper.wait_processed(*await mapper.send(snapshot(7, [71, 72], tenant=name)))
     finally:
         assert await asyncio.to_thread(mapper.stop) == 0, mapper.log_tail()
 
