@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -296,6 +297,12 @@ class Writer:
         """Consume until `stop()`; the batch in flight is finished (applied, published, committed)."""
         pending: _Pending | None = None
         next_prune = time.monotonic()
+        # A batch allocates ~20 tracked objects per message (pydantic models, dicts) that are freed by
+        # reference counting; with Python's default gen-0 threshold (700) the cyclic collector runs
+        # every few dozen messages and re-scans the batch, which measured 2.5x the parse cost itself.
+        saved_gc = gc.get_threshold()
+        if self.settings.gc_gen0_threshold:
+            gc.set_threshold(self.settings.gc_gen0_threshold, *saved_gc[1:])
         try:
             while not self._stopping.is_set():
                 if time.monotonic() >= next_prune:
@@ -324,6 +331,7 @@ class Writer:
                     # parsed before the apply even started, and nothing would overlap.
                     await asyncio.sleep(0)
         finally:
+            gc.set_threshold(*saved_gc)
             if pending is not None:
                 try:
                     await self._finish(pending)

@@ -39,6 +39,11 @@ class WriterSettings(BaseSettings):
         description="Apply batches in a worker thread, overlapping with parsing the next one. Off by default: "
         "on a busy 2-core host the two threads mostly fight over the GIL",
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Gen-0 threshold of Python's cyclic GC while the writer runs (0 keeps the default 700)",
+    )
     pool_size: int = Field(default=2, ge=1, le=50)
     instance: str = Field(default_factory=socket.gethostname, description="Instance name in logs and events")
 
