@@ -100,6 +100,11 @@ class MapperWorker:
         except OSError:
             return False
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            text: str = answer.read().decode()
+            return text
+
     async def wait_ready(self, timeout_s: float = READY_DEADLINE_S) -> None:
         deadline = time.monotonic() + timeout_s
         while not await asyncio.to_thread(self.ready):

@@ -151,6 +151,11 @@ async def test_malformed_messages_are_dead_lettered_and_the_worker_keeps_running
     assert letters[b"{truncated"][DLQ_REASON] == b"malformed_json"
     assert [d["data"]["reason"] for d in events(got, "sync.command.rejected")] == ["malformed"]  # type: ignore[index]
     assert records(got)[0]["correlationid"] == str(after.id)
+    metrics = await asyncio.to_thread(worker.metrics)
+    assert any(
+        line.startswith("contract_sync_deadlettered_total{") and 'reason="validation_error"' in line
+        for line in metrics.splitlines()
+    ), metrics[-2000:]
 
 
 async def test_restarted_worker_recovers_its_state_and_maps_an_item_observed_before(
