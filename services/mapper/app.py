@@ -4,16 +4,16 @@ Thin adapter around `services.mapper.state.decide`:
 - Both source topics are read as raw bytes (`value_serializer="raw"`) and parsed with
   `schemas.topics.parse` inside `decide`; faust never defines a second schema.
 - State lives in one faust Table (`<app_id>-state-changelog`), keys prefixed by the client key.
-  faust writes each table change to the changelog partition of the message being handled; as
-  every message about a client is keyed `{tenant}:{client}` and all topics are co-partitioned,
-  a client's state sits in the changelog partition of that client's messages, and moves with it
-  on a rebalance. The changelog must therefore have as many partitions as the source topics
-  (`MapperSettings.partitions`, auto-detected by the CLI).
+  Each change is written to the changelog partition of the message being handled; as every
+  message about a client is keyed `{tenant}:{client}` and all topics are co-partitioned, a
+  client's state sits in the changelog partition of that client's messages and moves with it on
+  a rebalance; faust recovers it on start. The changelog therefore has as many partitions as the
+  source topics (`MapperSettings.partitions`, auto-detected by the CLI).
 - Delivery: at-least-once (faust's exactly_once is unreliable). Messages are handled in batches
-  (`stream.take_events`); outputs of a batch are produced without awaiting each delivery, then
-  all deliveries are awaited before the batch is acknowledged, and faust flushes the producer
-  before committing offsets. A crash replays at most the unacknowledged batches; the writer is
-  idempotent, so duplicates are harmless.
+  (`stream.take_events`); the batch's outputs and its changelog records go into per-partition
+  record batches of a dedicated idempotent producer (`OutputProducer`), and all deliveries are
+  awaited before the batch is acknowledged, so no offset commits ahead of its effects. A crash
+  replays at most the unacknowledged batch; the writer is idempotent, so duplicates are harmless.
 - The worker keeps running on bad input: `decide` dead-letters it. An unexpected exception while
   handling one message dead-letters that message (`internal_error`) and the batch goes on.
 """
