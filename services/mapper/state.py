@@ -415,10 +415,6 @@ def _mapping_failed(
     ]
 
 
-def _newer_or_same(new: datetime, stored: str) -> bool:
-    return new >= datetime.fromisoformat(stored)
-
-
 # ---------------------------------------------------------------------------------------------
 # PSA events
 
@@ -427,9 +423,16 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
     data = event.data
     agreement_id = data.agreement.id
     item = view.item(agreement_id)
-    if item is not None and not _newer_or_same(data.psa_last_updated, item.version):
+    stored = datetime.fromisoformat(item.version) if item is not None else None
+    # An older snapshot never replaces a newer one, and a removal (confirmed by a 404) is undone
+    # only by a strictly newer snapshot: one of the same version was read before the deletion.
+    if (
+        item is not None
+        and stored is not None
+        and (data.psa_last_updated < stored or (data.psa_last_updated == stored and item.removed))
+    ):
         log.info(
-            "ignored older snapshot",
+            "ignored stale snapshot",
             extra={"agreement_id": agreement_id, "event_id": str(event.id), "stored_version": item.version},
         )
         return []
@@ -438,11 +441,12 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
     if item is None:
         item = ItemState(version=version, additions=addition_ids, snapshot=message.value)
     else:
+        if stored is not None and data.psa_last_updated > stored:
+            item.removed = False
+            item.removed_additions -= set(addition_ids)
         item.version = version
         item.additions = addition_ids
         item.snapshot = message.value
-        item.removed = False
-        item.removed_additions -= set(addition_ids)
 
     outputs: list[Output] = []
     if view.auto_sync():

@@ -242,6 +242,26 @@ def test_removed_linked_agreement_retires_it_and_its_linked_additions() -> None:
     assert records(mapper.send(select([1]))) == []  # gone from the catalog
 
 
+def test_a_stale_snapshot_does_not_undo_a_removal_but_a_newer_one_does() -> None:
+    mapper = Mapper()
+    mapper.send(snapshot(1, [11]))
+    mapper.send(agreement_removed(1))
+    mapper.send(snapshot(1, [11]))  # read before the deletion, delivered after it
+    assert [r.data.reason for r in events(mapper.send(select([1])), CommandRejected)] == ["not_in_catalog"]
+    mapper.send(snapshot(1, [11], version="2025-05-01T00:00:00Z"))
+    assert keys(mapper.send(select([1]))) == ["cw:acme:agreement:1"]
+
+
+def test_a_same_version_snapshot_does_not_bring_back_a_removed_addition() -> None:
+    mapper = Mapper()
+    mapper.send(snapshot(1, [11, 12]))
+    mapper.send(addition_removed(1, 12))
+    mapper.send(snapshot(1, [11, 12]))
+    assert [r.data.reason for r in events(mapper.send(select([], [12])), CommandRejected)] == [
+        "not_in_catalog"
+    ]
+
+
 def test_removed_unlinked_items_retire_nothing() -> None:
     mapper = Mapper()
     mapper.send(snapshot(1, [11]))
