@@ -83,8 +83,9 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_while_its_batch_ap
     assert sum(e.data.created for e in applied) == 3
 
 
+@pytest.mark.parametrize("in_thread", [False, True], ids=["apply-inline", "apply-in-thread"])
 async def test_replaying_every_topic_from_the_start_changes_nothing(
-    kafka_bootstrap: str, migrated_url: str, writer_topics: dict[str, str]
+    kafka_bootstrap: str, migrated_url: str, writer_topics: dict[str, str], in_thread: bool
 ) -> None:
     tenant = unique_tenant()
     await produce(
@@ -108,10 +109,12 @@ async def test_replaying_every_topic_from_the_start_changes_nothing(
     )
     store = PostgresStore(migrated_url)
     try:
-        async with running_writer(kafka_bootstrap, migrated_url, writer_settings(writer_topics)) as first:
+        settings = writer_settings(writer_topics, apply_in_thread=in_thread)
+        async with running_writer(kafka_bootstrap, migrated_url, settings) as first:
             await eventually(lambda: first.applied_messages == 22)
         before = (list_contracts(store.engine, tenant, "100"), list_catalog(store.engine, tenant, "100"))
-        async with running_writer(kafka_bootstrap, migrated_url, writer_settings(writer_topics)) as replay:
+        replay_settings = writer_settings(writer_topics, apply_in_thread=in_thread)
+        async with running_writer(kafka_bootstrap, migrated_url, replay_settings) as replay:
             await eventually(lambda: replay.batches >= 1)
             await asyncio.sleep(0.5)
         after = (list_contracts(store.engine, tenant, "100"), list_catalog(store.engine, tenant, "100"))
