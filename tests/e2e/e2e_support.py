@@ -384,9 +384,9 @@ def expected_addition(
 def assert_maps(row: dict[str, Any] | None, expected: dict[str, Any]) -> None:
     """The contract row holds every expected field (money compared as Decimal)."""
     assert row is not None, f"no contract for {expected}"
-    actual = {name: row.get(name) for name in expected}
-    if actual.get("billing_amount") is not None:
-        actual["billing_amount"] = Decimal(actual["billing_amount"])
-    if isinstance(actual.get("billing_currency"), str):
-        actual["billing_currency"] = actual["billing_currency"].strip()
+    actual: dict[str, Any] = {name: row.get(name) for name in expected}
+    if (amount := actual.get("billing_amount")) is not None:
+        actual["billing_amount"] = Decimal(amount)
+    if isinstance(currency := actual.get("billing_currency"), str):
+        actual["billing_currency"] = currency.strip()
     assert actual == expected, f"{row['contract_key']}: {actual} != {expected}"

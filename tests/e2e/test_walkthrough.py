@@ -305,6 +305,31 @@ def test_with_auto_sync_on_a_psa_change_is_applied_within_seconds(e2e: E2E, auto
     assert e2e.catalog(auto_synced.client.id)[key]["state"] == "synced"
 
 
+def test_a_local_name_override_survives_later_syncs_while_psa_owned_fields_keep_following(
+    e2e: E2E, auto_synced: AutoSynced
+) -> None:
+    agreement, _ = auto_synced.client.psa[-1]
+    key = e2e.agreement_key(agreement["id"])
+    local_name = "Renamed by the MSP"
+    command_id = e2e.edit(auto_synced.client.id, key, {"name": local_name})
+    e2e.wait_for("the local name", lambda: (c := e2e.contract(key)) is not None and c["name"] == local_name)
+    assert not e2e.events("sync.edit.rejected", correlationid=command_id)
+    before = e2e.contract(key)
+    assert before is not None
+    new_amount = Decimal(before["billing_amount"]) + Decimal("10.01")
+    e2e.pipeline.control.update_agreement(
+        agreement["id"], name="Renamed in ConnectWise", billAmount=float(new_amount)
+    )
+    after = e2e.wait_for(
+        f"{key} follows the PSA amount",
+        lambda: c if (c := e2e.contract(key)) and Decimal(c["billing_amount"]) == new_amount else None,
+        timeout_s=20,
+    )
+    assert after["name"] == local_name, "a later sync overwrote a local override"
+    assert after["psa_name"] == "Renamed in ConnectWise", "the PSA's value stays visible"
+    assert "name" in after["local_overrides"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Step 5: local edits
 
