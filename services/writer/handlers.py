@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -40,9 +40,9 @@ STAGE = "writer.apply"
 ClientKey = tuple[str, str]
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """One consumed Kafka message (its position and original bytes)."""
+class Incoming(NamedTuple):
+    """One consumed Kafka message (its position and original bytes). A NamedTuple: one is built
+    per consumed message, and that is 5x cheaper than a frozen dataclass."""
 
     topic: str
     partition: int
@@ -61,8 +61,7 @@ class DeadLetter:
     event_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Applicable:
+class Applicable(NamedTuple):
     """A parsed event the writer applies, with where it came from."""
 
     event: CloudEvent
