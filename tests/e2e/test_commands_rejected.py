@@ -154,3 +154,19 @@ def test_a_malformed_command_is_dead_lettered_and_rejected_and_every_service_kee
     e2e.wait_applied(follow_up, 1)
     assert e2e.contract(e2e.agreement_key(target)) is not None
     assert all(e2e.pipeline.alive().values()), e2e.pipeline.alive()
+
+
+def test_an_edit_naming_another_clients_contract_is_rejected_as_cross_tenant_and_changes_nothing(
+    e2e: E2E, auto_client: tuple[str, int], manual_client: str
+) -> None:
+    owner, agreement_id = auto_client
+    key = e2e.agreement_key(agreement_id)
+    before = e2e.contract(key)
+    assert before is not None and before["client_id"] == owner != manual_client
+    command_id = e2e.edit(manual_client, key, {"notes": "written through the wrong client"})
+    rejected = e2e.wait_event("the rejection", "sync.edit.rejected", correlationid=command_id)
+    assert rejected["data"]["reason"] == "cross_tenant"
+    assert rejected["data"]["contract_id"] == key
+    assert rejected["subject"] == f"{e2e.tenant}:{manual_client}"
+    time.sleep(1.0)
+    assert e2e.contract(key) == before
