@@ -488,7 +488,6 @@ def _retired(
                 evidence=evidence[:500],
             ),
             source=SOURCE,
-            correlationid=str(event.id),
         ),
     )
 
