@@ -1,7 +1,9 @@
 """Writer throughput: contract records from Kafka into PostgreSQL.
 
-Produces N `contract.record.mapped` messages (N distinct contracts over 200 clients, env
-`BENCH_WRITER_RECORDS`, default 100,000) to a fresh 6-partition topic, then measures in the same run:
+Per round (env `BENCH_WRITER_ROUNDS`, default 2) produces N `contract.record.mapped` messages (N
+distinct contracts over 200 clients, env `BENCH_WRITER_RECORDS`, default 50,000) to a fresh
+6-partition topic, then measures in the same run (the best of each over the rounds is reported,
+so a noisy neighbour on the shared machine hurts less):
 
 1. the writer (`services.writer.consumer.Writer`: batches, pydantic validation, processed-event
    ids, COPY stage + ownership-aware merge, per-client sync settings and events, offset commits);
@@ -226,32 +228,47 @@ async def _bench() -> None:
     kafka = KafkaSettings()
     url = DatabaseSettings().url
     dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    n = int(os.environ.get("BENCH_WRITER_RECORDS", "100000"))
+    n = int(os.environ.get("BENCH_WRITER_RECORDS", "50000"))
+    rounds = int(os.environ.get("BENCH_WRITER_ROUNDS", "2"))
     migrate(url)
     run = uuid.uuid4().hex[:8]
-    tenants = {name: f"bw{name}{run}" for name in ("writer", "ceiling", "naive")}
-    topics = {name: f"bench.writer.{name}.{run}" for name in ("records", "psa", "commands", "events", "dlq")}
+    tenants = {"naive": f"bwnaive{run}"}
+    for r in range(rounds):
+        tenants[f"writer{r}"] = f"bwwriter{r}{run}"
+        tenants[f"ceiling{r}"] = f"bwceiling{r}{run}"
+    topics = {name: f"bench.writer.{name}.{run}" for name in ("psa", "commands", "events", "dlq")}
+    topics.update({f"records{r}": f"bench.writer.records{r}.{run}" for r in range(rounds)})
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics.values()])
         version = datetime(2026, 1, 1, tzinfo=UTC)
-        started = time.perf_counter()
-        values = []
-        for i in range(n):
-            value = _record(tenants["writer"], i, version)
-            values.append((f"{tenants['writer']}:{1000 + i % CLIENTS}".encode(), value))
-        await _produce(kafka, topics["records"], values)
-        print(
-            f"produced {n:,} records ({len(values[0][1])} bytes each) in {time.perf_counter() - started:.1f} s"
-        )
-
-        writer_rate = await _run_writer(kafka, url, topics, n)
-        print(f"writer (batched, validated, idempotent upsert): {writer_rate:,.0f} records/s")
-        ceiling_rate = await _run_ceiling(kafka, dsn, topics["records"], tenants["ceiling"], n)
-        print(f"ceiling (aiokafka consume + orjson + COPY into contracts): {ceiling_rate:,.0f} records/s")
-        naive_rate = await _run_naive(kafka, dsn, topics["records"], tenants["naive"], min(NAIVE_RECORDS, n))
+        writer_rates: list[float] = []
+        ceiling_rates: list[float] = []
+        for r in range(rounds):
+            started = time.perf_counter()
+            tenant = tenants[f"writer{r}"]
+            values = [
+                (f"{tenant}:{1000 + i % CLIENTS}".encode(), _record(tenant, i, version)) for i in range(n)
+            ]
+            await _produce(kafka, topics[f"records{r}"], values)
+            print(
+                f"round {r + 1}/{rounds}: produced {n:,} records ({len(values[0][1])} bytes each) "
+                f"in {time.perf_counter() - started:.1f} s"
+            )
+            round_topics = {**topics, "records": topics[f"records{r}"]}
+            writer_rates.append(await _run_writer(kafka, url, round_topics, n))
+            print(f"  writer (batched, validated, idempotent upsert): {writer_rates[-1]:,.0f} records/s")
+            ceiling_rates.append(
+                await _run_ceiling(kafka, dsn, topics[f"records{r}"], tenants[f"ceiling{r}"], n)
+            )
+            print(
+                f"  ceiling (aiokafka consume + orjson + COPY into contracts): {ceiling_rates[-1]:,.0f} records/s"
+            )
+        naive_rate = await _run_naive(kafka, dsn, topics["records0"], tenants["naive"], min(NAIVE_RECORDS, n))
         print(f"naive (one row per transaction): {naive_rate:,.0f} records/s")
+        writer_rate, ceiling_rate = max(writer_rates), max(ceiling_rates)
+        print(f"best of {rounds}: writer {writer_rate:,.0f} records/s, ceiling {ceiling_rate:,.0f} records/s")
         print(f"writer / ceiling = {writer_rate / ceiling_rate:.2f} (goal >= 0.40); writer >= 20,000/s: "
               f"{'yes' if writer_rate >= 20_000 else 'NO'}; writer / naive = {writer_rate / naive_rate:.1f}x")  # fmt: skip
         report(
@@ -259,7 +276,8 @@ async def _bench() -> None:
             writer_rate,
             "records/s",
             ceiling_rate,
-            goal="(baseline: consume+COPY ceiling; goals >= 20,000 records/s and ratio >= 0.40)",
+            goal="(baseline: consume+COPY ceiling, best of each over the rounds; goals >= 20,000 records/s, "
+            "ratio >= 0.40)",
         )
     finally:
         await admin.delete_topics(list(topics.values()))
