@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
 from schemas.envelope import CloudEvent
@@ -44,6 +45,18 @@ def free_port() -> int:
 async def create_topics(bootstrap: str, prefix: str) -> None:
     specs = [dataclasses.replace(spec, name=f"{prefix}{spec.name}") for spec in TOPICS]
     await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), specs, partitions=PARTITIONS)
+
+
+async def delete_topics(bootstrap: str, name_prefix: str) -> None:
+    """Remove every topic whose name starts with `name_prefix` (the run's topics and changelog)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(name_prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 @dataclasses.dataclass

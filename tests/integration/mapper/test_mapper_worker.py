@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "mapper"))
 
 from mapper_factories import select, set_auto_sync, snapshot
-from mapper_worker import MapperWorker, Received, create_topics
+from mapper_worker import MapperWorker, Received, create_topics, delete_topics
 
 from schemas.topics import (
     CONTRACT_RECORDS,
@@ -68,6 +68,7 @@ async def worker(
         yield mapper
     finally:
         code = await asyncio.to_thread(mapper.stop)
+        await delete_topics(kafka_bootstrap, f"it-mapper-{run}")
         assert code == 0, f"worker exit code {code}:\n{mapper.log_tail()}"
 
 
@@ -183,4 +184,6 @@ async def test_restarted_worker_recovers_its_state_and_maps_an_item_observed_bef
         assert keys(got) == {f"cw:{name}:agreement:7", f"cw:{name}:addition:72"}
         assert events(got, "sync.command.rejected") == []
     finally:
-        assert await asyncio.to_thread(mapper.stop) == 0, mapper.log_tail()
+        code = await asyncio.to_thread(mapper.stop)
+        await delete_topics(kafka_bootstrap, f"it-mapper-restart-{run}")
+        assert code == 0, mapper.log_tail()
