@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from e2e_support import E2E, KafkaTail
+from e2e_support import E2E, KafkaTail, TailRecord
 
-from schemas.topics import DEADLETTER, SYNC_EVENTS
+from schemas.topics import DEADLETTER, SYNC_EVENTS, TOPICS
 from services.demo.pipeline import LocalPipeline, PipelineOptions
 
 
@@ -49,20 +49,31 @@ def _cleanup_kafka(bootstrap: str, tenant: str) -> None:
 
 @pytest.fixture(scope="session")
 def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    tenant = f"e2e-{secrets.token_hex(4)}"
+    """The session's pipeline on topics of its own (`{tenant}.psa.agreements.v1`, ...: the registry's
+    specs under a prefix). Every pipeline's mapper and writer handle every tenant on the topics they
+    read, so on the shared v1 topics a concurrent run (another suite, the demo) would also handle
+    this session's commands and emit a second outcome event for each; and a new consumer group
+    would first replay the topics' whole history."""
+    import dataclasses
+
     from services.common.kafka import ensure_topics
     from services.common.settings import KafkaSettings
 
-    asyncio.run(ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap)))
-    prefix = f"{tenant}:".encode()
-    events_tail = KafkaTail(
-        kafka_bootstrap,
-        SYNC_EVENTS,
-        lambda r: (r.key or b"").startswith(prefix) or tenant.encode() in r.value,
+    tenant = f"e2e-{secrets.token_hex(4)}"
+    topic_prefix = f"{tenant}."
+    asyncio.run(
+        ensure_topics(
+            KafkaSettings(bootstrap_servers=kafka_bootstrap),
+            [dataclasses.replace(spec, name=f"{topic_prefix}{spec.name}") for spec in TOPICS],
+        )
     )
-    deadletter_tail = KafkaTail(
-        kafka_bootstrap, DEADLETTER, lambda r: (r.key or b"").startswith(prefix) or tenant.encode() in r.value
-    )
+    key_prefix = f"{tenant}:".encode()
+
+    def ours(record: TailRecord) -> bool:
+        return (record.key or b"").startswith(key_prefix) or tenant.encode() in record.value
+
+    events_tail = KafkaTail(kafka_bootstrap, f"{topic_prefix}{SYNC_EVENTS}", ours)
+    deadletter_tail = KafkaTail(kafka_bootstrap, f"{topic_prefix}{DEADLETTER}", ours)
     pipeline = LocalPipeline(
         PipelineOptions(
             tenant_id=tenant,
@@ -77,7 +88,7 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
             auto_sync_interval="1s",
             reconcile_interval="3s",
             unique_groups=True,
-            groups_start_at_end=True,
+            topic_prefix=topic_prefix,
         )
     )
     harness = E2E(pipeline, events_tail, deadletter_tail)

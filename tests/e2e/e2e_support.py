@@ -1,15 +1,17 @@
 """End-to-end helpers (the fixture is in conftest.py): ONE running pipeline (simulator, writer,
 mapper, poller as processes) per session, driven only through the wire contract.
 
-- `e2e` (session): a `LocalPipeline` with a unique tenant `e2e-<hex>` and consumer groups of its
-  own, plus two tails that collect, from the moment before the pipeline started, this tenant's
-  records of `sync.events.v1` and `sync.deadletter.v1` in a background thread. At the end the
-  pipeline is stopped and the teardown asserts that no process of it (nor of its process groups)
-  is left, and removes what the run created outside the contract tables (the mapper's changelog
-  topic, the poller's cursors and snapshots of the tenant).
-- Helpers on `E2E`: `command(...)` builds and publishes a command, `wait_for(...)` polls a probe
-  with a deadline, `catalog(client)` reads the import dialog's rows (view `catalog_item_states`),
-  `contracts(client)` the contract rows, `settings(client)` the per-client sync settings.
+- `e2e` (session, conftest.py): a `LocalPipeline` with a unique tenant `e2e-<hex>`, consumer groups
+  and topics of its own (the registry's topics under the prefix `e2e-<hex>.`), plus two tails that
+  collect, from before the pipeline started, its `sync.events.v1` and `sync.deadletter.v1` records
+  in a background thread. At the end the pipeline is stopped, the teardown asserts that no process
+  of it (nor of its process groups) is left, and removes what the run created outside the contract
+  tables (its topics, the mapper's changelog, the poller's cursors and snapshots of the tenant).
+- `E2E`: `refresh/select/set_auto_sync/edit(...)` build and publish a command (and remember its
+  id), `wait_for(...)` polls a probe with a deadline (failing at once with log tails if a service
+  died), `events(...)` / `wait_event(...)` / `wait_applied(...)` read the tail,
+  `catalog(client)` the import dialog's rows (view `catalog_item_states`), `contracts(client)` the
+  contract rows, `settings(client)` the per-client sync settings.
 - `expected_agreement` / `expected_addition`: DESIGN.md §5's mapping rules written here on purpose,
   independently of `services.mapper`, from the simulator's ConnectWise answers.
 """

@@ -57,7 +57,7 @@ def publish_raw(e2e: E2E, key: bytes, value: bytes) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=e2e.pipeline.options.kafka_bootstrap, acks="all")
         await producer.start()
         try:
-            await producer.send_and_wait(SYNC_COMMANDS, value=value, key=key)
+            await producer.send_and_wait(e2e.pipeline.topic(SYNC_COMMANDS), value=value, key=key)
         finally:
             await producer.stop()
 
@@ -140,7 +140,7 @@ def test_a_malformed_command_is_dead_lettered_and_rejected_and_every_service_kee
     letters = e2e.wait_for("both dead letters", both_dead_letters)
     for letter in (r for r in letters if r.value in (invalid_bytes, garbage)):
         assert letter.key == subject.encode()
-        assert letter.headers[DLQ_SOURCE_TOPIC] == SYNC_COMMANDS.encode()
+        assert letter.headers[DLQ_SOURCE_TOPIC] == e2e.pipeline.topic(SYNC_COMMANDS).encode()
         assert letter.headers[DLQ_REASON]
         assert letter.headers[DLQ_STAGE]
         assert int(letter.headers[DLQ_SOURCE_PARTITION]) >= 0
