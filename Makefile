@@ -86,6 +86,12 @@ bench: venv
 	@$(with_stack) \
 	$(BIN)/python -m bench $(ARGS)
 
+# chaos: the fault-injection suite (docs/chaos.md) on its own private stack (.stack/chaos, ports
+# 29192/29193/29432), never the shared one: it stops and restarts Kafka and PostgreSQL mid-stream.
+.PHONY: chaos
+chaos: venv
+	@$(BIN)/python -m chaos $(ARGS)
+
 stack-up: venv
 	$(CS) stack up
 

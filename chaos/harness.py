@@ -124,6 +124,9 @@ class ScenarioResult:
     fuzz_summary: str = ""
     security_lines: list[str] = field(default_factory=list)
     tenant: str = ""
+    fuzz_report: Any = None
+    victims_unchanged: bool | None = None
+    leaks: int = 0
 
     @property
     def ok(self) -> bool:
@@ -175,6 +178,9 @@ class ChaosRun:
         self.problems: list[str] = []
         """Failures found by a schedule itself (fuzz expectations, security checks)."""
         self.fuzz_summary = ""
+        self.fuzz_report: Any = None
+        """The `chaos.fuzz.FuzzReport` of a hostile-input schedule."""
+        self.victims_unchanged: bool | None = None
         self.security_lines: list[str] = []
         self.mutations = 0
         self.reserved: set[int] = set()
@@ -629,6 +635,7 @@ class Scenario:
                 except Exception as error:
                     log.exception("fault schedule failed")
                     outcome["description"] = f"fault schedule failed: {error!r}"
+                    run.problems.append(f"the fault schedule failed: {error!r}")
                 finally:
                     fault_done.set()
 
@@ -690,6 +697,9 @@ class Scenario:
                 run.fuzz_summary,
                 list(run.security_lines),
                 run.tenant,
+                run.fuzz_report,
+                run.victims_unchanged,
+                len(leaks),
             )
             if not result.ok:
                 log.error(

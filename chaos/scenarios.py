@@ -184,6 +184,8 @@ def hostile_input(fuzz_count: int = 10_000) -> Scenario:
             run.kafka, Target(run.tenant, clients, own, victims), fuzz_count, prefix=run.prefix
         )
         after = tenants_digest(engine, run.victims)
+        run.fuzz_report = report
+        run.victims_unchanged = before == after
         if before != after:
             run.problems.append(
                 f"other tenants' contracts changed during the fuzz ({before[0]} rows before, {after[0]} after)"
