@@ -141,6 +141,33 @@ async def _key_span(bootstrap: str, topic: str, key_prefix: bytes) -> Span:
     return span
 
 
+async def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60.0) -> None:
+    """Wait until every topic has all its partitions with a leader in the broker's metadata: a
+    faust worker that starts earlier ignores a missing topic until the next rebalance."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            cluster = await consumer._client.fetch_all_metadata()
+            missing = [
+                name
+                for name in names
+                if not cluster.partitions_for_topic(name)
+                or any(
+                    cluster.leader_for_partition(TopicPartition(name, p)) in (None, -1)
+                    for p in cluster.partitions_for_topic(name) or ()
+                )
+            ]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics not ready: {missing}")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
 def _cpu_seconds(p: LocalPipeline) -> dict[str, float]:
     """CPU seconds (user + system) each pipeline process has used so far, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -566,11 +593,9 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     tenant = f"bp-{run}"
     topic_prefix = f"bench-{run}."
-    asyncio.run(
-        ensure_topics(
-            kafka, [dataclasses.replace(spec, name=f"{topic_prefix}{spec.name}") for spec in TOPICS]
-        )
-    )
+    specs = [dataclasses.replace(spec, name=f"{topic_prefix}{spec.name}") for spec in TOPICS]
+    asyncio.run(ensure_topics(kafka, specs))
+    asyncio.run(_wait_for_topics(kafka.bootstrap_servers, [spec.name for spec in specs]))
     work_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     tuned = {k: v for k, v in os.environ.items() if k.startswith(("WRITER_", "MAPPER_", "POLLER_"))}
     options = PipelineOptions(
