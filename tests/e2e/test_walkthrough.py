@@ -34,9 +34,6 @@ class Client:
             keys.update(e2e.addition_key(x["id"]) for x in additions)
         return keys
 
-    def agreement(self, agreement_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        return next((a, xs) for a, xs in self.psa if a["id"] == agreement_id)
-
 
 @pytest.fixture(scope="module")
 def client_ids(e2e: E2E) -> tuple[str, str]:
