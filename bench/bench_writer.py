@@ -37,7 +37,7 @@ from services.common.kafka import new_consumer, new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.writer.consumer import Writer
 from services.writer.settings import WriterSettings
-from services.writer.store import PostgresStore
+from services.writer.store import AsyncPostgresStore
 
 CLIENTS = 200
 PARTITIONS = 6
@@ -91,7 +91,7 @@ async def _run_writer(kafka: KafkaSettings, url: str, topics: dict[str, str], ex
         max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
     )  # fmt: skip
     producer = new_producer(kafka)
-    store = PostgresStore(url)
+    store = AsyncPostgresStore(url)
     writer = Writer(settings, consumer, producer, store)
     await producer.start()
     await consumer.start()
@@ -108,7 +108,7 @@ async def _run_writer(kafka: KafkaSettings, url: str, topics: dict[str, str], ex
         await task
         await consumer.stop()
         await producer.stop()
-        store.close()
+        await store.close()
     assert writer.first_batch_at is not None
     return expected / (end - writer.first_batch_at)
 

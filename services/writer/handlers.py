@@ -101,15 +101,17 @@ def parse_message(message: Incoming, topic_kind: str) -> CloudEvent | DeadLetter
         return DeadLetter(message, classify_parse_error(error), describe_error(error), client, event_id)
 
 
-def plan_batch(messages: Sequence[Incoming], topic_kinds: dict[str, str] | None = None) -> BatchPlan:
+def plan_batch(
+    messages: Sequence[Incoming], topic_kinds: dict[str, str] | None = None, *, seen: set[UUID] | None = None
+) -> BatchPlan:
     """Parse and sort a batch. `topic_kinds` maps the consumed topic names to registry names
     (identity by default; benchmarks and tests consume renamed copies of the topics).
 
     Guarantees: every message ends up exactly once in `events`, `dead_letters` or `ignored`;
-    within the batch an event id seen twice is kept once (the first).
+    within the batch (or across calls sharing `seen`) an event id seen twice is kept once (the first).
     """
     plan = BatchPlan()
-    seen: set[UUID] = set()
+    seen = set() if seen is None else seen  # shared across the slices of one batch
     kinds = topic_kinds or {}
     for message in messages:
         kind = kinds.get(message.topic, message.topic)

@@ -13,7 +13,7 @@ from services.common.logging import configure_logging
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
 from services.writer.consumer import Writer
 from services.writer.settings import WriterSettings
-from services.writer.store import PostgresStore, StoreOptions
+from services.writer.store import AsyncPostgresStore, StoreOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: Database
         fetch_max_bytes=64 * 1024 * 1024,
     )
     producer = new_producer(kafka)
-    store = PostgresStore(database.url, StoreOptions(pool_size=settings.pool_size))
+    store = AsyncPostgresStore(database.url, StoreOptions(pool_size=settings.pool_size))
     return Writer(settings, consumer, producer, store)
 
 
@@ -40,7 +40,7 @@ async def run_writer(writer: Writer, observability: ObservabilitySettings | None
     obs = observability or ObservabilitySettings()
 
     async def database_ready() -> bool:
-        return await asyncio.to_thread(writer.store.ping)
+        return await writer.store.ping()
 
     health = HealthServer(
         "writer",
@@ -64,7 +64,7 @@ async def run_writer(writer: Writer, observability: ObservabilitySettings | None
         await health.stop()
         await writer.consumer.stop()
         await writer.producer.stop()
-        await asyncio.to_thread(writer.store.close)
+        await writer.store.close()
         log.info("writer stopped", extra={"batches": writer.batches, "events": writer.applied_messages})
 
 

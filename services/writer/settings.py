@@ -34,11 +34,6 @@ class WriterSettings(BaseSettings):
         description="Keep applied event ids this long (above the input topics' 7-day retention)",
     )
     prune_interval_s: float = Field(default=3600.0, gt=0, description="How often old event ids are pruned")
-    apply_in_thread: bool = Field(
-        default=False,
-        description="Apply batches in a worker thread, overlapping with parsing the next one. Off by default: "
-        "on a busy 2-core host the two threads mostly fight over the GIL",
-    )
     gc_gen0_threshold: int = Field(
         default=50_000,
         ge=0,

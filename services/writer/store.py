@@ -1,6 +1,8 @@
-"""The PostgreSQL adapter of the writer (SQLAlchemy 2 engine and Core, psycopg 3 COPY).
+"""The PostgreSQL adapter of the writer (psycopg 3 async for batches; SQLAlchemy 2 engine and Core
+for the schema, reads and the merge statement).
 
-`PostgresStore.apply(plan)` applies one batch in ONE transaction:
+`AsyncPostgresStore.apply(plan)` (the writer; `PostgresStore.apply` is the same for tools and
+tests) applies one batch in ONE transaction:
 
 1. `SET LOCAL contract_sync.sync_path = 'on'`: this transaction is the sync path, the only one
    the `contracts_psa_owned_guard` trigger lets change PSA-owned columns of synced contracts;
@@ -20,6 +22,8 @@ was refused; the caller isolates the offending event). Either way the transactio
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +37,6 @@ import psycopg
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Engine,
     Integer,
     MetaData,
@@ -53,12 +56,13 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import make_url
 
 from schemas.commands import EditCommand, SetAutoSyncCommand
 from schemas.ownership import PSA_OWNED_COLUMNS, PSA_SEEDED
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import ContractRecordMapped, ContractRecordRetired
-from services.common.db import make_engine
+from services.common.db import make_engine, sqlalchemy_url
 from services.common.db.tables import SYNC_PATH_SETTING, contracts
 from services.writer.apply import (
     MAPPING_COLUMNS,
@@ -380,8 +384,8 @@ def _stored(row: Sequence[Any]) -> StoredContract:
     )
 
 
-def _set_sync_path(cur: psycopg.Cursor[Any], on: bool) -> None:
-    cur.execute("SELECT set_config(%s, %s, true)", (SYNC_PATH_SETTING, "on" if on else "off"))
+async def _set_sync_path(cur: psycopg.AsyncCursor[Any], on: bool) -> None:
+    await cur.execute("SELECT set_config(%s, %s, true)", (SYNC_PATH_SETTING, "on" if on else "off"))
 
 
 def _json(value: Any) -> str:
@@ -404,10 +408,13 @@ class StoreOptions:
 
 
 class PostgresStore:
-    """The writer's unit of work on PostgreSQL. Thread-safe (one pooled connection per call)."""
+    """Synchronous access to the store: reads, pruning, and `apply` for tools and tests (the writer
+    itself uses `AsyncPostgresStore`). Thread-safe (one pooled connection per call)."""
 
     def __init__(self, database_url: str, options: StoreOptions | None = None) -> None:
         opts = options or StoreOptions()
+        self.options = opts
+        self.conninfo = psycopg_conninfo(database_url)
         self.engine: Engine = make_engine(
             database_url,
             pool_size=opts.pool_size,
@@ -449,111 +456,205 @@ class PostgresStore:
 
     # -- the batch ------------------------------------------------------------------------
     def apply(self, plan: BatchPlan) -> BatchResult:
-        """Apply `plan` in one transaction; see the module docstring for guarantees."""
+        """Apply `plan` in one transaction (a short-lived connection; for CLIs, tools and tests).
+        Same guarantees and errors as `AsyncPostgresStore.apply`. Not for use inside a running loop."""
+        return asyncio.run(_apply_once(self.conninfo, self.options, plan))
+
+
+def psycopg_conninfo(database_url: str) -> str:
+    """A libpq URL for psycopg from a SQLAlchemy URL (`postgresql+psycopg://...` -> `postgresql://...`)."""
+    url = make_url(sqlalchemy_url(database_url)).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _connect_kwargs(options: StoreOptions) -> dict[str, Any]:
+    return {
+        "connect_timeout": options.connect_timeout_s,
+        "options": f"-c statement_timeout={options.statement_timeout_ms}",
+        "application_name": "contract-sync-writer",
+        "autocommit": True,  # transactions are explicit: `conn.transaction()`
+    }
+
+
+async def _apply_on(conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> BatchResult:
+    """Apply `plan` in one transaction on `conn`, mapping driver errors to the store's errors."""
+    try:
+        async with conn.transaction(), conn.cursor() as cur:
+            return await _BatchApplier(cur).apply(plan)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+        raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+    except psycopg.Error as error:
+        raise StoreRejected(f"{type(error).__name__}: {error}") from error
+
+
+async def _apply_once(conninfo: str, options: StoreOptions, plan: BatchPlan) -> BatchResult:
+    try:
+        conn = await psycopg.AsyncConnection.connect(conninfo, **_connect_kwargs(options))
+    except psycopg.Error as error:
+        raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+    try:
+        return await _apply_on(conn, plan)
+    finally:
+        await conn.close()
+
+
+class AsyncPostgresStore:
+    """The writer's unit of work on PostgreSQL, on the event loop (psycopg 3 async, one connection).
+
+    `apply` runs one batch in one transaction (see the module docstring). While PostgreSQL works on
+    a statement the loop is free: the writer polls and parses the next batch meanwhile, without a
+    second thread competing for the GIL. A broken connection is dropped and re-opened by the next
+    call. Not for concurrent use: one `apply` at a time.
+    """
+
+    def __init__(self, database_url: str, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
+        self.conninfo = psycopg_conninfo(database_url)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self.conninfo, **_connect_kwargs(self.options)
+                )
+            except psycopg.Error as error:
+                raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+        return self._conn
+
+    async def apply(self, plan: BatchPlan) -> BatchResult:
+        conn = await self._connection()
         try:
-            with self.engine.begin() as conn:
-                return self._apply(conn, plan)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError) as error:
-            raise StoreUnavailable(
-                str(error.orig if isinstance(error, sa_exc.DBAPIError) else error)
-            ) from error
-        except sa_exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise StoreUnavailable(str(error.orig)) from error
-            raise StoreRejected(f"{type(error.orig).__name__}: {error.orig}") from error
-        except psycopg.OperationalError as error:  # raised by the raw COPY cursor
-            raise StoreUnavailable(str(error)) from error
+            return await _apply_on(conn, plan)
+        except StoreUnavailable:
+            await self._drop()
+            raise
+
+    async def ping(self) -> bool:
+        """True when the database answers (readiness); uses its own short connection."""
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                self.conninfo, **_connect_kwargs(self.options)
+            ) as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    async def prune_processed(self, retention_days: int) -> int:
+        """See `PostgresStore.prune_processed`."""
+        conn = await self._connection()
+        try:
+            cur = await conn.execute(
+                "DELETE FROM processed_events WHERE processed_at < now() - make_interval(days => %s)",
+                (retention_days,),
+            )
+            return cur.rowcount
         except psycopg.Error as error:
-            raise StoreRejected(f"{type(error).__name__}: {error}") from error
+            await self._drop()
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
 
-    def _apply(self, conn: Connection, plan: BatchPlan) -> BatchResult:
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+class _BatchApplier:
+    """Applies one plan on an open cursor inside the caller's transaction (the logic of `apply`)."""
+
+    def __init__(self, cur: psycopg.AsyncCursor[Any]) -> None:
+        self.cur = cur
+
+    async def apply(self, plan: BatchPlan) -> BatchResult:
+        cur = self.cur
         result = BatchResult()
-        raw = cast(psycopg.Connection[Any], conn.connection.driver_connection)
-        with raw.cursor() as cur:
-            _set_sync_path(cur, True)
-            cur.execute("SELECT now()")
-            now_row = cur.fetchone()
-            assert now_row is not None
-            now: datetime = now_row[0]
-            # Mapped records (the bulk) are staged with COPY and their ids recorded from the stage;
-            # every other event's id is recorded from arrays.
-            mapped = [
-                (pos, a) for pos, a in enumerate(plan.events) if isinstance(a.event, ContractRecordMapped)
-            ]
-            fresh_positions = self._stage_records(cur, mapped) if mapped else set()
-            others = [
-                (pos, a) for pos, a in enumerate(plan.events) if not isinstance(a.event, ContractRecordMapped)
-            ]
-            fresh_ids = self._record_ids(cur, [a for _, a in others]) if others else set()
-            fresh_positions.update(pos for pos, a in others if a.event.id in fresh_ids)
-            positioned = [(pos, plan.events[pos].event) for pos in sorted(fresh_positions)]
-            events = [event for _, event in positioned]
-            result.fresh = len(events)
-            result.duplicates = len(plan.events) - len(events)
-            touched: set[ClientKey] = set()
-            synced_clients: set[ClientKey] = set()
+        await _set_sync_path(cur, True)
+        await cur.execute("SELECT now()")
+        now_row = await cur.fetchone()
+        assert now_row is not None
+        now: datetime = now_row[0]
+        # Mapped records (the bulk) are staged with COPY and their ids recorded from the stage;
+        # every other event's id is recorded from arrays.
+        mapped = [(pos, a) for pos, a in enumerate(plan.events) if isinstance(a.event, ContractRecordMapped)]
+        fresh_positions = await self._stage_records(cur, mapped) if mapped else set()
+        others = [
+            (pos, a) for pos, a in enumerate(plan.events) if not isinstance(a.event, ContractRecordMapped)
+        ]
+        fresh_ids = await self._record_ids(cur, [a for _, a in others]) if others else set()
+        fresh_positions.update(pos for pos, a in others if a.event.id in fresh_ids)
+        positioned = [(pos, plan.events[pos].event) for pos in sorted(fresh_positions)]
+        events = [event for _, event in positioned]
+        result.fresh = len(events)
+        result.duplicates = len(plan.events) - len(events)
+        touched: set[ClientKey] = set()
+        synced_clients: set[ClientKey] = set()
 
-            records = [
-                (pos, e)
-                for pos, e in positioned
-                if isinstance(e, ContractRecordMapped | ContractRecordRetired)
-            ]
-            if records:
-                self._apply_records(conn, cur, records, result, touched, synced_clients)
+        records = [
+            (pos, e) for pos, e in positioned if isinstance(e, ContractRecordMapped | ContractRecordRetired)
+        ]
+        if records:
+            await self._apply_records(cur, records, result, touched, synced_clients)
 
-            observed = [e for e in events if isinstance(e, AgreementObserved)]
-            removals = [e for e in events if isinstance(e, AgreementRemoved | AdditionRemoved)]
-            if observed:
-                touched.update(self._upsert_catalog(cur, observed))
-            if removals:
-                touched.update(self._remove_catalog(cur, removals))
+        observed = [e for e in events if isinstance(e, AgreementObserved)]
+        removals = [e for e in events if isinstance(e, AgreementRemoved | AdditionRemoved)]
+        if observed:
+            touched.update(await self._upsert_catalog(cur, observed))
+        if removals:
+            touched.update(await self._remove_catalog(cur, removals))
 
-            if synced_clients:
-                tenants, clients = zip(*sorted(synced_clients), strict=True)
-                cur.execute(_SYNCED, {"now": now, "tenants": list(tenants), "clients": list(clients)})
-                result.last_synced_at = dict.fromkeys(synced_clients, now)
-            failed = {d.client: d.reason for d in plan.dead_letters if d.client is not None}
-            if failed:
-                keys = sorted(failed)
-                cur.execute(
-                    _FAILED,
+        if synced_clients:
+            tenants, clients = zip(*sorted(synced_clients), strict=True)
+            await cur.execute(_SYNCED, {"now": now, "tenants": list(tenants), "clients": list(clients)})
+            result.last_synced_at = dict.fromkeys(synced_clients, now)
+        failed = {d.client: d.reason for d in plan.dead_letters if d.client is not None}
+        if failed:
+            keys = sorted(failed)
+            await cur.execute(
+                _FAILED,
+                {
+                    "tenants": [k[0] for k in keys],
+                    "clients": [k[1] for k in keys],
+                    "errors": [f"dead-lettered: {failed[k]}" for k in keys],
+                },
+            )
+
+        for event in events:
+            if isinstance(event, SetAutoSyncCommand):
+                data = event.data
+                await cur.execute(
+                    _AUTO_SYNC,
                     {
-                        "tenants": [k[0] for k in keys],
-                        "clients": [k[1] for k in keys],
-                        "errors": [f"dead-lettered: {failed[k]}" for k in keys],
+                        "tenant": data.tenant_id,
+                        "client": data.client_id,
+                        "enabled": data.enabled,
+                        "at": event.time,
+                        "by": data.requested_by,
                     },
                 )
+                if await cur.fetchone() is not None:
+                    result.auto_sync[(data.tenant_id, data.client_id)] = data.enabled
 
-            for event in events:
-                if isinstance(event, SetAutoSyncCommand):
-                    data = event.data
-                    cur.execute(
-                        _AUTO_SYNC,
-                        {
-                            "tenant": data.tenant_id,
-                            "client": data.client_id,
-                            "enabled": data.enabled,
-                            "at": event.time,
-                            "by": data.requested_by,
-                        },
-                    )
-                    if cur.fetchone() is not None:
-                        result.auto_sync[(data.tenant_id, data.client_id)] = data.enabled
+        edits = [e for e in events if isinstance(e, EditCommand)]
+        if edits:
+            await _set_sync_path(cur, False)
+            for edit in edits:
+                await self._apply_edit(cur, edit, result)
+            await _set_sync_path(cur, True)
 
-            edits = [e for e in events if isinstance(e, EditCommand)]
-            if edits:
-                _set_sync_path(cur, False)
-                for edit in edits:
-                    self._apply_edit(cur, edit, result)
-                _set_sync_path(cur, True)
-
-            if touched:
-                result.catalog_changed = self._catalog_counts(cur, touched)
+        if touched:
+            result.catalog_changed = await self._catalog_counts(cur, touched)
         return result
 
-    def _record_ids(self, cur: psycopg.Cursor[Any], applicables: Sequence[Applicable]) -> set[UUID]:
+    async def _record_ids(
+        self, cur: psycopg.AsyncCursor[Any], applicables: Sequence[Applicable]
+    ) -> set[UUID]:
         """Insert the events' ids into `processed_events`; returns the ids not processed before."""
-        cur.execute(
+        await cur.execute(
             _RECORD_IDS,
             {
                 "ids": [a.event.id for a in applicables],
@@ -563,17 +664,19 @@ class PostgresStore:
                 "offsets": [a.message.offset for a in applicables],
             },
         )
-        return {row[0] for row in cur.fetchall()}
+        return {row[0] for row in await cur.fetchall()}
 
-    def _stage_records(self, cur: psycopg.Cursor[Any], mapped: Sequence[tuple[int, Applicable]]) -> set[int]:
+    async def _stage_records(
+        self, cur: psycopg.AsyncCursor[Any], mapped: Sequence[tuple[int, Applicable]]
+    ) -> set[int]:
         """COPY the mapped records into the stage and record their ids; returns the fresh positions."""
-        cur.execute(STAGE_DDL)
-        with cur.copy(STAGE_COPY) as copy:
+        await cur.execute(STAGE_DDL)
+        async with cur.copy(STAGE_COPY) as copy:
             copy.set_types(STAGE_COPY_TYPES)
             for pos, applicable in mapped:
                 event = cast(ContractRecordMapped, applicable.event)
                 message = applicable.message
-                copy.write_row(
+                await copy.write_row(
                     (
                         pos,
                         message.topic,
@@ -584,29 +687,28 @@ class PostgresStore:
                 )
         # Usual case: nothing was applied before, and one INSERT records every id. Otherwise undo
         # that INSERT, drop the already-applied records from the stage and record the rest.
-        cur.execute("SAVEPOINT record_ids")
-        cur.execute(_STAGE_RECORD_IDS)
-        recorded = cur.fetchone()
+        await cur.execute("SAVEPOINT record_ids")
+        await cur.execute(_STAGE_RECORD_IDS)
+        recorded = await cur.fetchone()
         if recorded is not None and recorded[0] == len(mapped):
-            cur.execute("RELEASE SAVEPOINT record_ids")
+            await cur.execute("RELEASE SAVEPOINT record_ids")
             return {pos for pos, _ in mapped}
-        cur.execute("ROLLBACK TO SAVEPOINT record_ids")
-        cur.execute(_STAGE_DROP_SEEN)
-        seen = {row[0] for row in cur.fetchall()}
+        await cur.execute("ROLLBACK TO SAVEPOINT record_ids")
+        await cur.execute(_STAGE_DROP_SEEN)
+        seen = {row[0] for row in await cur.fetchall()}
         fresh = {pos for pos, _ in mapped if pos not in seen}
         if fresh:
-            cur.execute(_STAGE_RECORD_IDS)
-            recorded = cur.fetchone()
+            await cur.execute(_STAGE_RECORD_IDS)
+            recorded = await cur.fetchone()
             if recorded is None or recorded[0] != len(fresh):
                 raise ConcurrentApply(
                     f"{len(fresh) - (recorded[0] if recorded else 0)} events recorded concurrently"
                 )
         return fresh
 
-    def _apply_records(
+    async def _apply_records(
         self,
-        conn: Connection,
-        cur: psycopg.Cursor[Any],
+        cur: psycopg.AsyncCursor[Any],
         records: list[tuple[int, ContractRecordMapped | ContractRecordRetired]],
         result: BatchResult,
         touched: set[ClientKey],
@@ -620,8 +722,8 @@ class PostgresStore:
         outcomes: dict[str, bool] = {}
         if reduced.upserts:
             # the stage holds exactly the fresh mapped records: duplicates <=> something was superseded
-            cur.execute(MERGE_SQL if reduced.superseded else MERGE_UNIQUE_SQL)
-            for key, inserted in cur.fetchall():
+            await cur.execute(MERGE_SQL if reduced.superseded else MERGE_UNIQUE_SQL)
+            for key, inserted in await cur.fetchall():
                 outcomes[key] = bool(inserted)
         for _, record in reduced.upserts:
             data = record.data
@@ -636,7 +738,7 @@ class PostgresStore:
             data = superseded.data
             counts_for(result, data.tenant_id, data.client_id, superseded.correlationid).unchanged += 1
         if reduced.retires:
-            cur.execute(
+            await cur.execute(
                 _RETIRE,
                 {
                     "keys": [r.contract_key for r in reduced.retires],
@@ -645,7 +747,7 @@ class PostgresStore:
                     "ids": [r.event_id for r in reduced.retires],
                 },
             )
-            retired = {row[0] for row in cur.fetchall()}
+            retired = {row[0] for row in await cur.fetchall()}
             for retire in reduced.retires:
                 counts = counts_for(result, retire.tenant_id, retire.client_id, retire.correlation_id)
                 if retire.contract_key in retired:
@@ -653,10 +755,12 @@ class PostgresStore:
                 else:
                     counts.unchanged += 1
 
-    def _upsert_catalog(self, cur: psycopg.Cursor[Any], observed: list[AgreementObserved]) -> set[ClientKey]:
+    async def _upsert_catalog(
+        self, cur: psycopg.AsyncCursor[Any], observed: list[AgreementObserved]
+    ) -> set[ClientKey]:
         rows = reduce_catalog(observed)
         touched = {(e.data.tenant_id, e.data.client_id) for e in observed}
-        cur.execute(
+        await cur.execute(
             _CATALOG_UPSERT,
             {
                 "keys": [r.contract_key for r in rows],
@@ -672,14 +776,14 @@ class PostgresStore:
                 "ids": [r.event_id for r in rows],
             },
         )
-        touched.update((row[0], row[1]) for row in cur.fetchall())
+        touched.update((row[0], row[1]) for row in await cur.fetchall())
         return touched
 
-    def _remove_catalog(
-        self, cur: psycopg.Cursor[Any], removals: list[AgreementRemoved | AdditionRemoved]
+    async def _remove_catalog(
+        self, cur: psycopg.AsyncCursor[Any], removals: list[AgreementRemoved | AdditionRemoved]
     ) -> set[ClientKey]:
         rows = [catalog_removal(e) for e in removals]
-        cur.execute(
+        await cur.execute(
             _CATALOG_REMOVE,
             {
                 "tenants": [r.tenant_id for r in rows],
@@ -690,13 +794,15 @@ class PostgresStore:
             },
         )
         touched = {(r.tenant_id, r.client_id) for r in rows}
-        touched.update((row[0], row[1]) for row in cur.fetchall())
+        touched.update((row[0], row[1]) for row in await cur.fetchall())
         return touched
 
-    def _apply_edit(self, cur: psycopg.Cursor[Any], edit: EditCommand, result: BatchResult) -> None:
+    async def _apply_edit(
+        self, cur: psycopg.AsyncCursor[Any], edit: EditCommand, result: BatchResult
+    ) -> None:
         data = edit.data
-        cur.execute(_LOCK_CONTRACT, {"key": data.contract_id})
-        row = cur.fetchone()
+        await cur.execute(_LOCK_CONTRACT, {"key": data.contract_id})
+        row = await cur.fetchone()
         stored = _stored(row) if row is not None else None
         decision = decide_edit(
             tenant_id=data.tenant_id,
@@ -727,26 +833,26 @@ class PostgresStore:
         params["key"] = data.contract_id
         params["event_id"] = edit.id
         # Column names come from the ownership rule list (never from the command), values are bound.
-        cur.execute(
+        await cur.execute(
             f"UPDATE contracts SET {', '.join(assignments)}, updated_at = now(), last_event_id = %(event_id)s "  # noqa: S608
             "WHERE contract_key = %(key)s",
             params,
         )
 
-    def _catalog_counts(
-        self, cur: psycopg.Cursor[Any], touched: Iterable[ClientKey]
+    async def _catalog_counts(
+        self, cur: psycopg.AsyncCursor[Any], touched: Iterable[ClientKey]
     ) -> dict[ClientKey, dict[str, int]]:
         keys = sorted(touched)
-        cur.execute(_CATALOG_COUNTS, {"tenants": [k[0] for k in keys], "clients": [k[1] for k in keys]})
+        await cur.execute(_CATALOG_COUNTS, {"tenants": [k[0] for k in keys], "clients": [k[1] for k in keys]})
         changed: dict[ClientKey, dict[str, int]] = {}
-        for tenant_id, client_id, before, after in cur.fetchall():
+        for tenant_id, client_id, before, after in await cur.fetchall():
             counts = count_states([])
             counts.update({state: int(n) for state, n in (after or {}).items()})
             if before != counts and not (before is None and not any(counts.values())):
                 changed[(tenant_id, client_id)] = counts
         if changed:
             ordered = sorted(changed)
-            cur.execute(
+            await cur.execute(
                 _SAVE_COUNTS,
                 {
                     "tenants": [k[0] for k in ordered],

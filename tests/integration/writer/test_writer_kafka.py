@@ -83,9 +83,8 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_while_its_batch_ap
     assert sum(e.data.created for e in applied) == 3
 
 
-@pytest.mark.parametrize("in_thread", [False, True], ids=["apply-inline", "apply-in-thread"])
 async def test_replaying_every_topic_from_the_start_changes_nothing(
-    kafka_bootstrap: str, migrated_url: str, writer_topics: dict[str, str], in_thread: bool
+    kafka_bootstrap: str, migrated_url: str, writer_topics: dict[str, str]
 ) -> None:
     tenant = unique_tenant()
     await produce(
@@ -109,11 +108,11 @@ async def test_replaying_every_topic_from_the_start_changes_nothing(
     )
     store = PostgresStore(migrated_url)
     try:
-        settings = writer_settings(writer_topics, apply_in_thread=in_thread)
+        settings = writer_settings(writer_topics)
         async with running_writer(kafka_bootstrap, migrated_url, settings) as first:
             await eventually(lambda: first.applied_messages == 22)
         before = (list_contracts(store.engine, tenant, "100"), list_catalog(store.engine, tenant, "100"))
-        replay_settings = writer_settings(writer_topics, apply_in_thread=in_thread)
+        replay_settings = writer_settings(writer_topics)
         async with running_writer(kafka_bootstrap, migrated_url, replay_settings) as replay:
             await eventually(lambda: replay.batches >= 1)
             await asyncio.sleep(0.5)

@@ -15,7 +15,7 @@ from services.common.kafka import new_consumer, new_producer
 from services.common.settings import KafkaSettings
 from services.writer.consumer import Writer
 from services.writer.settings import WriterSettings
-from services.writer.store import PostgresStore, StoreOptions
+from services.writer.store import AsyncPostgresStore, StoreOptions
 
 
 def writer_settings(topics: dict[str, str], **overrides: Any) -> WriterSettings:
@@ -44,7 +44,7 @@ async def running_writer(
         kafka, settings.records_topic, settings.psa_topic, settings.commands_topic, group_id=settings.group_id
     )
     producer = new_producer(kafka)
-    store = PostgresStore(database_url, StoreOptions(connect_timeout_s=2))
+    store = AsyncPostgresStore(database_url, StoreOptions(connect_timeout_s=2))
     writer = Writer(settings, consumer, producer, store)
     await producer.start()
     await consumer.start()
@@ -56,7 +56,7 @@ async def running_writer(
         await asyncio.wait_for(task, 60)
         await consumer.stop()
         await producer.stop()
-        store.close()
+        await store.close()
 
 
 async def produce(kafka_bootstrap: str, topic: str, items: list[Any]) -> None:
