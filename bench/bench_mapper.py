@@ -15,7 +15,9 @@ Measured in one run, on fresh topics (`bench-<id>.` prefix, 4 partitions), with 
    (no mapping), to show what the mapping itself costs.
 
 Throughput of each = agreements / (last output timestamp - first output timestamp), so start-up,
-group joins and table recovery are excluded alike. N = env `BENCH_MAPPER_AGREEMENTS` (default 20,000).
+group joins and table recovery are excluded alike. N = env `BENCH_MAPPER_AGREEMENTS` (default 20,000);
+`BENCH_MAPPER_PROFILE=<file>` runs the measured worker under cProfile (its figures then include
+the profiler's overhead).
 Needs Kafka (`KAFKA_BOOTSTRAP_SERVERS`, default the local stack). Topics are deleted at the end.
 """
 
@@ -195,7 +197,7 @@ def _free_port() -> int:
 
 
 def _start_worker(
-    bootstrap: str, prefix: str, app_id: str, workdir: Path, log: Path, port: int = 0
+    bootstrap: str, prefix: str, app_id: str, workdir: Path, log: Path, port: int = 0, profile: str = ""
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -208,8 +210,9 @@ def _start_worker(
         "HEALTH_PORT": str(port or _free_port()),
     }
     out = log.open("ab")
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
     return subprocess.Popen(
-        [sys.executable, "-m", "services.mapper", "--no-create-topics"],
+        [sys.executable, *profiler, "-m", "services.mapper", "--no-create-topics"],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -303,7 +306,7 @@ async def _delete_topics(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
-async def _run(n: int) -> None:
+async def _run(n: int, profile: str = "") -> None:
     kafka = KafkaSettings()
     bootstrap = kafka.bootstrap_servers
     run_id = uuid.uuid4().hex[:8]
@@ -353,7 +356,7 @@ async def _run(n: int) -> None:
         await _produce(bootstrap, [(f"{prefix}{PSA_AGREEMENTS}", k, v) for k, v in values])
         expected = n * (1 + ADDITIONS)
         port = _free_port()
-        worker = _start_worker(bootstrap, prefix, app_id, workdir, log, port)
+        worker = _start_worker(bootstrap, prefix, app_id, workdir, log, port, profile=profile)
         try:
             cpu_start = await _cpu_when_ready(worker, port)
             # only cheap offset polls while it runs: reading 6N records now would steal its CPU
@@ -397,7 +400,7 @@ async def _run(n: int) -> None:
 
 def main() -> None:
     n = int(os.environ.get("BENCH_MAPPER_AGREEMENTS", "20000"))
-    asyncio.run(_run(n))
+    asyncio.run(_run(n, os.environ.get("BENCH_MAPPER_PROFILE", "")))
 
 
 if __name__ == "__main__":

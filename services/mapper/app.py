@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "mapper"
 STAGE_INTERNAL = "mapper.internal"
+_HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
 _RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -337,13 +338,8 @@ class MapperApp:
     def _message(self, output: Output) -> OutMessage:
         """The Kafka message for one output (topic name with the configured prefix)."""
         if isinstance(output, Emit):
-            self._produced(output.topic, output.event.type).inc()
-            return OutMessage(
-                self.settings.topic(output.topic),
-                output.event.key,
-                output.event.to_bytes(),
-                [CONTENT_TYPE_HEADER],
-            )
+            self._produced(output.topic, output.type).inc()
+            return OutMessage(self.settings.topic(output.topic), output.key, output.value, _HEADERS)
         stage = dict(output.headers).get(DLQ_STAGE, b"").decode()
         DEADLETTERED.labels(SERVICE, stage, output.reason).inc()
         self._produced(DEADLETTER, "deadletter").inc()

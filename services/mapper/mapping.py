@@ -337,7 +337,20 @@ def _check_id(value: int, what: str, *, kind: str, item_id: int) -> None:
         )
 
 
-def _build(*, source: dict[str, Any], billing_cost: tuple[Decimal, str], **fields: Any) -> ContractRecordData:
+RecordFields = dict[str, Any]
+"""A contract record's `data` as plain values, in the wire's field order, absent fields omitted
+(never None): Decimal amount, `date` dates, UTC `datetime` version. `ContractRecordData` validates
+it into the model (`_build`); `services.mapper.wire` encodes it straight to JSON (hot path)."""
+
+
+def _optional(fields: RecordFields, **values: Any) -> RecordFields:
+    for name, value in values.items():
+        if value is not None:
+            fields[name] = value
+    return fields
+
+
+def _build(fields: RecordFields) -> ContractRecordData:
     """Validate the record (strict on produce) in one pydantic call, nested parts included.
 
     Its constraints hold by construction (ids checked, texts cleaned and cut, amounts range-
@@ -345,13 +358,11 @@ def _build(*, source: dict[str, Any], billing_cost: tuple[Decimal, str], **field
     One `model_validate` over plain dicts is measured faster than `model_construct` of the
     three models.
     """
-    amount, currency = billing_cost
-    fields["source"] = source
-    fields["billing_cost"] = {"amount": amount, "currency": currency}
     try:
         return ContractRecordData.model_validate(fields)
     except ValidationError as error:  # pragma: no cover - see above
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        source = fields["source"]
         raise MappingError(
             "invalid_record",
             problems,
@@ -362,7 +373,11 @@ def _build(*, source: dict[str, Any], billing_cost: tuple[Decimal, str], **field
 
 def map_agreement(data: AgreementObservedData, ctx: AgreementContext | None = None) -> ContractRecordData:
     """The agreement's own contract record; raises `MappingError`."""
-    ctx = ctx or agreement_context(data)
+    return _build(agreement_fields(data, ctx or agreement_context(data)))
+
+
+def agreement_fields(data: AgreementObservedData, ctx: AgreementContext) -> RecordFields:
+    """`map_agreement` as plain `RecordFields` (not validated); raises `MappingError`."""
     agreement = data.agreement
     amount = agreement.bill_amount if agreement.bill_amount is not None else _ZERO
     cost = _money(amount, ctx, "agreement", agreement.id)
@@ -391,23 +406,32 @@ def map_agreement(data: AgreementObservedData, ctx: AgreementContext | None = No
     }
     if parent_key:
         explanation["parent_contract_key"] = f"child of parentAgreement {parent.id if parent else ''}"
-    return _build(
-        tenant_id=data.tenant_id,
-        client_id=data.client_id,
-        contract_key=ctx.key,
-        source={"kind": "agreement", "agreement_id": agreement.id, "psa_last_updated": data.psa_last_updated},
-        parent_contract_key=parent_key,
-        name=name,
-        contract_type=contract_type,
-        category=category,
-        status=ctx.status,
-        billing_cost=(cost, ctx.currency),
-        billing_cycle=ctx.cycle,
+    fields: RecordFields = {
+        "tenant_id": data.tenant_id,
+        "client_id": data.client_id,
+        "contract_key": ctx.key,
+        "source": {
+            "psa": "connectwise",
+            "kind": "agreement",
+            "agreement_id": agreement.id,
+            "psa_last_updated": data.psa_last_updated,
+        },
+    }
+    _optional(fields, parent_contract_key=parent_key)
+    fields["name"] = name
+    fields["contract_type"] = contract_type
+    fields["category"] = category
+    fields["status"] = ctx.status
+    fields["billing_cost"] = {"amount": cost, "currency": ctx.currency}
+    fields["billing_cycle"] = ctx.cycle
+    _optional(
+        fields,
         start_date=start,
         end_date=ctx.end_date,
         description=_clean(agreement.invoice_description, 10_000),
-        explanation=explanation,
     )
+    fields["explanation"] = explanation
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +485,13 @@ def map_addition(
     data: AgreementObservedData, addition: CwAddition, ctx: AgreementContext | None = None
 ) -> ContractRecordData:
     """One addition's contract record (parent = its agreement's key); raises `MappingError`."""
+    return _build(addition_fields(data, addition, ctx))
+
+
+def addition_fields(
+    data: AgreementObservedData, addition: CwAddition, ctx: AgreementContext | None = None
+) -> RecordFields:
+    """`map_addition` as plain `RecordFields` (not validated); raises `MappingError`."""
     _check_id(addition.id, "addition", kind="addition", item_id=addition.id)
     if addition.agreement_id is not None and addition.agreement_id != data.agreement.id:
         raise MappingError(
@@ -511,31 +542,37 @@ def map_addition(
         ),
         "description": "addition invoiceDescription, else description",
     }
-    return _build(
-        tenant_id=data.tenant_id,
-        client_id=data.client_id,
-        contract_key=key,
-        source={
+    fields: RecordFields = {
+        "tenant_id": data.tenant_id,
+        "client_id": data.client_id,
+        "contract_key": key,
+        "source": {
+            "psa": "connectwise",
             "kind": "addition",
             "agreement_id": data.agreement.id,
             "addition_id": addition.id,
             "psa_last_updated": data.psa_last_updated,
         },
-        parent_contract_key=ctx.key,
-        name=name,
-        contract_type="Agreement addition",
-        category=category,
-        status=status,
-        billing_cost=(cost, ctx.currency),
-        billing_cycle=ctx.cycle,
+        "parent_contract_key": ctx.key,
+        "name": name,
+        "contract_type": "Agreement addition",
+        "category": category,
+        "status": status,
+        "billing_cost": {"amount": cost, "currency": ctx.currency},
+        "billing_cycle": ctx.cycle,
+    }
+    _optional(
+        fields,
         start_date=start,
         end_date=end,
         description=_clean(addition.invoice_description, 10_000) or _clean(addition.description, 10_000),
-        explanation=explanation,
     )
+    fields["explanation"] = explanation
+    return fields
 
 
 MappingResult = ContractRecordData | MappingError
+FieldsResult = RecordFields | MappingError
 
 
 def map_items(
@@ -547,6 +584,26 @@ def map_items(
     An addition id the snapshot does not contain yields `MappingError("addition_not_in_snapshot")`.
     """
     results: list[MappingResult] = []
+    for result in map_items_fields(data, agreement=agreement, addition_ids=addition_ids):
+        if isinstance(result, MappingError):
+            results.append(result)
+            continue
+        try:
+            results.append(_build(result))
+        except MappingError as error:  # pragma: no cover - a bug, see _build
+            results.append(error)
+    return results
+
+
+def map_items_fields(
+    data: AgreementObservedData, *, agreement: bool, addition_ids: Iterable[int]
+) -> list[FieldsResult]:
+    """`map_items` returning unvalidated `RecordFields` (the same rules, no pydantic per record).
+
+    For the hot path: `services.mapper.wire` encodes them; a property test asserts that those
+    bytes parse into exactly the record `map_items` builds.
+    """
+    results: list[FieldsResult] = []
     ctx: AgreementContext | None = None
     try:
         ctx = agreement_context(data)
@@ -556,7 +613,7 @@ def map_items(
     else:
         if agreement:
             try:
-                results.append(map_agreement(data, ctx))
+                results.append(agreement_fields(data, ctx))
             except MappingError as error:
                 results.append(error)
     by_id = {a.id: a for a in data.additions}
@@ -573,7 +630,7 @@ def map_items(
             )
             continue
         try:
-            results.append(map_addition(data, addition, ctx))
+            results.append(addition_fields(data, addition, ctx))
         except MappingError as error:
             results.append(error)
     return results

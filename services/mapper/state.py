@@ -46,7 +46,7 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 
 from schemas.commands import SelectCommand, SetAutoSyncCommand
-from schemas.envelope import CloudEvent
+from schemas.envelope import CloudEvent, utcnow
 from schemas.events import (
     AutoSyncChanged,
     AutoSyncChangedData,
@@ -57,7 +57,6 @@ from schemas.events import (
 )
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import (
-    ContractRecordMapped,
     ContractRecordRetired,
     ContractRetiredData,
     RetiredSource,
@@ -65,7 +64,8 @@ from schemas.records import (
 )
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
 from services.common.kafka import classify_parse_error, deadletter_headers, describe_error, recover_client
-from services.mapper.mapping import MappingError, map_items
+from services.mapper.mapping import MappingError, map_items_fields
+from services.mapper.wire import MAPPED_TYPE, encode_mapped
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,51 @@ class Incoming:
         return self.source_topic or self.topic
 
 
-@dataclass(frozen=True)
 class Emit:
-    """Produce `event` to the canonical `topic`, keyed by its client."""
+    """Produce one event to the canonical `topic`, keyed by its client.
 
-    topic: str
-    event: CloudEvent
+    Built from a model (`Emit(topic, event)`) or, on the hot path, from its encoded bytes
+    (`Emit.encoded`); either side is derived on first access (`value` serialises the model,
+    `event` parses the bytes with `schemas.topics.parse`), so callers see the same thing.
+    """
+
+    __slots__ = ("_event", "_value", "key", "topic", "type")
+
+    def __init__(self, topic: str, event: CloudEvent) -> None:
+        self.topic = topic
+        self.key: bytes = event.key
+        self.type: str = event.type
+        self._event: CloudEvent | None = event
+        self._value: bytes | None = None
+
+    @classmethod
+    def encoded(cls, topic: str, *, key: bytes, type: str, value: bytes) -> Emit:
+        emit = cls.__new__(cls)
+        emit.topic, emit.key, emit.type = topic, key, type
+        emit._event, emit._value = None, value
+        return emit
+
+    @property
+    def event(self) -> CloudEvent:
+        if self._event is None:
+            assert self._value is not None
+            self._event = parse(self.topic, self._value)
+        return self._event
+
+    @property
+    def value(self) -> bytes:
+        if self._value is None:
+            assert self._event is not None
+            self._value = self._event.to_bytes()
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Emit) and (self.topic, self.event) == (other.topic, other.event)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable caches; compared by content
+
+    def __repr__(self) -> str:
+        return f"Emit({self.topic!r}, {self.type!r}, key={self.key!r})"
 
 
 @dataclass(frozen=True)
@@ -354,22 +393,24 @@ def _map(
     correlationid: str | None,
     source: Incoming,
 ) -> list[Output]:
-    """Map the named items of one snapshot, record them as mapped (= linked) at its version."""
+    """Map the named items of one snapshot, record them as mapped (= linked) at its version.
+
+    Records are encoded straight to bytes (`services.mapper.wire`), not built as pydantic models.
+    """
     outputs: list[Output] = []
-    for result in map_items(event.data, agreement=agreement, addition_ids=addition_ids):
+    now = utcnow()
+    key = event.key
+    for result in map_items_fields(event.data, agreement=agreement, addition_ids=addition_ids):
         if isinstance(result, MappingError):
             outputs.extend(_mapping_failed(event, snapshot_raw, result, source))
             continue
-        outputs.append(
-            Emit(
-                CONTRACT_RECORDS,
-                ContractRecordMapped.build(result, source=SOURCE, correlationid=correlationid),
-            )
-        )
-        if result.source.kind == "agreement":
+        value = encode_mapped(result, source=SOURCE, time=now, correlationid=correlationid)
+        outputs.append(Emit.encoded(CONTRACT_RECORDS, key=key, type=MAPPED_TYPE, value=value))
+        record_source = result["source"]
+        if record_source["kind"] == "agreement":
             item.mapped_agreement = item.version
-        elif result.source.addition_id is not None:
-            item.mapped_additions[result.source.addition_id] = item.version
+        else:
+            item.mapped_additions[record_source["addition_id"]] = item.version
     return outputs
 
 

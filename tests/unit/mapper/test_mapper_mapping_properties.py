@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from schemas.psa import AgreementObservedData
 from schemas.records import ContractRecordData, ContractRecordMapped
 from schemas.topics import CONTRACT_RECORDS, parse
-from services.mapper.mapping import MappingError, map_items
+from services.mapper.mapping import MappingError, map_items, map_items_fields
+from services.mapper.wire import encode_mapped
 
 CYCLE_NAMES = ["Monthly", "Quarterly", "SemiAnnual", "Semi-Annual", "Yearly", "Weekly", "BiWeekly", "BiMonthly",
                "NotRecurring", "daily", ""]  # fmt: skip
@@ -173,3 +174,29 @@ def test_every_record_passes_full_wire_validation_unchanged(data: AgreementObser
         assert ContractRecordData.model_validate(result.model_dump()) == result
         event = ContractRecordMapped.build(result, source="contract-sync/mapper")
         assert parse(CONTRACT_RECORDS, event.to_bytes()) == event
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots(), st.one_of(st.none(), st.uuids().map(str)), timestamps)
+def test_fast_path_bytes_parse_into_exactly_the_validated_record(
+    data: AgreementObservedData, correlationid: str | None, now: datetime
+) -> None:
+    """The hot path (plain fields + orjson) and the validated path (pydantic) agree on every record."""
+    ids = [a.id for a in data.additions]
+    fast = map_items_fields(data, agreement=True, addition_ids=ids)
+    slow = map_items(data, agreement=True, addition_ids=ids)
+    assert len(fast) == len(slow)
+    for fields, record in zip(fast, slow, strict=True):
+        if isinstance(record, MappingError):
+            assert isinstance(fields, MappingError)
+            assert (fields.code, fields.kind, fields.item_id) == (record.code, record.kind, record.item_id)
+            continue
+        assert not isinstance(fields, MappingError)
+        raw = encode_mapped(fields, source="contract-sync/mapper", time=now, correlationid=correlationid)
+        parsed = parse(CONTRACT_RECORDS, raw)
+        expected = ContractRecordMapped.build(
+            record, source="contract-sync/mapper", correlationid=correlationid, id=parsed.id, time=now
+        )
+        assert parsed == expected
+        assert parsed.id.version == 4
+        assert json.loads(raw) == json.loads(expected.to_bytes())  # same JSON document, field for field
