@@ -1,0 +1,130 @@
+"""The `make test` share of the chaos suite (docs/chaos.md): on the test session's Kafka and
+PostgreSQL, with topics of its own, a smaller import survives one SIGKILL of each service and
+ends exactly right; ~1,000 generated bad inputs are dead-lettered and answered while the store
+stays exact and every service stays up; no credential reaches a log line or a topic; forged
+callbacks are refused; the ConnectWise client verifies TLS by default.
+
+Two DESIGN.md §6 promises the services do not keep yet are asserted in their own tests, marked
+`xfail(strict=True)` with the exact finding: they turn into failures the moment they are fixed,
+so the marks cannot outlive the bugs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `chaos` is not installed
+
+from chaos.harness import ScenarioResult, Workload  # noqa: E402
+from chaos.scenarios import hostile_input, sigkill  # noqa: E402
+from chaos.security import tls_verification_default  # noqa: E402
+from services.stack.local import Endpoints  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+SMALL = Workload(
+    companies=30,
+    agreements_per_company=6,
+    additions_per_agreement=3,
+    manual_clients=2,
+    deleted_agreements=2,
+    deleted_additions=2,
+    edits=5,
+    psa_owned_edits=3,
+    mutation_interval_s=0.5,
+    settle_deadline_s=200.0,
+)
+
+
+@pytest.fixture(scope="module")
+def results(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ScenarioResult]]:
+    """Run the two subset scenarios once for the module (no Kafka or PostgreSQL restarts: the
+    session's stack may be shared)."""
+    endpoints = Endpoints(kafka_bootstrap, database_url)
+    work = tmp_path_factory.mktemp("chaos")
+    kills = sigkill(kills_per_service=1, gap_s=(2.0, 4.0))
+    kills.workload = SMALL
+    first = kills.run(endpoints, work, cleanup=True)
+    fuzz = hostile_input(fuzz_count=1_000)
+    fuzz.workload = Workload(**{**SMALL.__dict__, "hostile_agreements": True, "callbacks": True})
+    second = fuzz.run(endpoints, work, victims=[first.tenant], cleanup=True)
+    yield {"kills": first, "fuzz": second}
+
+
+def _exact(result: ScenarioResult) -> str:
+    return result.check.summary(10) if result.check else "no check ran: " + "; ".join(result.problems)
+
+
+def test_store_is_exact_after_one_sigkill_of_each_service_mid_import(results: dict[str, ScenarioResult]) -> None:
+    r = results["kills"]
+    assert r.faults.startswith("SIGKILL") and all(f"{s} x1" in r.faults for s in ("mapper", "poller", "writer"))
+    assert r.expected > 500, r.faults
+    assert (r.lost, r.duplicated, r.wrong) == (0, 0, 0), _exact(r)
+    assert r.found == r.expected
+    assert not r.problems, r.problems
+
+
+def test_store_is_exact_and_services_stay_up_under_hostile_input(results: dict[str, ScenarioResult]) -> None:
+    r = results["fuzz"]
+    assert r.fuzz_report is not None, r.problems
+    assert r.fuzz_report.inputs >= 1_000
+    assert (r.lost, r.duplicated, r.wrong) == (0, 0, 0), _exact(r)
+    assert not r.unexpected_exits, r.unexpected_exits
+    assert not [p for p in r.problems if "service stopped" in p], r.problems
+
+
+KNOWN_GAPS = {"unknown_tenant"}
+
+
+def test_bad_input_is_dead_lettered_with_a_reason_and_answered(results: dict[str, ScenarioResult]) -> None:
+    report = results["fuzz"].fuzz_report
+    assert report is not None
+    missing_dlq = {c: n for c, n in report.missing_dlq.items() if c not in KNOWN_GAPS}
+    missing_rejection = {c: n for c, n in report.missing_rejection.items() if c not in KNOWN_GAPS}
+    assert not missing_dlq, (missing_dlq, report.examples)
+    assert not missing_rejection, (missing_rejection, report.examples)
+    assert report.dlq_without_reason == 0
+    assert report.dlq_inputs >= 0.8 * report.inputs  # all but psa-owned edits (answered, not dead-lettered)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding (docs/chaos.md): sync.command.set_auto_sync / refresh / select for a tenant no one "
+    "configured are not dead-lettered (the writer even stores client_sync_settings rows for them)",
+)
+def test_commands_for_unknown_tenants_are_dead_lettered_and_rejected(results: dict[str, ScenarioResult]) -> None:
+    report = results["fuzz"].fuzz_report
+    assert report is not None and report.by_category["unknown_tenant"] > 0
+    assert report.missing_dlq["unknown_tenant"] == 0
+    assert report.missing_rejection["unknown_tenant"] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding (docs/chaos.md): the writer applies a contract.command.edit whose Kafka key names "
+    "another tenant than its payload (the mapper dead-letters it as key_mismatch)",
+)
+def test_no_contract_of_another_tenant_changes_under_hostile_input(results: dict[str, ScenarioResult]) -> None:
+    assert results["fuzz"].victims_unchanged is True
+
+
+def test_no_credential_appears_in_any_log_line_event_or_dead_letter(results: dict[str, ScenarioResult]) -> None:
+    for r in results.values():
+        assert r.security and "0 log lines" not in r.security and " 0 topic records" not in r.security, r.security
+        assert r.leaks == 0, [p for p in r.problems if p.startswith("credential")]
+
+
+def test_forged_callbacks_are_refused_and_a_genuine_one_accepted(results: dict[str, ScenarioResult]) -> None:
+    lines = results["fuzz"].security_lines
+    assert len(lines) == 6, lines
+    assert not [p for p in results["fuzz"].problems if p.startswith("callback")], lines
+
+
+def test_connectwise_client_verifies_tls_certificates_by_default() -> None:
+    passed, failures = tls_verification_default()
+    assert not failures, failures
+    assert any(line.startswith("default client vs self-signed certificate: refused") for line in passed)
