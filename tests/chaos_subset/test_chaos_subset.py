@@ -19,10 +19,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `chaos` is not installed
 
-from chaos.harness import ScenarioResult, Workload  # noqa: E402
-from chaos.scenarios import hostile_input, sigkill  # noqa: E402
-from chaos.security import tls_verification_default  # noqa: E402
-from services.stack.local import Endpoints  # noqa: E402
+from chaos.harness import ScenarioResult, Workload
+from chaos.scenarios import hostile_input, sigkill
+from chaos.security import tls_verification_default
+from services.stack.local import Endpoints
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -41,7 +41,9 @@ SMALL = Workload(
 
 
 @pytest.fixture(scope="module")
-def results(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ScenarioResult]]:
+def results(
+    kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ScenarioResult]]:
     """Run the two subset scenarios once for the module (no Kafka or PostgreSQL restarts: the
     session's stack may be shared)."""
     endpoints = Endpoints(kafka_bootstrap, database_url)
@@ -59,9 +61,13 @@ def _exact(result: ScenarioResult) -> str:
     return result.check.summary(10) if result.check else "no check ran: " + "; ".join(result.problems)
 
 
-def test_store_is_exact_after_one_sigkill_of_each_service_mid_import(results: dict[str, ScenarioResult]) -> None:
+def test_store_is_exact_after_one_sigkill_of_each_service_mid_import(
+    results: dict[str, ScenarioResult],
+) -> None:
     r = results["kills"]
-    assert r.faults.startswith("SIGKILL") and all(f"{s} x1" in r.faults for s in ("mapper", "poller", "writer"))
+    assert r.faults.startswith("SIGKILL") and all(
+        f"{s} x1" in r.faults for s in ("mapper", "poller", "writer")
+    )
     assert r.expected > 500, r.faults
     assert (r.lost, r.duplicated, r.wrong) == (0, 0, 0), _exact(r)
     assert r.found == r.expected
@@ -96,7 +102,9 @@ def test_bad_input_is_dead_lettered_with_a_reason_and_answered(results: dict[str
     reason="finding (docs/chaos.md): sync.command.set_auto_sync / refresh / select for a tenant no one "
     "configured are not dead-lettered (the writer even stores client_sync_settings rows for them)",
 )
-def test_commands_for_unknown_tenants_are_dead_lettered_and_rejected(results: dict[str, ScenarioResult]) -> None:
+def test_commands_for_unknown_tenants_are_dead_lettered_and_rejected(
+    results: dict[str, ScenarioResult],
+) -> None:
     report = results["fuzz"].fuzz_report
     assert report is not None and report.by_category["unknown_tenant"] > 0
     assert report.missing_dlq["unknown_tenant"] == 0
@@ -108,13 +116,19 @@ def test_commands_for_unknown_tenants_are_dead_lettered_and_rejected(results: di
     reason="finding (docs/chaos.md): the writer applies a contract.command.edit whose Kafka key names "
     "another tenant than its payload (the mapper dead-letters it as key_mismatch)",
 )
-def test_no_contract_of_another_tenant_changes_under_hostile_input(results: dict[str, ScenarioResult]) -> None:
+def test_no_contract_of_another_tenant_changes_under_hostile_input(
+    results: dict[str, ScenarioResult],
+) -> None:
     assert results["fuzz"].victims_unchanged is True
 
 
-def test_no_credential_appears_in_any_log_line_event_or_dead_letter(results: dict[str, ScenarioResult]) -> None:
+def test_no_credential_appears_in_any_log_line_event_or_dead_letter(
+    results: dict[str, ScenarioResult],
+) -> None:
     for r in results.values():
-        assert r.security and "0 log lines" not in r.security and " 0 topic records" not in r.security, r.security
+        assert r.security and "0 log lines" not in r.security and " 0 topic records" not in r.security, (
+            r.security
+        )
         assert r.leaks == 0, [p for p in r.problems if p.startswith("credential")]
 
 
