@@ -173,6 +173,13 @@ SELECT count(*) FROM recorded
 """Records the remaining staged ids; fewer rows than staged means another writer recorded some
 concurrently (a rebalance overlap): the batch is then retried, and the retry skips them."""
 
+_STAGE_RECORD_IDS_PLAIN = f"""
+INSERT INTO processed_events (event_id, event_type, topic, "partition", "offset")
+SELECT event_id, 'contract.record.mapped', topic, "partition", "offset" FROM {STAGE_TABLE}
+"""  # noqa: S608 (table name is a constant)
+"""The usual case, all ids new: a plain INSERT (no speculative insertion); a unique violation
+sends the batch down the careful path."""
+
 
 def _merge_statement(*, distinct: bool = True) -> Any:
     """`INSERT INTO contracts SELECT ... FROM stage ON CONFLICT DO UPDATE ... WHERE ... RETURNING`.
@@ -688,12 +695,13 @@ class _BatchApplier:
         # Usual case: nothing was applied before, and one INSERT records every id. Otherwise undo
         # that INSERT, drop the already-applied records from the stage and record the rest.
         await cur.execute("SAVEPOINT record_ids")
-        await cur.execute(_STAGE_RECORD_IDS)
-        recorded = await cur.fetchone()
-        if recorded is not None and recorded[0] == len(mapped):
+        try:
+            await cur.execute(_STAGE_RECORD_IDS_PLAIN)
+        except psycopg.errors.UniqueViolation:
+            await cur.execute("ROLLBACK TO SAVEPOINT record_ids")
+        else:
             await cur.execute("RELEASE SAVEPOINT record_ids")
             return {pos for pos, _ in mapped}
-        await cur.execute("ROLLBACK TO SAVEPOINT record_ids")
         await cur.execute(_STAGE_DROP_SEEN)
         seen = {row[0] for row in await cur.fetchall()}
         fresh = {pos for pos, _ in mapped if pos not in seen}
