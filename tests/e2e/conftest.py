@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,38 @@ def _cleanup_kafka(bootstrap: str, tenant: str) -> None:
         asyncio.run(run())
 
 
+def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60.0) -> None:
+    """Until every topic has all its partitions led in the broker's metadata: a faust worker that
+    starts before its topic is visible ignores it until the next rebalance."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def run() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                cluster = await consumer._client.fetch_all_metadata()
+                missing = [
+                    name
+                    for name in names
+                    if not cluster.partitions_for_topic(name)
+                    or any(
+                        cluster.leader_for_partition(TopicPartition(name, p)) in (None, -1)
+                        for p in cluster.partitions_for_topic(name) or ()
+                    )
+                ]
+                if not missing:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"topics not ready after {timeout_s:.0f} s: {missing}")
+                await asyncio.sleep(0.2)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(run())
+
+
 @pytest.fixture(scope="session")
 def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     """The session's pipeline on topics of its own (`{tenant}.psa.agreements.v1`, ...: the registry's
@@ -67,6 +100,7 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
             [dataclasses.replace(spec, name=f"{topic_prefix}{spec.name}") for spec in TOPICS],
         )
     )
+    _wait_for_topics(kafka_bootstrap, [f"{topic_prefix}{spec.name}" for spec in TOPICS])
     key_prefix = f"{tenant}:".encode()
 
     def ours(record: TailRecord) -> bool:
