@@ -1,0 +1,45 @@
+"""LocalPipeline.topic_prefix: every service of the pipeline reads and writes the prefixed topics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
+from services.demo.pipeline import LocalPipeline, PipelineOptions
+
+
+def _pipeline(tmp_path: Path, prefix: str) -> LocalPipeline:
+    return LocalPipeline(
+        PipelineOptions(
+            tenant_id="unit",
+            work_dir=tmp_path,
+            kafka_bootstrap="127.0.0.1:1",
+            database_url="postgresql+psycopg://postgres@127.0.0.1:1/none",
+            topic_prefix=prefix,
+        )
+    )
+
+
+def test_a_topic_prefix_reaches_the_writer_mapper_and_poller_settings(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, "bench-1a2b.")
+    try:
+        env = pipeline.env
+        assert env["MAPPER_TOPIC_PREFIX"] == "bench-1a2b."
+        assert env["POLLER_TOPIC_PREFIX"] == "bench-1a2b."
+        assert env["WRITER_RECORDS_TOPIC"] == f"bench-1a2b.{CONTRACT_RECORDS}"
+        assert env["WRITER_PSA_TOPIC"] == f"bench-1a2b.{PSA_AGREEMENTS}"
+        assert env["WRITER_COMMANDS_TOPIC"] == f"bench-1a2b.{SYNC_COMMANDS}"
+        assert env["WRITER_EVENTS_TOPIC"] == f"bench-1a2b.{SYNC_EVENTS}"
+        assert env["WRITER_DEADLETTER_TOPIC"] == f"bench-1a2b.{DEADLETTER}"
+        assert pipeline.topic(SYNC_COMMANDS) == "bench-1a2b.sync.commands.v1"
+    finally:
+        pipeline.stop()
+
+
+def test_without_a_prefix_the_services_use_the_registry_topics(tmp_path: Path) -> None:
+    pipeline = _pipeline(tmp_path, "")
+    try:
+        assert not any(key.endswith("_TOPIC") or key.endswith("_TOPIC_PREFIX") for key in pipeline.env)
+        assert pipeline.topic(SYNC_EVENTS) == SYNC_EVENTS
+    finally:
+        pipeline.stop()
