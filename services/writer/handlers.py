@@ -190,7 +190,11 @@ class BatchResult:
 def counts_for(
     result: BatchResult, tenant_id: str, client_id: str, correlation_id: str | None
 ) -> AppliedCounts:
-    return result.applied.setdefault((tenant_id, client_id, correlation_id), AppliedCounts())
+    key = (tenant_id, client_id, correlation_id)
+    counts = result.applied.get(key)
+    if counts is None:
+        counts = result.applied[key] = AppliedCounts()
+    return counts
 
 
 def events_for(result: BatchResult, dead_letters: Sequence[DeadLetter]) -> list[CloudEvent]:
