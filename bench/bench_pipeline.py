@@ -168,16 +168,33 @@ async def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 
         await consumer.stop()
 
 
+def _proc_cpu(pid: int | str) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc; None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _cpu_seconds(p: LocalPipeline) -> dict[str, float]:
-    """CPU seconds (user + system) each pipeline process has used so far, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """CPU seconds used so far by each pipeline process, and by the local Kafka broker and all
+    PostgreSQL processes (both shared with whoever else uses the stack)."""
     used: dict[str, float] = {}
     for name, member in p.group.members.items():
-        try:
-            fields = Path(f"/proc/{member.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        if member.pid is not None and (seconds := _proc_cpu(member.pid)) is not None:
+            used[name] = seconds
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
-        used[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        try:
+            comm = (entry / "comm").read_text().strip()
+            kind = "kafka*" if comm == "java" and b"kafka.Kafka" in (entry / "cmdline").read_bytes() else None
+            kind = "postgres*" if comm == "postgres" else kind
+        except OSError:
+            continue
+        if kind and (seconds := _proc_cpu(entry.name)) is not None:
+            used[kind] = used.get(kind, 0.0) + seconds
     return used
 
 
@@ -306,8 +323,8 @@ def breakdown(p: LocalPipeline, dsn: str, pop: Population) -> None:
     print(f"  all {pop.expected:,} rows counted                        {_rel(pop.done, t0)}")
     busy = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(pop.cpu_s.items()))
     print(
-        f"CPU seconds used during the population ({pop.seconds:.1f} s wall on {os.cpu_count()} CPUs): {busy}; "
-        f"machine load now {os.getloadavg()[0]:.1f}"
+        f"CPU seconds used during the population ({pop.seconds:.1f} s wall on {os.cpu_count()} CPUs): {busy} "
+        f"(* shared with other users of the stack); machine load now {os.getloadavg()[0]:.1f}"
     )
     if observed.last and mapped.last and last_created:
         print(
