@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Final
@@ -141,6 +141,23 @@ class AgreementContext:
     status_rule: str
     end_date: date | None
     data: AgreementObservedData
+    category: Category = "recurring"
+    category_rule: str = ""
+    dates: dict[datetime, date | None] = field(default_factory=dict)
+    """Calendar dates already computed for this snapshot (additions mostly share theirs)."""
+
+    def calendar_date(self, value: datetime | None) -> date | None:
+        """`calendar_date(value, self.zone)`, memoised per snapshot."""
+        if value is None:
+            return None
+        found = self.dates.get(value, _MISSING)
+        if found is _MISSING:
+            found = self.dates[value] = calendar_date(value, self.zone)
+        result: date | None = found
+        return result
+
+
+_MISSING: Final[Any] = object()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,12 +281,12 @@ def _agreement_status(
     if raw == "Expired":
         return "expired", "agreementStatus Expired -> expired"
     if end is not None and not agreement.no_ending_date_flag and end < today:
-        return "expired", f"endDate {end} before today {today} (noEndingDateFlag false) -> expired"
+        return "expired", f"endDate {end!s} before today {today!s} (noEndingDateFlag false) -> expired"
     if raw == "Inactive":
         return "inactive", "agreementStatus Inactive -> inactive"
     if start is not None and start > today:
-        return "pending", f"startDate {start} after today {today} -> pending"
-    return "active", f"agreementStatus {raw or 'absent'}, started by today {today}, not ended -> active"
+        return "pending", f"startDate {start!s} after today {today!s} -> pending"
+    return "active", f"agreementStatus {raw or 'absent'}, started by today {today!s}, not ended -> active"
 
 
 def agreement_context(data: AgreementObservedData) -> AgreementContext:
@@ -286,6 +303,7 @@ def agreement_context(data: AgreementObservedData) -> AgreementContext:
     start = calendar_date(agreement.start_date, zone)
     end = None if agreement.no_ending_date_flag else calendar_date(agreement.end_date, zone)
     status, status_rule = _agreement_status(agreement, start, end, today)
+    category, category_rule = _category(cycle, agreement)
     return AgreementContext(
         tenant_id=data.tenant_id,
         client_id=data.client_id,
@@ -302,6 +320,8 @@ def agreement_context(data: AgreementObservedData) -> AgreementContext:
         status_rule=status_rule,
         end_date=end,
         data=data,
+        category=category,
+        category_rule=category_rule,
     )
 
 
@@ -381,8 +401,8 @@ def agreement_fields(data: AgreementObservedData, ctx: AgreementContext) -> Reco
     agreement = data.agreement
     amount = agreement.bill_amount if agreement.bill_amount is not None else _ZERO
     cost = _money(amount, ctx, "agreement", agreement.id)
-    category, category_rule = _category(ctx.cycle, agreement)
-    start = calendar_date(agreement.start_date, ctx.zone)
+    category, category_rule = ctx.category, ctx.category_rule
+    start = ctx.calendar_date(agreement.start_date)
     parent = agreement.parent_agreement
     parent_key = contract_key(data.tenant_id, "agreement", parent.id) if parent and parent.id else None
     name = _clean(agreement.name, 300) or f"Agreement {agreement.id}"
@@ -393,15 +413,15 @@ def agreement_fields(data: AgreementObservedData, ctx: AgreementContext) -> Reco
         "contract_type": f"agreement type {contract_type!r}",
         "category": category_rule,
         "status": ctx.status_rule,
-        "billing_cost": f"billAmount {'absent -> 0' if agreement.bill_amount is None else amount} "
-        f"= {cost} {ctx.currency} ({ctx.currency_rule}; {ROUNDING})",
+        "billing_cost": f"billAmount {'absent -> 0' if agreement.bill_amount is None else str(amount)} "
+        f"= {cost!s} {ctx.currency} ({ctx.currency_rule}; {ROUNDING})",
         "billing_cycle": ctx.cycle_rule,
-        "start_date": f"startDate -> {start} (tenant calendar date, {ctx.zone.key})"
+        "start_date": f"startDate -> {start!s} (tenant calendar date, {ctx.zone.key})"
         if start
         else "no startDate",
         "end_date": "noEndingDateFlag true -> open-ended"
         if agreement.no_ending_date_flag
-        else (f"endDate -> {ctx.end_date}" if ctx.end_date else "no endDate"),
+        else (f"endDate -> {ctx.end_date!s}" if ctx.end_date else "no endDate"),
         "description": "agreement invoiceDescription",
     }
     if parent_key:
@@ -453,30 +473,25 @@ def _addition_cost(addition: CwAddition, ctx: AgreementContext) -> tuple[Decimal
     billed_units = units if units > 0 else _ZERO
     cost = _money(billed_units * price, ctx, "addition", addition.id)
 
-    def shown(value: Decimal | None, number: Decimal) -> str:
-        return "absent->0" if value is None else str(number)
-
-    q, li, up = (
-        shown(addition.quantity, quantity),
-        shown(addition.less_included, included),
-        shown(addition.unit_price, price),
-    )
-    rule = f"Billable: (quantity {q} − lessIncluded {li}) × unitPrice {up} = {cost} {ctx.currency}"  # noqa: RUF001
+    q = "absent->0" if addition.quantity is None else quantity
+    li = "absent->0" if addition.less_included is None else included
+    up = "absent->0" if addition.unit_price is None else price
+    rule = f"Billable: (quantity {q!s} − lessIncluded {li!s}) × unitPrice {up!s} = {cost!s} {ctx.currency}"  # noqa: RUF001
     if units < 0:
         rule += " (quantity below lessIncluded bills 0 units)"
     return cost, f"{rule} ({ctx.currency_rule}; {ROUNDING})"
 
 
-def _addition_status(addition: CwAddition, ctx: AgreementContext) -> tuple[Status, str]:
-    effective = calendar_date(addition.effective_date, ctx.zone)
-    cancelled = calendar_date(addition.cancelled_date, ctx.zone)
+def _addition_status(
+    ctx: AgreementContext, effective: date | None, cancelled: date | None
+) -> tuple[Status, str]:
     status: Status = ctx.status
     rules = [f"agreement status {ctx.status} ({ctx.status_rule})"]
     if effective is not None and ctx.today < effective:
-        rules.append(f"effectiveDate {effective} after today {ctx.today} -> pending")
+        rules.append(f"effectiveDate {effective!s} after today {ctx.today!s} -> pending")
         status = _higher(status, "pending")
     if cancelled is not None and cancelled <= ctx.today:
-        rules.append(f"cancelledDate {cancelled} reached by today {ctx.today} -> cancelled")
+        rules.append(f"cancelledDate {cancelled!s} reached by today {ctx.today!s} -> cancelled")
         status = _higher(status, "cancelled")
     return status, "; ".join(rules) + f"; highest wins -> {status}"
 
@@ -510,7 +525,9 @@ def addition_fields(
             item_id=addition.id,
         ) from error
     cost, cost_rule = _addition_cost(addition, ctx)
-    status, status_rule = _addition_status(addition, ctx)
+    start = ctx.calendar_date(addition.effective_date)
+    own_end = ctx.calendar_date(addition.cancelled_date)
+    status, status_rule = _addition_status(ctx, start, own_end)
     key = contract_key(data.tenant_id, "addition", addition.id)
     product = addition.product
     name = (
@@ -519,24 +536,21 @@ def addition_fields(
         or _clean(product.name if product else None, 300)
         or f"Addition {addition.id}"
     )
-    start = calendar_date(addition.effective_date, ctx.zone)
-    own_end = calendar_date(addition.cancelled_date, ctx.zone)
     end = own_end or ctx.end_date
-    category, category_rule = _category(ctx.cycle, data.agreement)
     explanation = {
         "contract_key": f"addition id {addition.id} -> {key}",
         "parent_contract_key": f"its agreement {data.agreement.id} -> {ctx.key}",
         "name": "addition description, else product identifier",
         "contract_type": "agreement addition",
-        "category": f"agreement's: {category_rule}",
+        "category": f"agreement's: {ctx.category_rule}",
         "status": status_rule,
         "billing_cost": cost_rule,
         "billing_cycle": f"agreement's: {ctx.cycle_rule}",
-        "start_date": f"effectiveDate -> {start}" if start else "no effectiveDate",
-        "end_date": f"cancelledDate -> {own_end}"
+        "start_date": f"effectiveDate -> {start!s}" if start else "no effectiveDate",
+        "end_date": f"cancelledDate -> {own_end!s}"
         if own_end
         else (
-            f"no cancelledDate: agreement end {ctx.end_date}"
+            f"no cancelledDate: agreement end {ctx.end_date!s}"
             if ctx.end_date
             else "no cancelledDate, agreement open-ended"
         ),
@@ -556,7 +570,7 @@ def addition_fields(
         "parent_contract_key": ctx.key,
         "name": name,
         "contract_type": "Agreement addition",
-        "category": category,
+        "category": ctx.category,
         "status": status,
         "billing_cost": {"amount": cost, "currency": ctx.currency},
         "billing_cycle": ctx.cycle,

@@ -36,13 +36,13 @@ the writer de-duplicates on content and `psa_last_updated`, so at-least-once is 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
+import orjson
 from pydantic import ValidationError
 
 from schemas.commands import SelectCommand, SetAutoSyncCommand
@@ -174,26 +174,22 @@ class ItemState:
     removed_additions: set[int] = field(default_factory=set)
 
     def encode(self) -> bytes:
-        return (
-            json.dumps(
-                {
-                    "v": self.version,
-                    "add": self.additions,
-                    "ma": self.mapped_agreement,
-                    "mx": {str(k): v for k, v in self.mapped_additions.items()},
-                    "gone": self.removed,
-                    "gx": sorted(self.removed_additions),
-                },
-                separators=(",", ":"),
-            ).encode()
-            + b"\n"
-            + self.snapshot
+        meta = orjson.dumps(
+            {
+                "v": self.version,
+                "add": self.additions,
+                "ma": self.mapped_agreement,
+                "mx": {str(k): v for k, v in self.mapped_additions.items()},
+                "gone": self.removed,
+                "gx": sorted(self.removed_additions),
+            }
         )
+        return b"".join((meta, b"\n", self.snapshot))
 
     @classmethod
     def decode(cls, raw: bytes) -> ItemState:
         meta, _, snapshot = raw.partition(b"\n")  # compact JSON never contains a raw newline
-        doc = json.loads(meta)
+        doc = orjson.loads(meta)
         return cls(
             version=doc["v"],
             additions=list(doc["add"]),
