@@ -64,6 +64,7 @@ from schemas.records import (
 )
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
 from services.common.kafka import classify_parse_error, deadletter_headers, describe_error, recover_client
+from services.mapper.inputs import parse_input
 from services.mapper.mapping import MappingError, map_items_fields
 from services.mapper.wire import MAPPED_TYPE, encode_mapped
 
@@ -274,7 +275,7 @@ def handle(store: Store, message: Incoming) -> list[Output]:
 def decide(store: Store, message: Incoming) -> Decision:
     """`handle`, also naming the consumed message's type (for metrics)."""
     try:
-        event = parse(message.topic, message.value)
+        event = parse_input(message.topic, message.value)
     except (ValidationError, ValueError) as error:
         return Decision("malformed", _malformed(message, classify_parse_error(error), describe_error(error)))
     if message.key is not None and message.key != event.key:
@@ -679,7 +680,7 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
         if item is None:  # pragma: no cover - wanted only holds loaded items
             continue
         raw = item.snapshot
-        snapshot = parse(PSA_AGREEMENTS, raw)
+        snapshot = parse_input(PSA_AGREEMENTS, raw)
         assert isinstance(snapshot, AgreementObserved)
         outputs.extend(
             _map(
@@ -725,7 +726,7 @@ def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incom
         if not agreement_pending and not additions_pending:
             continue
         raw = item.snapshot
-        snapshot = parse(PSA_AGREEMENTS, raw)
+        snapshot = parse_input(PSA_AGREEMENTS, raw)
         assert isinstance(snapshot, AgreementObserved)
         outputs.extend(
             _map(
