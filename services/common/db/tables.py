@@ -10,6 +10,8 @@ Tables:
 - `catalog_items`: every agreement and addition observed per client (the import dialog's list).
 - `client_sync_settings`: per client the auto-sync flag, "last synced" and last status.
 - `processed_events`: ids of applied events (exactly-once effects).
+- `writer_outbox`: messages (sync events, dead letters) a committed batch still owes Kafka; written in
+  the batch's transaction, deleted once the broker acknowledged them (`id` = the CloudEvent id).
 - `poller_cursors`, `poller_snapshots`: the poller's watermarks and last emitted snapshots.
 """
 
@@ -22,8 +24,10 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -135,6 +139,20 @@ processed_events = Table(
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
+)
+
+writer_outbox = Table(
+    "writer_outbox",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("seq", BigInteger, Identity(always=False), nullable=False),  # publication order
+    Column("topic", Text, nullable=False),
+    Column("key", LargeBinary),
+    Column("value", LargeBinary),
+    Column("header_names", ARRAY(Text), nullable=False),
+    Column("header_values", ARRAY(LargeBinary), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
+    Index("ix_writer_outbox_topic_seq", "topic", "seq"),
 )
 
 poller_cursors = Table(
