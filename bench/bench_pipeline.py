@@ -42,12 +42,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -470,9 +472,15 @@ class Watcher(threading.Thread):
 
 
 def _change_agreements(
-    p: LocalPipeline, dsn: str, targets: list[tuple[int, Decimal]], spacing: list[float], timeout_s: float
+    p: LocalPipeline,
+    dsn: str,
+    targets: list[tuple[int, Decimal]],
+    spacing: list[float],
+    timeout_s: float,
+    changed_at: dict[int, float] | None = None,
 ) -> tuple[list[float], int]:
-    """Change each agreement's billAmount at its offset (seconds from now); latencies, misses."""
+    """Change each agreement's billAmount at its offset (seconds from now); latencies, misses.
+    `changed_at` receives each agreement's change time (epoch seconds)."""
     watcher = Watcher(dsn)
     watcher.start()
     rng = random.Random(17)
@@ -487,6 +495,8 @@ def _change_agreements(
                 time.sleep(delay)
             key = f"cw:{p.options.tenant_id}:agreement:{agreement_id}"
             watcher.expect(key, amount, time.monotonic())
+            if changed_at is not None:
+                changed_at[agreement_id] = time.time()
             p.control.update_agreement(agreement_id, billAmount=float(amount))
         watcher.wait_all(timeout_s)
     finally:
@@ -494,6 +504,78 @@ def _change_agreements(
         watcher.join(timeout=5)
     with watcher.lock:
         return sorted(watcher.latencies.values()), len(watcher.pending)
+
+
+async def _first_after(
+    bootstrap: str, topic: str, since: dict[int, float], agreement_of: Callable[[Any], int | None]
+) -> dict[int, float]:
+    """For each agreement in `since`, the broker timestamp of its first message on `topic` at or
+    after its time (epoch seconds); messages are read from the earliest of those times on."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    first: dict[int, float] = {}
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        parts = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        start_ms = int(min(since.values()) * 1000) - 1000
+        found = await consumer.offsets_for_times({tp: start_ms for tp in parts})
+        end = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, found[tp].offset if found.get(tp) else end[tp])
+        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            for records in batch.values():
+                for record in records:
+                    agreement_id = agreement_of(orjson.loads(record.value or b"{}").get("data", {}))
+                    at = record.timestamp / 1000
+                    if agreement_id in since and at >= since[agreement_id] and agreement_id not in first:
+                        first[agreement_id] = at
+    finally:
+        await consumer.stop()
+    return first
+
+
+def freshness_stages(p: LocalPipeline, dsn: str, changed_at: dict[int, float]) -> None:
+    """Where the latency of the changes goes: change -> observed (poller's event in Kafka) -> mapped
+    (mapper's record in Kafka) -> applied (`contracts.updated_at`, the writer's transaction time)."""
+    if not changed_at:
+        return
+    bootstrap = p.options.kafka_bootstrap
+
+    def observed_id(data: Any) -> int | None:
+        agreement = data.get("agreement")
+        return int(agreement["id"]) if isinstance(agreement, dict) and "id" in agreement else None
+
+    def mapped_id(data: Any) -> int | None:
+        source = data.get("source") or {}
+        return int(source["agreement_id"]) if source.get("kind") == "agreement" else None
+
+    observed = asyncio.run(_first_after(bootstrap, p.topic(PSA_AGREEMENTS), changed_at, observed_id))
+    mapped = asyncio.run(_first_after(bootstrap, p.topic(CONTRACT_RECORDS), changed_at, mapped_id))
+    keys = {f"cw:{p.options.tenant_id}:agreement:{a}": a for a in changed_at}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT contract_key, updated_at FROM contracts WHERE contract_key = ANY(%s)", (list(keys),)
+        ).fetchall()
+    applied = {keys[key]: at.timestamp() for key, at in rows}
+    stages: dict[str, list[float]] = {"observe": [], "map": [], "apply": []}
+    for agreement_id, at in changed_at.items():
+        o, m, a = observed.get(agreement_id), mapped.get(agreement_id), applied.get(agreement_id)
+        if o is None or m is None or a is None:
+            continue
+        stages["observe"].append(o - at)
+        stages["map"].append(m - o)
+        stages["apply"].append(a - m)
+    print(
+        "  where it goes (p50 / p95 over "
+        f"{len(stages['observe'])} changes): "
+        + ", ".join(
+            f"{name} {_pct(sorted(v), 50):.3f} / {_pct(sorted(v), 95):.3f} s" for name, v in stages.items()
+        )
+        + " (change -> poller event in Kafka -> mapper record in Kafka -> writer transaction)",
+        flush=True,
+    )
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -529,13 +611,17 @@ def freshness(p: LocalPipeline, dsn: str, changes: int, interval_s: float) -> No
         f"(auto-sync polling every {interval_s:g} s runs too)",
         flush=True,
     )
-    cb, cb_missed = _change_agreements(p, dsn, with_callbacks, [i * gap for i in range(changes)], 60)
+    changed_at: dict[int, float] = {}
+    cb, cb_missed = _change_agreements(
+        p, dsn, with_callbacks, [i * gap for i in range(changes)], 60, changed_at
+    )
     deliveries = p.control.deliveries()
     print(
         f"  p50 {_pct(cb, 50):.3f} s, p95 {_pct(cb, 95):.3f} s, max {max(cb, default=float('nan')):.3f} s, "
         f"missed {cb_missed}; simulator callback deliveries logged: {len(deliveries)}",
         flush=True,
     )
+    freshness_stages(p, dsn, changed_at)
 
     removed = _delete_callbacks(p)
     window = 2 * interval_s
