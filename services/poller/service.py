@@ -512,7 +512,8 @@ class TenantPoller:
         """A callback hint: re-read one agreement and its additions; a 404 confirms its removal."""
 
         async def body(stats: RunStats, emitter: Emitter) -> None:
-            known = (await self.store.known_agreements(self.tenant.id)).get(agreement_id)
+            # one row, not the tenant's whole table: callbacks arrive one by one
+            known = (await self.store.known_agreements(self.tenant.id, [agreement_id])).get(agreement_id)
             try:
                 async with self._semaphore:
                     agreement = (await self.client.get_agreement(agreement_id)).raw

@@ -43,7 +43,9 @@ class Cursor:
 class PollerStore(Protocol):
     """The poller's persistent state (port)."""
 
-    async def known_agreements(self, tenant_id: str) -> dict[int, KnownAgreement]: ...
+    async def known_agreements(
+        self, tenant_id: str, agreement_ids: Iterable[int] | None = None
+    ) -> dict[int, KnownAgreement]: ...
 
     async def save_snapshots(self, tenant_id: str, records: Sequence[KnownAgreement]) -> None: ...
 
@@ -84,13 +86,16 @@ class PostgresPollerStore:
 
     # -- snapshots ---------------------------------------------------------------------------------
 
-    def _known(self, tenant_id: str) -> dict[int, KnownAgreement]:
+    def _known(self, tenant_id: str, agreement_ids: list[int] | None) -> dict[int, KnownAgreement]:
         t = self._snapshots
         columns = [t.c.agreement_id, t.c.client_id, t.c.snapshot_hash, t.c.psa_last_updated]
         if self.tracks_addition_ids:
             columns.append(t.c.addition_ids)
+        query = select(*columns).where(t.c.tenant_id == tenant_id)
+        if agreement_ids is not None:
+            query = query.where(t.c.agreement_id.in_(agreement_ids))
         with self._engine.connect() as connection:
-            rows = connection.execute(select(*columns).where(t.c.tenant_id == tenant_id)).all()
+            rows = connection.execute(query).all()
         result: dict[int, KnownAgreement] = {}
         for row in rows:
             ids = row[4] if self.tracks_addition_ids else None
@@ -103,9 +108,13 @@ class PostgresPollerStore:
             )
         return result
 
-    async def known_agreements(self, tenant_id: str) -> dict[int, KnownAgreement]:
-        """Every agreement of the tenant with the digest of its last emitted snapshot."""
-        return await asyncio.to_thread(self._known, tenant_id)
+    async def known_agreements(
+        self, tenant_id: str, agreement_ids: Iterable[int] | None = None
+    ) -> dict[int, KnownAgreement]:
+        """Every agreement of the tenant (or only those of `agreement_ids`) with the digest of its
+        last emitted snapshot."""
+        ids = None if agreement_ids is None else [int(i) for i in agreement_ids]
+        return await asyncio.to_thread(self._known, tenant_id, ids)
 
     def _save(self, tenant_id: str, records: Sequence[KnownAgreement]) -> None:
         t = self._snapshots

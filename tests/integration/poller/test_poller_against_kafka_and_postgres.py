@@ -245,6 +245,17 @@ async def test_refresh_rereads_the_client_and_tags_events_with_the_command_id(se
     assert [e.data.agreement.id for e in refreshed] == [agreement["id"]]  # type: ignore[attr-defined]
 
 
+async def test_known_agreements_can_be_read_for_some_ids_only(make_setup: Callable[..., Setup]) -> None:
+    s = make_setup()
+    await s.poller.poll_once()
+    ids = sorted(a["id"] for a in s.all_agreements())
+    everything = await s.store.known_agreements(s.tenant_id)
+    some = await s.store.known_agreements(s.tenant_id, [ids[1], ids[4], 999_999_999])
+    assert sorted(some) == [ids[1], ids[4]]
+    assert some[ids[4]] == everything[ids[4]]
+    assert await s.store.known_agreements(s.tenant_id, []) == {}
+
+
 async def test_a_deleted_addition_is_removed_after_a_404_and_the_snapshot_drops_it(
     make_setup: Callable[..., Setup],
 ) -> None:

@@ -26,9 +26,18 @@ class InMemoryStore:
     def __init__(self) -> None:
         self.snapshots: dict[tuple[str, int], KnownAgreement] = {}
         self.cursors: dict[tuple[str, str], Cursor] = {}
+        self.known_queries: list[set[int] | None] = []  # the ids each known_agreements call asked for
 
-    async def known_agreements(self, tenant_id: str) -> dict[int, KnownAgreement]:
-        return {aid: rec for (tid, aid), rec in self.snapshots.items() if tid == tenant_id}
+    async def known_agreements(
+        self, tenant_id: str, agreement_ids: Iterable[int] | None = None
+    ) -> dict[int, KnownAgreement]:
+        wanted = None if agreement_ids is None else set(agreement_ids)
+        self.known_queries.append(wanted)
+        return {
+            aid: rec
+            for (tid, aid), rec in self.snapshots.items()
+            if tid == tenant_id and (wanted is None or aid in wanted)
+        }
 
     async def save_snapshots(self, tenant_id: str, records: Sequence[KnownAgreement]) -> None:
         for record in records:

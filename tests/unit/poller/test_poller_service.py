@@ -297,6 +297,18 @@ async def test_callback_hint_rereads_the_agreement_and_a_deleted_one_needs_a_404
     assert removed.data.evidence.method == "deleted_callback"  # type: ignore[attr-defined]
 
 
+async def test_callback_recheck_reads_only_that_agreements_snapshot_record(rig: Rig) -> None:
+    await rig.poller.poll_once()
+    target = agreement_ids(rig.sim)[3]
+    rig.sim.store.update_agreement(target, {"name": "Changed for a callback"})
+    rig.store.known_queries.clear()
+    rig.publisher.clear()
+    await rig.poller.recheck_agreement(target)
+    assert rig.store.known_queries == [{target}]
+    [event] = rig.observed()
+    assert event.data.agreement.name == "Changed for a callback"
+
+
 def test_pause_backoff_doubles_up_to_an_hour() -> None:
     assert pause_for(1) == timedelta(minutes=1)
     assert pause_for(3) == timedelta(minutes=4)
