@@ -105,6 +105,7 @@ _PRECEDENCE: Final[dict[Status, int]] = {
     "cancelled": 4,
 }
 _ZERO: Final = Decimal(0)
+_QUANTA: Final = {decimals: Decimal(1).scaleb(-decimals) for decimals in range(_MAX_DECIMALS + 1)}
 
 
 class MappingError(Exception):
@@ -190,7 +191,10 @@ def currency_decimals(code: str, number_of_decimals: int | None) -> int:
 
 def round_money(amount: Decimal, decimals: int) -> Decimal:
     """ROUND_HALF_UP to `decimals` places; -0 becomes 0."""
-    rounded = amount.quantize(Decimal(1).scaleb(-decimals), rounding=ROUNDING)
+    quantum = _QUANTA.get(decimals)
+    if quantum is None:
+        quantum = Decimal(1).scaleb(-decimals)
+    rounded = amount.quantize(quantum, rounding=ROUNDING)
     return rounded if rounded != 0 else abs(rounded)
 
 
@@ -575,12 +579,13 @@ def addition_fields(
         "billing_cost": {"amount": cost, "currency": ctx.currency},
         "billing_cycle": ctx.cycle,
     }
-    _optional(
-        fields,
-        start_date=start,
-        end_date=end,
-        description=_clean(addition.invoice_description, 10_000) or _clean(addition.description, 10_000),
-    )
+    if start is not None:
+        fields["start_date"] = start
+    if end is not None:
+        fields["end_date"] = end
+    description = _clean(addition.invoice_description, 10_000) or _clean(addition.description, 10_000)
+    if description is not None:
+        fields["description"] = description
     fields["explanation"] = explanation
     return fields
 
