@@ -3,8 +3,13 @@ caused, then commit the offsets.
 
 Guarantees:
 - at-least-once consumption with exactly-once effects: offsets are committed only after the
-  database commit (and after the batch's dead letters and sync events were acknowledged); a
-  replayed message is skipped by its event id (`processed_events`);
+  database commit; a replayed message is skipped by its event id (`processed_events`);
+- no lost sync events or dead letters (transactional outbox): a batch's outgoing messages are
+  written to `writer_outbox` in the batch's transaction, published from there (acks=all,
+  idempotent producer) and deleted once acknowledged. Messages left by a crash or a failed
+  publish are published first, in order: at start-up (every row for this writer's output
+  topics) and before the next batch's. Delivery is at-least-once: a message acknowledged but not
+  yet deleted when the process died is published again, with the same CloudEvent `id`;
 - PostgreSQL unavailable: the same batch is retried with exponential back-off (tenacity) until
   it commits; nothing is committed to Kafka meanwhile, so nothing is lost;
 - a message that does not parse, or whose data the database refuses, goes to the dead-letter
@@ -32,16 +37,13 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Counter, Histogram
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from schemas.envelope import CloudEvent
-from services.common.kafka import CONTENT_TYPE_HEADER, deadletter_headers
 from services.writer.handlers import (
-    STAGE,
     BatchPlan,
     BatchResult,
     DeadLetter,
     Incoming,
-    dead_letters_of,
-    events_for,
+    OutboxMessage,
+    OutboxTopics,
     plan_batch,
 )
 from services.writer.settings import WriterSettings
@@ -56,6 +58,14 @@ MESSAGES = Counter("writer_messages_total", "Messages consumed by the writer", [
 APPLIED = Counter("writer_contracts_total", "Contract record outcomes", ["outcome"])
 DEAD_LETTERS = Counter("writer_dead_letters_total", "Messages sent to the dead-letter topic", ["reason"])
 DUPLICATES = Counter("writer_duplicates_total", "Events skipped because they were already applied")
+SKIPPED = Counter(
+    "writer_skipped_unparseable_total",
+    "Unreadable messages skipped because another service (the mapper) dead-letters them",
+)
+OUTBOX_FAILURES = Counter(
+    "writer_outbox_publish_failures_total",
+    "Attempts to publish outbox messages that Kafka did not acknowledge",
+)
 DB_RETRIES = Counter(
     "writer_db_retries_total", "Batch attempts that failed because PostgreSQL was unavailable"
 )
@@ -100,6 +110,8 @@ def merge_results(into: BatchResult, other: BatchResult) -> BatchResult:
     into.duplicates += other.duplicates
     into.fresh += other.fresh
     into.rejected_events.extend(other.rejected_events)
+    into.dead_letters.extend(other.dead_letters)
+    into.outbox.extend(other.outbox)
     return into
 
 
@@ -127,6 +139,11 @@ class Writer:
         self.store = store
         self._stopping = asyncio.Event()
         self._kinds = settings.topic_kinds()
+        self.outbox_topics = OutboxTopics(settings.events_topic, settings.deadletter_topic)
+        self._unsent: list[OutboxMessage] = []
+        """Committed outbox messages not yet acknowledged by Kafka (published before anything newer)."""
+        self._undeleted: list[UUID] = []
+        """Acknowledged outbox messages whose rows could not be deleted yet."""
         self.batches = 0
         self.applied_messages = 0
         self.first_batch_at: float | None = None
@@ -167,17 +184,27 @@ class Writer:
             return await self._apply_retrying(plan)
         except StoreRejected as error:
             if len(plan.events) <= 1:
-                result = BatchResult()
+                letters = list(plan.dead_letters)
+                rejected: list[tuple[UUID, str, str]] = []
                 for applicable in plan.events:
                     log.warning(
                         "database refused an event",
                         extra={"event_id": str(applicable.event.id), "error": str(error)[:500]},
                     )
-                    result.rejected_events.append((applicable.event.id, "db_rejected", str(error)[:2000]))
-                if plan.dead_letters:  # keep the client status of the plan's dead letters
-                    merge_results(
-                        result, await self._apply_retrying(BatchPlan(dead_letters=plan.dead_letters))
+                    data: Any = applicable.event.data
+                    rejected.append((applicable.event.id, "db_rejected", str(error)[:2000]))
+                    letters.append(
+                        DeadLetter(
+                            applicable.message,
+                            "db_rejected",
+                            str(error)[:2000],
+                            (data.tenant_id, data.client_id),
+                            str(applicable.event.id),
+                        )
                     )
+                # the dead letters commit (client status + outbox) in a transaction of their own
+                result = await self._apply_retrying(BatchPlan(dead_letters=letters))
+                result.rejected_events.extend(rejected)
                 return result
             middle = len(plan.events) // 2
             first = BatchPlan(events=plan.events[:middle], dead_letters=plan.dead_letters)
@@ -207,51 +234,64 @@ class Writer:
             reraise=True,
         ):
             with attempt, BATCH_SECONDS.time():
-                return await self.store.apply(plan)
+                return await self.store.apply(plan, self.outbox_topics)
         raise AssertionError("unreachable: tenacity retries forever")  # pragma: no cover
 
-    # -- publishing -------------------------------------------------------------------------
-    async def publish(self, letters: Sequence[DeadLetter], events: Sequence[CloudEvent]) -> None:
-        """Send dead letters and sync events, and wait until the broker acknowledged all of them."""
-        futures = []
-        for letter in letters:
-            DEAD_LETTERS.labels(letter.reason).inc()
-            message = letter.message
-            headers = deadletter_headers(
-                reason=letter.reason,
-                error=letter.error,
-                stage=STAGE,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            )
-            futures.append(
-                await self.producer.send(
-                    self.settings.deadletter_topic, message.value, key=message.key, headers=headers
-                )
-            )
+    # -- publishing (from the outbox) ---------------------------------------------------------
+    async def publish_outbox(self, messages: Sequence[OutboxMessage]) -> bool:
+        """Publish what earlier attempts left unacknowledged, then `messages`, in order; wait for
+        the broker's acknowledgements, then delete the rows. Returns False when Kafka failed: the
+        messages stay in the outbox and are sent first next time (nothing is lost; a retry may
+        repeat a message with the same id)."""
+        batch = [*self._unsent, *messages]
+        self._unsent = []
+        try:
+            futures = [
+                await self.producer.send(m.topic, m.value, key=m.key, headers=list(m.headers)) for m in batch
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+        except KafkaError as error:
+            OUTBOX_FAILURES.inc()
+            self._unsent = batch
             log.warning(
-                "dead-lettered message",
-                extra={
-                    "reason": letter.reason,
-                    "topic": message.topic,
-                    "partition": message.partition,
-                    "offset": message.offset,
-                },
+                "publishing the outbox failed; kept for the next attempt",
+                extra={"messages": len(batch), "error": str(error)[:300]},
             )
-        for event in events:
-            futures.append(
-                await self.producer.send(
-                    self.settings.events_topic, event.to_bytes(), key=event.key, headers=[CONTENT_TYPE_HEADER]
-                )
-            )
-        if futures:
-            await asyncio.gather(*futures)
+            return False
+        done = [*self._undeleted, *(m.id for m in batch)]
+        if done:
+            try:
+                await self.store.delete_outbox(done)
+                self._undeleted = []
+            except StoreUnavailable as error:
+                self._undeleted = done
+                log.warning("could not delete published outbox rows", extra={"error": str(error)[:300]})
+        return True
+
+    async def recover_outbox(self) -> int:
+        """At start-up: publish every message left in the outbox for this writer's output topics
+        (a crash between commit and acknowledgement), oldest first. Waits for PostgreSQL like a
+        batch does. Returns how many were found."""
+        topics = [self.outbox_topics.deadletter, self.outbox_topics.events]
+        left: list[OutboxMessage] = []
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential_jitter(
+                initial=self.settings.retry_initial_s, max=self.settings.retry_max_s
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                left = await self.store.read_outbox(topics)
+        if left:
+            log.warning("publishing messages left in the outbox", extra={"messages": len(left)})
+            await self.publish_outbox(left)
+        return len(left)
 
     async def _finish(self, pending: _Pending) -> BatchResult:
         result = await pending.task
-        letters = dead_letters_of(pending.plan, result)
-        await self.publish(letters, events_for(result, letters))
+        await self.publish_outbox(result.outbox)
         try:
             await self.consumer.commit(pending.offsets)
         except (CommitFailedError, IllegalStateError) as error:
@@ -261,6 +301,18 @@ class Writer:
         self.batches += 1
         self.applied_messages += result.fresh
         DUPLICATES.inc(result.duplicates)
+        SKIPPED.inc(pending.plan.skipped_unparseable)
+        for letter in result.dead_letters:
+            DEAD_LETTERS.labels(letter.reason).inc()
+            log.warning(
+                "dead-lettered message",
+                extra={
+                    "reason": letter.reason,
+                    "topic": letter.message.topic,
+                    "partition": letter.message.partition,
+                    "offset": letter.message.offset,
+                },
+            )
         for counts in result.applied.values():
             APPLIED.labels("created").inc(counts.created)
             APPLIED.labels("updated").inc(counts.updated)
@@ -272,7 +324,7 @@ class Writer:
                 "events": len(pending.plan.events),
                 "fresh": result.fresh,
                 "duplicates": result.duplicates,
-                "dead_letters": len(letters),
+                "dead_letters": len(result.dead_letters),
                 "seconds": round(time.perf_counter() - pending.started, 4),
             },
         )
@@ -297,6 +349,7 @@ class Writer:
             plan.events.extend(part.events)
             plan.dead_letters.extend(part.dead_letters)
             plan.ignored += part.ignored
+            plan.skipped_unparseable += part.skipped_unparseable
             await asyncio.sleep(0)
         return plan
 
@@ -317,6 +370,7 @@ class Writer:
         if self.settings.gc_gen0_threshold:
             gc.set_threshold(self.settings.gc_gen0_threshold, *saved_gc[1:])
         try:
+            await self.recover_outbox()
             while not self._stopping.is_set():
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.settings.prune_interval_s
@@ -335,6 +389,8 @@ class Writer:
                 if pending is not None:
                     await self._finish(pending)
                     pending = None
+                elif self._unsent or self._undeleted:
+                    await self.publish_outbox(())  # an earlier publish failed: retry while idle
                 if plan is not None:
                     pending = _Pending(
                         asyncio.create_task(self.apply_plan(plan)), plan, next_offsets(messages)

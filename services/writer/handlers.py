@@ -1,18 +1,27 @@
 """From Kafka messages to a batch plan, and from a batch result to sync events (pure).
 
 `plan_batch` sorts one polled batch: messages that parse go into the plan in offset order,
-the rest become dead letters with a reason; commands the writer does not handle are ignored
-(other services own them). `events_for` turns what `store.py` applied into the events
-dashboards read. Neither function does I/O.
+unreadable contract records become dead letters with a reason; commands the writer does not
+handle are ignored (other services own them). `events_for` turns what `store.py` applied into
+the events dashboards read, `outbox_messages` turns those and the dead letters into the Kafka
+messages the batch owes (written to the outbox in the batch's transaction). No function does I/O.
+
+Dead-letter ownership: each bad message is dead-lettered by ONE service, the first consumer that
+owns its topic's validation. `psa.agreements.v1` and `sync.commands.v1` are validated by the mapper
+(it dead-letters malformed input and answers it with `sync.command.rejected` / `sync.failed`), so
+the writer only counts and skips what it cannot parse there (`skipped_unparseable`). The writer
+owns the dead letters of `contracts.records.v1` and of events it refuses after parsing (a
+cross-tenant contract key, an edit of an unknown or foreign contract, data PostgreSQL refuses).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
-from uuid import UUID
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import ValidationError
 
@@ -31,8 +40,16 @@ from schemas.events import (
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import ContractRecordMapped, ContractRecordRetired
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, parse
-from services.common.kafka import classify_parse_error, describe_error, recover_client
+from services.common.kafka import (
+    CONTENT_TYPE_HEADER,
+    classify_parse_error,
+    deadletter_headers,
+    describe_error,
+    recover_client,
+)
 from services.writer.apply import EditDecision, key_matches_tenant
+
+log = logging.getLogger(__name__)
 
 SOURCE = "contract-sync/writer"
 STAGE = "writer.apply"
@@ -76,10 +93,15 @@ class BatchPlan:
     events: list[Applicable] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     ignored: int = 0
+    skipped_unparseable: int = 0
+    """Unreadable messages of topics whose dead letters the mapper owns (not dead-lettered here)."""
 
     def __len__(self) -> int:
         return len(self.events)
 
+
+DEADLETTERED_HERE: frozenset[str] = frozenset({CONTRACT_RECORDS})
+"""Registry topics whose unreadable messages the writer dead-letters; the mapper owns the others."""
 
 HANDLED_TYPES: dict[str, tuple[type[CloudEvent], ...]] = {
     CONTRACT_RECORDS: (ContractRecordMapped, ContractRecordRetired),
@@ -107,7 +129,8 @@ def plan_batch(
     """Parse and sort a batch. `topic_kinds` maps the consumed topic names to registry names
     (identity by default; benchmarks and tests consume renamed copies of the topics).
 
-    Guarantees: every message ends up exactly once in `events`, `dead_letters` or `ignored`;
+    Guarantees: every message ends up exactly once in `events`, `dead_letters`, `ignored` or
+    `skipped_unparseable` (unreadable input of the mapper-owned topics, see the module docstring);
     within the batch (or across calls sharing `seen`) an event id seen twice is kept once (the first).
     """
     plan = BatchPlan()
@@ -117,7 +140,19 @@ def plan_batch(
         kind = kinds.get(message.topic, message.topic)
         parsed = parse_message(message, kind)
         if isinstance(parsed, DeadLetter):
-            plan.dead_letters.append(parsed)
+            if kind in DEADLETTERED_HERE:
+                plan.dead_letters.append(parsed)
+            else:
+                plan.skipped_unparseable += 1  # the mapper dead-letters it and tells the producer
+                log.debug(
+                    "skipped an unreadable message (the mapper dead-letters it)",
+                    extra={
+                        "topic": message.topic,
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        "reason": parsed.reason,
+                    },
+                )
             continue
         if not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
             plan.ignored += 1  # select/refresh commands belong to the poller and the mapper
@@ -181,6 +216,10 @@ class BatchResult:
     fresh: int = 0
     rejected_events: list[tuple[UUID, str, str]] = field(default_factory=list)
     """Events the database refused (event id, reason, error): they go to the dead-letter topic."""
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    """Every dead letter of the batch (when applied with an outbox)."""
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    """The messages the batch wrote to the outbox in its transaction, in publication order."""
 
     @property
     def contracts_written(self) -> int:
@@ -262,8 +301,16 @@ def events_for(result: BatchResult, dead_letters: Sequence[DeadLetter]) -> list[
     return out
 
 
+_FAILED_ID_NAMESPACE = UUID("5b0c7c52-8e1f-4a55-9d1e-2f7f6c1e0a11")
+
+
 def sync_failed_for(letter: DeadLetter) -> SyncFailed:
+    """The `sync.failed` event of a dead letter. Its id is derived from the message's position and
+    the reason, so re-dead-lettering the same message after a replay repeats the same CloudEvent
+    id (consumers de-duplicate on it)."""
     tenant_id, client_id = letter.client if letter.client else ("", "")
+    where = letter.message
+    event_id = uuid5(_FAILED_ID_NAMESPACE, f"{where.topic}:{where.partition}:{where.offset}:{letter.reason}")
     return SyncFailed.build(
         SyncFailedData(
             tenant_id=tenant_id,
@@ -282,6 +329,7 @@ def sync_failed_for(letter: DeadLetter) -> SyncFailed:
         ),
         source=SOURCE,
         correlationid=letter.event_id,
+        id=event_id,
     )
 
 
@@ -299,3 +347,49 @@ def dead_letters_of(plan: BatchPlan, result: BatchResult) -> list[DeadLetter]:
             DeadLetter(applicable.message, reason, error, (data.tenant_id, data.client_id), str(event_id))
         )
     return letters
+
+
+# ---------------------------------------------------------------------------------------------
+# The outbox: what a batch owes Kafka
+# ---------------------------------------------------------------------------------------------
+
+
+class OutboxMessage(NamedTuple):
+    """One Kafka message a committed batch owes (a row of `writer_outbox`). `id` names the row;
+    a sync event's CloudEvent id is inside `value`."""
+
+    id: UUID
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class OutboxTopics:
+    """Where the writer's outgoing messages go (renamed in tests and benchmarks)."""
+
+    events: str
+    deadletter: str
+
+
+def outbox_messages(
+    letters: Sequence[DeadLetter], events: Sequence[CloudEvent], topics: OutboxTopics
+) -> list[OutboxMessage]:
+    """The batch's dead letters (original bytes, headers naming the reason and source position),
+    then its sync events, in that order (pure)."""
+    out: list[OutboxMessage] = []
+    for letter in letters:
+        message = letter.message
+        headers = deadletter_headers(
+            reason=letter.reason,
+            error=letter.error,
+            stage=STAGE,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+        )
+        out.append(OutboxMessage(uuid4(), topics.deadletter, message.key, message.value, tuple(headers)))
+    for event in events:
+        out.append(OutboxMessage(uuid4(), topics.events, event.key, event.to_bytes(), (CONTENT_TYPE_HEADER,)))
+    return out

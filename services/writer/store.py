@@ -13,7 +13,9 @@ tests) applies one batch in ONE transaction:
    retirements in one `UPDATE ... FROM unnest(...)`;
 4. the catalog (one upsert, set-based removals), auto-sync flags, "last synced" per client;
 5. local edits, with the sync path switched off again (`SET LOCAL ... 'off'`), row by row;
-6. catalog state counts of the touched clients, remembered to tell when they change.
+6. catalog state counts of the touched clients, remembered to tell when they change;
+7. (with an `OutboxTopics`) the batch's dead letters and sync events into `writer_outbox` (COPY):
+   they commit with the batch, so a crash before Kafka acknowledged them loses nothing.
 
 Failure behaviour: a lost or refused connection raises `StoreUnavailable` (retry the same batch
 later; nothing was committed). Any other database error raises `StoreRejected` (the batch's data
@@ -84,7 +86,12 @@ from services.writer.handlers import (
     BatchResult,
     ClientKey,
     EditOutcome,
+    OutboxMessage,
+    OutboxTopics,
     counts_for,
+    dead_letters_of,
+    events_for,
+    outbox_messages,
 )
 
 log = logging.getLogger(__name__)
@@ -462,10 +469,10 @@ class PostgresStore:
             raise StoreUnavailable(str(error)) from error
 
     # -- the batch ------------------------------------------------------------------------
-    def apply(self, plan: BatchPlan) -> BatchResult:
+    def apply(self, plan: BatchPlan, outbox: OutboxTopics | None = None) -> BatchResult:
         """Apply `plan` in one transaction (a short-lived connection; for CLIs, tools and tests).
         Same guarantees and errors as `AsyncPostgresStore.apply`. Not for use inside a running loop."""
-        return asyncio.run(_apply_once(self.conninfo, self.options, plan))
+        return asyncio.run(_apply_once(self.conninfo, self.options, plan, outbox))
 
 
 def psycopg_conninfo(database_url: str) -> str:
@@ -483,24 +490,69 @@ def _connect_kwargs(options: StoreOptions) -> dict[str, Any]:
     }
 
 
-async def _apply_on(conn: psycopg.AsyncConnection[Any], plan: BatchPlan) -> BatchResult:
-    """Apply `plan` in one transaction on `conn`, mapping driver errors to the store's errors."""
+_OUTBOX_COPY = (
+    "COPY writer_outbox (id, topic, key, value, header_names, header_values) FROM STDIN (FORMAT BINARY)"
+)
+_OUTBOX_TYPES = ["uuid", "text", "bytea", "bytea", "text[]", "bytea[]"]
+_OUTBOX_READ = """
+SELECT id, topic, key, value, header_names, header_values FROM writer_outbox
+WHERE topic = ANY(%(topics)s::text[]) ORDER BY seq
+"""
+_OUTBOX_DELETE = "DELETE FROM writer_outbox WHERE id = ANY(%(ids)s::uuid[])"
+
+
+async def _write_outbox(cur: psycopg.AsyncCursor[Any], messages: Sequence[OutboxMessage]) -> None:
+    async with cur.copy(_OUTBOX_COPY) as copy:
+        copy.set_types(_OUTBOX_TYPES)
+        for m in messages:
+            await copy.write_row(
+                (m.id, m.topic, m.key, m.value, [h[0] for h in m.headers], [h[1] for h in m.headers])
+            )
+
+
+def _outbox_row(row: Sequence[Any]) -> OutboxMessage:
+    ident, topic, key, value, names, values = row
+    return OutboxMessage(
+        ident,
+        topic,
+        bytes(key) if key is not None else None,
+        bytes(value) if value is not None else None,
+        tuple((name, bytes(v)) for name, v in zip(names, values, strict=True)),
+    )
+
+
+async def _apply_on(
+    conn: psycopg.AsyncConnection[Any], plan: BatchPlan, outbox: OutboxTopics | None = None
+) -> BatchResult:
+    """Apply `plan` in one transaction on `conn`, mapping driver errors to the store's errors.
+    With `outbox`, the batch's dead letters and sync events are written to `writer_outbox` in the
+    same transaction (`result.outbox`, `result.dead_letters`): committed together or not at all."""
     try:
         async with conn.transaction(), conn.cursor() as cur:
-            return await _BatchApplier(cur).apply(plan)
+            result = await _BatchApplier(cur).apply(plan)
+            if outbox is not None:
+                result.dead_letters = dead_letters_of(plan, result)
+                result.outbox = outbox_messages(
+                    result.dead_letters, events_for(result, result.dead_letters), outbox
+                )
+                if result.outbox:
+                    await _write_outbox(cur, result.outbox)
+            return result
     except (psycopg.OperationalError, psycopg.InterfaceError) as error:
         raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
     except psycopg.Error as error:
         raise StoreRejected(f"{type(error).__name__}: {error}") from error
 
 
-async def _apply_once(conninfo: str, options: StoreOptions, plan: BatchPlan) -> BatchResult:
+async def _apply_once(
+    conninfo: str, options: StoreOptions, plan: BatchPlan, outbox: OutboxTopics | None = None
+) -> BatchResult:
     try:
         conn = await psycopg.AsyncConnection.connect(conninfo, **_connect_kwargs(options))
     except psycopg.Error as error:
         raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
     try:
-        return await _apply_on(conn, plan)
+        return await _apply_on(conn, plan, outbox)
     finally:
         await conn.close()
 
@@ -529,13 +581,35 @@ class AsyncPostgresStore:
                 raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
         return self._conn
 
-    async def apply(self, plan: BatchPlan) -> BatchResult:
+    async def apply(self, plan: BatchPlan, outbox: OutboxTopics | None = None) -> BatchResult:
+        """Apply `plan` in one transaction; with `outbox`, its outgoing messages are written to
+        `writer_outbox` in the same transaction (see `_apply_on`)."""
         conn = await self._connection()
         try:
-            return await _apply_on(conn, plan)
+            return await _apply_on(conn, plan, outbox)
         except StoreUnavailable:
             await self._drop()
             raise
+
+    async def read_outbox(self, topics: Sequence[str]) -> list[OutboxMessage]:
+        """Every outbox message for `topics`, in the order they were written (oldest first)."""
+        conn = await self._connection()
+        try:
+            cur = await conn.execute(_OUTBOX_READ, {"topics": list(topics)})
+            return [_outbox_row(row) for row in await cur.fetchall()]
+        except psycopg.Error as error:
+            await self._drop()
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+
+    async def delete_outbox(self, ids: Sequence[UUID]) -> int:
+        """Forget published outbox messages; returns rows deleted (idempotent)."""
+        conn = await self._connection()
+        try:
+            cur = await conn.execute(_OUTBOX_DELETE, {"ids": list(ids)})
+            return cur.rowcount
+        except psycopg.Error as error:
+            await self._drop()
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
 
     async def ping(self) -> bool:
         """True when the database answers (readiness); uses its own short connection."""

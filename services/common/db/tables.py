@@ -11,7 +11,7 @@ Tables:
 - `client_sync_settings`: per client the auto-sync flag, "last synced" and last status.
 - `processed_events`: ids of applied events (exactly-once effects).
 - `writer_outbox`: messages (sync events, dead letters) a committed batch still owes Kafka; written in
-  the batch's transaction, deleted once the broker acknowledged them (`id` = the CloudEvent id).
+  the batch's transaction, deleted once the broker acknowledged them (`seq` = publication order).
 - `poller_cursors`, `poller_snapshots`: the poller's watermarks and last emitted snapshots.
 """
 

@@ -23,7 +23,14 @@ from writer_factories import (
 
 from schemas import SelectCommand, SelectData
 from schemas.ownership import LOCAL, PSA_OWNED_COLUMNS, PSA_SEEDED
-from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS
+from schemas.topics import (
+    CONTRACT_RECORDS,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_STAGE,
+    PSA_AGREEMENTS,
+    SYNC_COMMANDS,
+)
 from services.common.db import MIGRATIONS_DIR
 from services.writer.apply import (
     STAGE_COLUMNS,
@@ -42,8 +49,11 @@ from services.writer.consumer import next_offsets
 from services.writer.handlers import (
     AppliedCounts,
     BatchResult,
+    DeadLetter,
     EditOutcome,
+    OutboxTopics,
     events_for,
+    outbox_messages,
     plan_batch,
 )
 
@@ -343,6 +353,24 @@ class TestPlanBatch:
         assert plan.dead_letters[2].client == (tenant, "100")
         assert plan.ignored == 2
 
+    def test_unreadable_commands_and_psa_events_are_skipped_and_counted_not_dead_lettered(self) -> None:
+        tenant = unique_tenant()
+        edit = make_edit(tenant, "100", f"cw:{tenant}:agreement:1", {"notes": "n"})
+        bad_edit = edit.to_bytes().replace(b'"changes":{', b'"changes":[{').replace(b"}}", b"}]}", 1)
+        messages = [
+            as_incoming(None, SYNC_COMMANDS, value=b"{not json"),
+            as_incoming(None, SYNC_COMMANDS, value=b'{"type": "sync.command.explode", "data": {}}'),
+            as_incoming(None, SYNC_COMMANDS, value=bad_edit),
+            as_incoming(None, PSA_AGREEMENTS, value=b"[]"),
+            as_incoming(None, PSA_AGREEMENTS, value=b"")._replace(value=None),  # a tombstone
+            as_incoming(edit, SYNC_COMMANDS),
+            as_incoming(None, CONTRACT_RECORDS, value=b"{not json"),
+        ]
+        plan = plan_batch(messages)
+        assert plan.skipped_unparseable == 5  # the mapper owns these dead letters
+        assert [d.message.topic for d in plan.dead_letters] == [CONTRACT_RECORDS]  # the writer owns these
+        assert [a.event.type for a in plan.events] == ["contract.command.edit"]
+
     def test_a_record_whose_key_names_another_tenant_is_dead_lettered(self) -> None:
         record = make_record("acme")
         forged = record.to_bytes().replace(b'"contract_key":"cw:acme:', b'"contract_key":"cw:globex:')
@@ -381,6 +409,38 @@ class TestEventsFor:
         rejected = [e for e in events if e.type == "sync.edit.rejected"]
         assert rejected[0].data.fields == ["status"]  # type: ignore[attr-defined]
         assert rejected[0].correlationid == str(edit.id)
+
+
+class TestOutbox:
+    def test_dead_letters_come_first_with_their_headers_then_the_events_in_order(self) -> None:
+        tenant = unique_tenant()
+        poison = as_incoming(None, CONTRACT_RECORDS, value=b"{not json")
+        letter = DeadLetter(poison, "malformed_json", "bad", (tenant, "100"))
+        result = BatchResult(
+            applied={(tenant, "100", None): AppliedCounts(created=1)}, last_synced_at={(tenant, "100"): T0}
+        )
+        events = events_for(result, [letter])
+        messages = outbox_messages([letter], events, OutboxTopics(events="ev", deadletter="dlq"))
+        assert [m.topic for m in messages] == ["dlq", "ev", "ev"]
+        assert messages[0].value == b"{not json"
+        headers = dict(messages[0].headers)
+        assert headers[DLQ_REASON] == b"malformed_json"
+        assert headers[DLQ_STAGE] == b"writer.apply"
+        assert headers[DLQ_SOURCE_OFFSET] == str(poison.offset).encode()
+        assert [m.value for m in messages[1:]] == [e.to_bytes() for e in events]
+        assert [m.key for m in messages[1:]] == [f"{tenant}:100".encode()] * 2
+        assert len({m.id for m in messages}) == 3
+
+    def test_the_failure_event_of_the_same_dead_letter_repeats_its_id(self) -> None:
+        poison = as_incoming(None, CONTRACT_RECORDS, value=b"{not json")
+        letter = DeadLetter(poison, "malformed_json", "bad", ("acme", "100"))
+        first, again = events_for(BatchResult(), [letter]), events_for(BatchResult(), [letter])
+        other = events_for(
+            BatchResult(), [replace(letter, message=poison._replace(offset=poison.offset + 1))]
+        )
+        assert [e.type for e in first] == ["sync.failed"]
+        assert first[0].id == again[0].id
+        assert other[0].id != first[0].id
 
 
 def test_next_offsets_commit_past_the_highest_offset_per_partition() -> None:
