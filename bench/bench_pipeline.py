@@ -3,30 +3,37 @@
 `LocalPipeline` (services/demo/pipeline.py) runs the ConnectWise simulator, the writer, the mapper
 and the poller as their own processes on the real Kafka and PostgreSQL. This benchmark talks to them
 only through the wire contract (commands on `sync.commands.v1`), the simulator's control API and
-what lands in PostgreSQL / Kafka.
+what lands in PostgreSQL / Kafka. The services run on topics of their own (`bench-<id>.` prefix,
+`PipelineOptions.topic_prefix`), created here and deleted at the end, so the 10,000 observed
+agreements never reach (nor get replayed by) other pipelines on the shared stack.
 
 1. **Initial population**: a ConnectWise tenant of 1,000 companies x 10 agreements x ~3 additions
    (the simulator's `--additions-per-agreement` is a mean; the real total is read from the simulator).
    `sync.command.set_auto_sync` (on) is published for every client before the services start; then
    the clock starts, writer, mapper and poller are launched, and it stops when every agreement and
    addition is a row in `contracts`. No latency or budget is injected. Goal <= 30 s (the imitated
-   product documents 24-48 hours). Baseline (same run, same simulator, after the pipeline services
-   were stopped): the poller alone observing the same data into a fresh Kafka topic (in process,
-   same tenant settings) - the raw ceiling of "read ConnectWise into Kafka". A direct `COPY` of the
+   product documents 24-48 hours; the headline prints 24 h / the figure). Baseline (same run, same
+   simulator): the poller alone observing the same data into a fresh Kafka topic (in process, same
+   tenant settings), once before the pipeline starts and once after its services were stopped, the
+   faster of the two - the raw ceiling of "read ConnectWise into Kafka". A direct `COPY` of the
    same number of rows into `contracts` is printed as a second reference. The breakdown (start-up,
    observe, map, apply) comes from `sync.poll.completed`, the Kafka timestamps of this tenant's
-   messages on `psa.agreements.v1` / `contracts.records.v1`, and `contracts.created_at`.
+   messages on `psa.agreements.v1` / `contracts.records.v1`, and `contracts.created_at`; the CPU
+   seconds of every process (services, simulator, broker, PostgreSQL) come from /proc.
 2. **Freshness**: on the same running pipeline (auto-sync on for every client, the poller's
    ConnectWise callback registered), 50 agreements get a new `billAmount` through the simulator's
    control API, spaced 0.5 s apart; the latency of each is the time from the control call to the
    contract row showing the new amount (PostgreSQL polled every 10 ms). p50 and p95, goal p95 <= 5 s.
    Baseline (same run): the callback is deleted and 50 other agreements are changed at uniformly
    spread times over two auto-sync intervals - polling only, at the pipeline's `auto_sync_interval`.
+   The callback run is broken down (change -> poller event -> mapper record -> writer transaction)
+   from the Kafka timestamps and `contracts.updated_at`.
 
 Settings (env): `BENCH_PIPELINE_COMPANIES` (1000), `BENCH_PIPELINE_AGREEMENTS` (10 per company),
 `BENCH_PIPELINE_ADDITIONS` (3, mean), `BENCH_PIPELINE_AUTO_SYNC_INTERVAL` ("10s"),
-`BENCH_PIPELINE_CHANGES` (50). Service settings (`WRITER_*`, `MAPPER_*`, ...) pass through from the
-environment to the services. Needs Kafka and PostgreSQL (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`;
+`BENCH_PIPELINE_CHANGES` (50). The tenant uses LocalPipeline's tenants file (concurrency 8,
+requests_per_minute 60,000, overlap 2m) with poll_interval 5m. Service settings (`WRITER_*`,
+`MAPPER_*`, ...) pass through from the environment to the services; the defaults are used unless set. Needs Kafka and PostgreSQL (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`;
 defaults: the local stack). The tenant's rows, its mapper changelog topic and the baseline's topic
 are removed at the end.
 """
@@ -228,6 +235,7 @@ class Population:
     done: float
     timed_out: bool = False
     cpu_s: dict[str, float] = field(default_factory=dict)
+    baseline_s: float = float("inf")
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -246,6 +254,11 @@ def populate(p: LocalPipeline, dsn: str, timeout_s: float = 600.0) -> Population
     print(
         f"simulator: {counts['companies']:,} companies, {counts['agreements']:,} agreements, "
         f"{counts['additions']:,} additions -> {expected:,} contract records expected",
+        flush=True,
+    )
+    baseline_s, _ = asyncio.run(_poller_only(p, p.options.database_url))
+    print(
+        f"baseline (1 of 2, before the pipeline): poller alone into a fresh topic: {baseline_s:.2f} s",
         flush=True,
     )
     asyncio.run(_publish_auto_sync(p.options.kafka_bootstrap, p.topic(SYNC_COMMANDS), tenant, companies))
@@ -276,6 +289,7 @@ def populate(p: LocalPipeline, dsn: str, timeout_s: float = 600.0) -> Population
         done,
         timed_out=seen < expected,
         cpu_s=cpu,
+        baseline_s=baseline_s,
     )
 
 
@@ -749,14 +763,15 @@ def main() -> None:
         print(f"reference: COPY of {pop.expected:,} plain rows into contracts: {copy_s:.2f} s")
         poller_s, emitted = asyncio.run(_poller_only(p, database.url))
         print(
-            f"baseline: poller alone, same tenant into a fresh topic: {poller_s:.2f} s ({emitted:,} agreements)"
+            f"baseline (2 of 2, after): poller alone into a fresh topic: {poller_s:.2f} s ({emitted:,} agreements); "
+            f"baseline = the faster of the two, {min(poller_s, pop.baseline_s):.2f} s"
         )
         report(
             "pipeline.initial_population_seconds",
             pop.seconds,
             "s",
-            poller_s,
-            goal="(goal <= 30 s vs 24-48 h; baseline: poller-only observation of the same tenant into Kafka)",
+            min(poller_s, pop.baseline_s),
+            goal="(goal <= 30 s vs 24-48 h; baseline: poller-only observation of the same tenant into Kafka, best of 2)",
         )
     finally:
         p.stop()
