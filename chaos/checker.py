@@ -97,15 +97,32 @@ class CheckResult:
 # Reading ConnectWise (the simulator's API, with the tenant's credentials)
 
 
+RETRIED_STATUSES = frozenset({401, 403, 429, 500, 502, 503, 504})
+
+
+async def _get(client: httpx.AsyncClient, path: str, params: dict[str, Any], attempts: int = 60) -> Any:
+    """GET with retries on injected faults (the harness's reads are not what is under test)."""
+    for attempt in range(attempts):
+        try:
+            response = await client.get(path, params=params)
+        except httpx.TransportError:
+            await asyncio.sleep(0.5)
+            continue
+        if response.status_code in RETRIED_STATUSES and attempt < attempts - 1:
+            await asyncio.sleep(min(float(response.headers.get("retry-after", "0.5") or 0.5), 5.0))
+            continue
+        response.raise_for_status()
+        return response.json()
+    raise RuntimeError(f"GET {path} failed {attempts} times")
+
+
 async def _read_psa(client: httpx.AsyncClient, concurrency: int) -> PsaData:
     agreements: dict[int, dict[str, Any]] = {}
     page = 1
     while True:
-        response = await client.get(
-            "/finance/agreements", params={"pageSize": 1000, "page": page, "orderBy": "id asc"}
+        rows: list[dict[str, Any]] = await _get(
+            client, "/finance/agreements", {"pageSize": 1000, "page": page, "orderBy": "id asc"}
         )
-        response.raise_for_status()
-        rows: list[dict[str, Any]] = response.json()
         agreements.update({int(row["id"]): row for row in rows})
         if len(rows) < 1000:
             break
@@ -118,12 +135,11 @@ async def _read_psa(client: httpx.AsyncClient, concurrency: int) -> PsaData:
             found: list[dict[str, Any]] = []
             page = 1
             while True:
-                response = await client.get(
+                rows = await _get(
+                    client,
                     f"/finance/agreements/{agreement_id}/additions",
-                    params={"pageSize": 1000, "page": page, "orderBy": "id asc"},
+                    {"pageSize": 1000, "page": page, "orderBy": "id asc"},
                 )
-                response.raise_for_status()
-                rows = response.json()
                 found.extend(rows)
                 if len(rows) < 1000:
                     break
@@ -137,12 +153,13 @@ async def _read_psa(client: httpx.AsyncClient, concurrency: int) -> PsaData:
 def read_psa(
     api_base_url: str, auth: tuple[str, str], headers: Mapping[str, str], concurrency: int = 16
 ) -> PsaData:
-    """All agreements and additions visible to the tenant's API member (raises on any HTTP error)."""
+    """All agreements and additions visible to the tenant's API member (retries injected faults,
+    raises on any other HTTP error)."""
 
     async def run() -> PsaData:
         limits = httpx.Limits(max_connections=concurrency)
         async with httpx.AsyncClient(
-            base_url=api_base_url, auth=auth, headers=dict(headers), timeout=60, limits=limits
+            base_url=api_base_url, auth=auth, headers=dict(headers), timeout=10, limits=limits
         ) as client:
             return await _read_psa(client, concurrency)
 

@@ -61,8 +61,9 @@ from services.demo.pipeline import (
     SIM_PUBLIC_KEY,
     LocalPipeline,
     PipelineOptions,
+    tenants_toml,
 )
-from services.launcher.group import free_port
+from services.launcher.group import contract_sync_command, free_port, wait_until
 from services.stack import LocalStack
 from services.stack.local import Endpoints
 
@@ -275,6 +276,38 @@ class ChaosRun:
         return {"tenant_id": self.tenant, "client_id": client, "requested_by": "chaos@msp.example", **fields}
 
     # ------------------------------------------------------------------ services
+    def start_pipeline(self, pre_start: Callable[[ChaosRun], None] | None) -> None:
+        """`LocalPipeline.start`, with a hook between the simulator and the services."""
+        p = self.pipeline
+        o = p.options
+        p.group.start(
+            "cw-sim",
+            contract_sync_command(
+                "cw-sim",
+                "serve",
+                "--port",
+                str(p.sim_port),
+                "--seed",
+                str(o.seed),
+                "--companies",
+                str(o.companies),
+                "--agreements-per-company",
+                str(o.agreements_per_company),
+                "--additions-per-agreement",
+                str(o.additions_per_agreement),
+            ),
+        )
+        if not wait_until(lambda: bool(p.control.call("GET", "/health")["ok"]), timeout_s=60):
+            raise RuntimeError(f"simulator did not start:\n{p.group.members['cw-sim'].log_tail()}")
+        if pre_start is not None:
+            pre_start(self)
+        p.config_path.write_text(tenants_toml(o, p.sim_site))
+        for name in SERVICES:
+            p.start_service(name)
+        p.wait_ready(120)
+        if p.callbacks_port:
+            p.register_callback()
+
     def kill(self, name: str) -> None:
         """SIGKILL a service; it stays down until `restart(name)`."""
         with self.lock:
@@ -582,6 +615,9 @@ class Scenario:
     name: str
     schedule: FaultSchedule
     workload: Workload = field(default_factory=Workload)
+    pre_start: Callable[[ChaosRun], None] | None = None
+    """Runs once the simulator answers and before the services start (faults active from the
+    import's first request)."""
 
     def run(
         self,
@@ -603,8 +639,9 @@ class Scenario:
         description = "not started"
         threads: list[threading.Thread] = []
         try:
-            pipeline.start()
-            companies = [int(c["id"]) for c in pipeline.psa_companies()]
+            run.start_pipeline(self.pre_start)
+            initial = run.read_psa()
+            companies = sorted({int(a["company"]["id"]) for a in initial.agreements.values()})
             manual = [str(c) for c in companies[: w.manual_clients]]
             auto = [str(c) for c in companies[w.manual_clients :]]
             run.intent.auto_sync_clients = set(auto)
@@ -614,7 +651,6 @@ class Scenario:
                     for c in auto
                 ]
             )
-            initial = run.read_psa()
             if w.hostile_agreements:
                 run.notes.append(
                     f"{run.create_hostile_agreements([int(c) for c in auto])} hostile-named agreements"

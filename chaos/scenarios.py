@@ -73,11 +73,13 @@ def postgres_restart(outages: int = 2, down_s: float = 10.0) -> Scenario:
     return Scenario("postgres-restart", schedule)
 
 
-def connectwise_faults(period_s: float = 90.0) -> Scenario:
-    """20 % 5xx, ~10 % 429 with Retry-After (a request budget steered to that share), latency and
-    spikes, timeouts (hang then drop) for the whole window; one 401 period and one 403 period."""
+def connectwise_faults(period_s: float = 120.0, max_s: float = 300.0) -> Scenario:
+    """From the import's first request (set before the services start) for `period_s`: 20 % 5xx,
+    ~10 % 429 with Retry-After (a 1-second request budget steered to that share), latency and
+    spikes, timeouts (hang then drop); one 401 period and one 403 period inside it."""
+    began: dict[str, float] = {}
 
-    def schedule(run: ChaosRun, stop: threading.Event) -> str:
+    def pre_start(run: ChaosRun) -> None:
         control = run.pipeline.control
         control.call("DELETE", "/stats")
         control.call(
@@ -92,20 +94,31 @@ def connectwise_faults(period_s: float = 90.0) -> Scenario:
                 "timeout_hang_s": 5,
             },
         )
+        control.call("POST", "/budget", {"requests_per_minute": 40, "window_s": 1})
+        began["t"] = time.monotonic()
+
+    def schedule(run: ChaosRun, stop: threading.Event) -> str:
+        control = run.pipeline.control
+        start = began.get("t", time.monotonic())
         budget = 40
-        control.call("POST", "/budget", {"requests_per_minute": budget, "window_s": 1})
-        began = time.monotonic()
-        forced: list[str] = []
-        while time.monotonic() - began < period_s and not stop.is_set():
+        forced: dict[str, float] = {}
+        ok_after_401: int | None = None
+        # 401 after 20 s; 403 once the poller works again after its 401 pause (it pauses >= 1 min)
+        while not stop.is_set():
             stop.wait(3)
-            elapsed = time.monotonic() - began
-            if elapsed > 15 and "401" not in forced:
-                control.call("POST", "/faults", {"force_401_s": 8})
-                forced.append("401")
-            if elapsed > 55 and "403" not in forced:
-                control.call("POST", "/faults", {"force_403_s": 8})
-                forced.append("403")
+            elapsed = time.monotonic() - start
             stats = control.call("GET", "/stats")
+            ok = int(stats.get("by_status", {}).get("200", 0))
+            if elapsed > 20 and "401" not in forced:
+                control.call("POST", "/faults", {"force_401_s": 8})
+                forced["401"] = elapsed
+            elif "401" in forced and ok_after_401 is None and elapsed > forced["401"] + 10:
+                ok_after_401 = ok
+            elif ok_after_401 is not None and "403" not in forced and ok > ok_after_401 + 20:
+                control.call("POST", "/faults", {"force_403_s": 8})
+                forced["403"] = elapsed
+            if elapsed > max_s or (elapsed > period_s and "403" in forced and elapsed > forced["403"] + 15):
+                break
             share = stats["throttled"] / max(1, stats["requests"])
             budget = max(5, int(budget * (1.15 if share > 0.12 else 0.87 if share < 0.08 else 1.0)))
             control.call("POST", "/budget", {"requests_per_minute": budget, "window_s": 1})
@@ -119,12 +132,12 @@ def connectwise_faults(period_s: float = 90.0) -> Scenario:
             return f"{100 * sum(int(by_status.get(c, 0)) for c in codes) / requests:.0f}%"
 
         return (
-            f"{requests} CW requests: 5xx {pct('500', '502', '503', '504')}, 429 {pct('429')}, "
-            f"timeouts {by_status.get('0', 0)}, 401 {by_status.get('401', 0)}, 403 {by_status.get('403', 0)}, "
-            f"spikes 5%x1.5 s"
+            f"{requests} ConnectWise requests in {time.monotonic() - start:.0f} s from the first: 5xx {pct('500', '502', '503', '504')}, "
+            f"429 {pct('429')}, timeouts {by_status.get('0', 0)}, 401 {by_status.get('401', 0)}, "
+            f"403 {by_status.get('403', 0)}, 5 % spikes of 1.5 s"
         )
 
-    return Scenario("connectwise-faults", schedule, Workload(settle_deadline_s=480.0))
+    return Scenario("connectwise-faults", schedule, Workload(settle_deadline_s=480.0), pre_start=pre_start)
 
 
 def mapper_rebalance(rounds: int = 2) -> Scenario:
