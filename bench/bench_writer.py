@@ -245,6 +245,8 @@ async def _bench() -> None:
         version = datetime(2026, 1, 1, tzinfo=UTC)
         writer_rates: list[float] = []
         ceiling_rates: list[float] = []
+        writer_cpu: list[float] = []
+        ceiling_cpu: list[float] = []
         for r in range(rounds):
             started = time.perf_counter()
             tenant = tenants[f"writer{r}"]
@@ -257,18 +259,30 @@ async def _bench() -> None:
                 f"in {time.perf_counter() - started:.1f} s"
             )
             round_topics = {**topics, "records": topics[f"records{r}"]}
+            cpu = time.process_time()
             writer_rates.append(await _run_writer(kafka, url, round_topics, n))
-            print(f"  writer (batched, validated, idempotent upsert): {writer_rates[-1]:,.0f} records/s")
+            writer_cpu.append((time.process_time() - cpu) / n * 1e6)
+            print(
+                f"  writer (batched, validated, idempotent upsert): {writer_rates[-1]:,.0f} records/s, "
+                f"{writer_cpu[-1]:.1f} CPU us/record (this process)"
+            )
+            cpu = time.process_time()
             ceiling_rates.append(
                 await _run_ceiling(kafka, dsn, topics[f"records{r}"], tenants[f"ceiling{r}"], n)
             )
+            ceiling_cpu.append((time.process_time() - cpu) / n * 1e6)
             print(
-                f"  ceiling (aiokafka consume + orjson + COPY into contracts): {ceiling_rates[-1]:,.0f} records/s"
+                f"  ceiling (aiokafka consume + orjson + COPY into contracts): {ceiling_rates[-1]:,.0f} records/s, "
+                f"{ceiling_cpu[-1]:.1f} CPU us/record"
             )
         naive_rate = await _run_naive(kafka, dsn, topics["records0"], tenants["naive"], min(NAIVE_RECORDS, n))
         print(f"naive (one row per transaction): {naive_rate:,.0f} records/s")
         writer_rate, ceiling_rate = max(writer_rates), max(ceiling_rates)
         print(f"best of {rounds}: writer {writer_rate:,.0f} records/s, ceiling {ceiling_rate:,.0f} records/s")
+        print(
+            f"least CPU per record (process CPU time, includes client start/stop): writer {min(writer_cpu):.1f} us, "
+            f"ceiling {min(ceiling_cpu):.1f} us; CPU ratio ceiling / writer = {min(ceiling_cpu) / min(writer_cpu):.2f}"
+        )
         print(f"writer / ceiling = {writer_rate / ceiling_rate:.2f} (goal >= 0.40); writer >= 20,000/s: "
               f"{'yes' if writer_rate >= 20_000 else 'NO'}; writer / naive = {writer_rate / naive_rate:.1f}x")  # fmt: skip
         report(

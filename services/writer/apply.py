@@ -23,8 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 from uuid import UUID
+
+import orjson
 
 from schemas.ownership import LOCAL, PSA_OWNED, PSA_OWNED_COLUMNS, PSA_SEEDED, field_class, split_edit
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
@@ -131,6 +133,44 @@ def contract_row(event: ContractRecordMapped) -> ContractRow:
     )
 
 
+MAPPED_TYPE = "contract.record.mapped"
+
+
+class StagedRecord(NamedTuple):
+    """A validated `contract.record.mapped`, reduced to what the writer stores and counts (one
+    tuple per record instead of five pydantic models; built by `services.writer.fast_parse` or,
+    for a record pydantic validated, by `staged_from_event`).
+
+    `values` are the stage columns in `STAGE_COLUMNS` order (`explanation` as JSON text, the event
+    id last)."""
+
+    id: UUID
+    correlationid: str | None
+    tenant_id: str
+    client_id: str
+    contract_key: str
+    psa_last_updated: datetime
+    values: tuple[Any, ...]
+
+    @property
+    def type(self) -> str:
+        return MAPPED_TYPE
+
+
+def staged_from_event(event: ContractRecordMapped) -> StagedRecord:
+    """The staged form of a record validated by pydantic."""
+    data = event.data
+    return StagedRecord(
+        event.id,
+        event.correlationid,
+        data.tenant_id,
+        data.client_id,
+        data.contract_key,
+        data.source.psa_last_updated,
+        stage_values(event, orjson.dumps(data.explanation).decode()),
+    )
+
+
 def stage_values(event: ContractRecordMapped, explanation_json: str) -> tuple[Any, ...]:
     """The record's values in `STAGE_COLUMNS` order (the event id last), without building a row object."""
     data = event.data
@@ -230,15 +270,15 @@ class RetireRow:
 
 @dataclass(frozen=True)
 class ReducedRecords:
-    upserts: list[tuple[int, ContractRecordMapped]]
+    upserts: list[tuple[int, StagedRecord]]
     """Per contract key the record to apply, with its position in the batch."""
     retires: list[RetireRow]
-    superseded: list[ContractRecordMapped]
+    superseded: list[StagedRecord]
     """Records of the batch that lost to a newer record of the same contract (counted unchanged)."""
 
 
 def reduce_records(
-    events: Sequence[tuple[int, ContractRecordMapped | ContractRecordRetired]],
+    events: Sequence[tuple[int, StagedRecord | ContractRecordRetired]],
 ) -> ReducedRecords:
     """Reduce a batch's records (position, event; in offset order) to at most one upsert and one
     retire per contract.
@@ -249,21 +289,18 @@ def reduce_records(
     older versions change nothing. A retire is kept only when it comes after the key's last mapped
     record, so a contract that re-appears later in the same batch is not left retired.
     """
-    best: dict[str, tuple[int, ContractRecordMapped]] = {}
+    best: dict[str, tuple[int, StagedRecord]] = {}
     last_mapped: dict[str, int] = {}
     retires: dict[str, tuple[RetireRow, int]] = {}
-    superseded: list[ContractRecordMapped] = []
+    superseded: list[StagedRecord] = []
     for position, event in events:
-        if isinstance(event, ContractRecordMapped):
-            key = event.data.contract_key
+        if isinstance(event, StagedRecord):
+            key = event.contract_key
             last_mapped[key] = position
             held = best.get(key)
             if held is None:
                 best[key] = (position, event)
-            elif (event.data.source.psa_last_updated, position) >= (
-                held[1].data.source.psa_last_updated,
-                held[0],
-            ):
+            elif (event.psa_last_updated, position) >= (held[1].psa_last_updated, held[0]):
                 superseded.append(held[1])
                 best[key] = (position, event)
             else:

@@ -44,6 +44,7 @@ from services.writer.handlers import (
     Incoming,
     OutboxMessage,
     OutboxTopics,
+    client_of,
     plan_batch,
 )
 from services.writer.settings import WriterSettings
@@ -191,14 +192,13 @@ class Writer:
                         "database refused an event",
                         extra={"event_id": str(applicable.event.id), "error": str(error)[:500]},
                     )
-                    data: Any = applicable.event.data
                     rejected.append((applicable.event.id, "db_rejected", str(error)[:2000]))
                     letters.append(
                         DeadLetter(
                             applicable.message,
                             "db_rejected",
                             str(error)[:2000],
-                            (data.tenant_id, data.client_id),
+                            client_of(applicable.event),
                             str(applicable.event.id),
                         )
                     )

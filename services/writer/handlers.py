@@ -47,7 +47,8 @@ from services.common.kafka import (
     describe_error,
     recover_client,
 )
-from services.writer.apply import EditDecision, key_matches_tenant
+from services.writer.apply import EditDecision, StagedRecord, key_matches_tenant, staged_from_event
+from services.writer.fast_parse import parse_mapped
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,20 @@ class DeadLetter:
 
 
 class Applicable(NamedTuple):
-    """A parsed event the writer applies, with where it came from."""
+    """A parsed event the writer applies, with where it came from. Mapped contract records are
+    carried as `StagedRecord` (validated, reduced to their stage row), every other type as its
+    pydantic model."""
 
-    event: CloudEvent
+    event: CloudEvent | StagedRecord
     message: Incoming
+
+
+def client_of(event: CloudEvent | StagedRecord) -> ClientKey:
+    """The (tenant, client) an applicable event is about."""
+    if isinstance(event, StagedRecord):
+        return (event.tenant_id, event.client_id)
+    data: Any = event.data
+    return (data.tenant_id, data.client_id)
 
 
 @dataclass
@@ -138,7 +149,13 @@ def plan_batch(
     kinds = topic_kinds or {}
     for message in messages:
         kind = kinds.get(message.topic, message.topic)
-        parsed = parse_message(message, kind)
+        parsed: CloudEvent | StagedRecord | DeadLetter | None = None
+        if kind == CONTRACT_RECORDS and message.value is not None:
+            parsed = parse_mapped(message.value)  # the canonical bulk: no pydantic models
+        if parsed is None:
+            parsed = parse_message(message, kind)
+            if isinstance(parsed, ContractRecordMapped):
+                parsed = staged_from_event(parsed)
         if isinstance(parsed, DeadLetter):
             if kind in DEADLETTERED_HERE:
                 plan.dead_letters.append(parsed)
@@ -154,20 +171,21 @@ def plan_batch(
                     },
                 )
             continue
-        if not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
+        if isinstance(parsed, StagedRecord):
+            if not key_matches_tenant(parsed.contract_key, parsed.tenant_id):
+                plan.dead_letters.append(
+                    _cross_tenant(message, parsed.contract_key, parsed.tenant_id, parsed.client_id, parsed.id)
+                )
+                continue
+        elif not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
             plan.ignored += 1  # select/refresh commands belong to the poller and the mapper
             continue
-        if isinstance(parsed, ContractRecordMapped | ContractRecordRetired) and not key_matches_tenant(
+        elif isinstance(parsed, ContractRecordRetired) and not key_matches_tenant(
             parsed.data.contract_key, parsed.data.tenant_id
         ):
+            data = parsed.data
             plan.dead_letters.append(
-                DeadLetter(
-                    message,
-                    "cross_tenant",
-                    f"contract_key {parsed.data.contract_key} does not belong to tenant {parsed.data.tenant_id}",
-                    (parsed.data.tenant_id, parsed.data.client_id),
-                    str(parsed.id),
-                )
+                _cross_tenant(message, data.contract_key, data.tenant_id, data.client_id, parsed.id)
             )
             continue
         if parsed.id in seen:
@@ -176,6 +194,16 @@ def plan_batch(
         seen.add(parsed.id)
         plan.events.append(Applicable(parsed, message))
     return plan
+
+
+def _cross_tenant(message: Incoming, key: str, tenant_id: str, client_id: str, event_id: UUID) -> DeadLetter:
+    return DeadLetter(
+        message,
+        "cross_tenant",
+        f"contract_key {key} does not belong to tenant {tenant_id}",
+        (tenant_id, client_id),
+        str(event_id),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,9 +370,8 @@ def dead_letters_of(plan: BatchPlan, result: BatchResult) -> list[DeadLetter]:
         applicable = by_id.get(event_id)
         if applicable is None:
             continue
-        data: Any = applicable.event.data
         letters.append(
-            DeadLetter(applicable.message, reason, error, (data.tenant_id, data.client_id), str(event_id))
+            DeadLetter(applicable.message, reason, error, client_of(applicable.event), str(event_id))
         )
     return letters
 

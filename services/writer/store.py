@@ -63,7 +63,7 @@ from sqlalchemy.engine import make_url
 from schemas.commands import EditCommand, SetAutoSyncCommand
 from schemas.ownership import PSA_OWNED_COLUMNS, PSA_SEEDED
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
-from schemas.records import ContractRecordMapped, ContractRecordRetired
+from schemas.records import ContractRecordRetired
 from services.common.db import make_engine, sqlalchemy_url
 from services.common.db.tables import SYNC_PATH_SETTING, contracts
 from services.writer.apply import (
@@ -72,13 +72,13 @@ from services.writer.apply import (
     SOURCE_COLUMNS,
     STAGE_COLUMNS,
     SYNC_COMPARED_COLUMNS,
+    StagedRecord,
     StoredContract,
     catalog_removal,
     count_states,
     decide_edit,
     reduce_catalog,
     reduce_records,
-    stage_values,
 )
 from services.writer.handlers import (
     Applicable,
@@ -88,6 +88,7 @@ from services.writer.handlers import (
     EditOutcome,
     OutboxMessage,
     OutboxTopics,
+    client_of,
     counts_for,
     dead_letters_of,
     events_for,
@@ -661,11 +662,9 @@ class _BatchApplier:
         now: datetime = now_row[0]
         # Mapped records (the bulk) are staged with COPY and their ids recorded from the stage;
         # every other event's id is recorded from arrays.
-        mapped = [(pos, a) for pos, a in enumerate(plan.events) if isinstance(a.event, ContractRecordMapped)]
+        mapped = [(pos, a) for pos, a in enumerate(plan.events) if isinstance(a.event, StagedRecord)]
         fresh_positions = await self._stage_records(cur, mapped) if mapped else set()
-        others = [
-            (pos, a) for pos, a in enumerate(plan.events) if not isinstance(a.event, ContractRecordMapped)
-        ]
+        others = [(pos, a) for pos, a in enumerate(plan.events) if not isinstance(a.event, StagedRecord)]
         fresh_ids = await self._record_ids(cur, [a for _, a in others]) if others else set()
         fresh_positions.update(pos for pos, a in others if a.event.id in fresh_ids)
         positioned = [(pos, plan.events[pos].event) for pos in sorted(fresh_positions)]
@@ -675,9 +674,7 @@ class _BatchApplier:
         touched: set[ClientKey] = set()
         synced_clients: set[ClientKey] = set()
 
-        records = [
-            (pos, e) for pos, e in positioned if isinstance(e, ContractRecordMapped | ContractRecordRetired)
-        ]
+        records = [(pos, e) for pos, e in positioned if isinstance(e, StagedRecord | ContractRecordRetired)]
         if records:
             await self._apply_records(cur, records, result, touched, synced_clients)
 
@@ -754,17 +751,10 @@ class _BatchApplier:
         await cur.execute(STAGE_DDL)
         async with cur.copy(STAGE_COPY) as copy:
             copy.set_types(STAGE_COPY_TYPES)
-            for pos, applicable in mapped:
-                event = cast(ContractRecordMapped, applicable.event)
-                message = applicable.message
-                await copy.write_row(
-                    (
-                        pos,
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        *stage_values(event, orjson.dumps(event.data.explanation).decode()),
-                    )
+            write_row = copy.write_row
+            for pos, (event, message) in mapped:
+                await write_row(
+                    (pos, message.topic, message.partition, message.offset, *cast(StagedRecord, event).values)
                 )
         # Usual case: nothing was applied before, and one INSERT records every id. Otherwise undo
         # that INSERT, drop the already-applied records from the stage and record the rest.
@@ -791,7 +781,7 @@ class _BatchApplier:
     async def _apply_records(
         self,
         cur: psycopg.AsyncCursor[Any],
-        records: list[tuple[int, ContractRecordMapped | ContractRecordRetired]],
+        records: list[tuple[int, StagedRecord | ContractRecordRetired]],
         result: BatchResult,
         touched: set[ClientKey],
         synced_clients: set[ClientKey],
@@ -799,7 +789,7 @@ class _BatchApplier:
         """Merge the fresh staged records (one statement) and retire; count outcomes per client."""
         reduced = reduce_records(records)
         for _, event in records:
-            synced_clients.add((event.data.tenant_id, event.data.client_id))
+            synced_clients.add(client_of(event))
         touched.update(synced_clients)
         outcomes: dict[str, bool] = {}
         if reduced.upserts:
@@ -807,18 +797,25 @@ class _BatchApplier:
             await cur.execute(MERGE_SQL if reduced.superseded else MERGE_UNIQUE_SQL)
             for key, inserted in await cur.fetchall():
                 outcomes[key] = bool(inserted)
+        # count per (tenant, client, correlation) first, then fold into the result (one dict
+        # operation per record instead of a lookup of the counts object)
+        tally: dict[tuple[str, str, str | None, int], int] = {}
         for _, record in reduced.upserts:
-            data = record.data
-            counts = counts_for(result, data.tenant_id, data.client_id, record.correlationid)
-            if data.contract_key not in outcomes:
-                counts.unchanged += 1
-            elif outcomes[data.contract_key]:
-                counts.created += 1
-            else:
-                counts.updated += 1
+            inserted = outcomes.get(record.contract_key)
+            outcome = 0 if inserted is None else (1 if inserted else 2)
+            group = (record.tenant_id, record.client_id, record.correlationid, outcome)
+            tally[group] = tally.get(group, 0) + 1
         for superseded in reduced.superseded:
-            data = superseded.data
-            counts_for(result, data.tenant_id, data.client_id, superseded.correlationid).unchanged += 1
+            group = (superseded.tenant_id, superseded.client_id, superseded.correlationid, 0)
+            tally[group] = tally.get(group, 0) + 1
+        for (tenant_id, client_id, correlation, outcome), n in tally.items():
+            counts = counts_for(result, tenant_id, client_id, correlation)
+            if outcome == 0:
+                counts.unchanged += n
+            elif outcome == 1:
+                counts.created += n
+            else:
+                counts.updated += n
         if reduced.retires:
             await cur.execute(
                 _RETIRE,

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from writer_factories import (
@@ -34,6 +35,7 @@ from schemas.topics import (
 from services.common.db import MIGRATIONS_DIR
 from services.writer.apply import (
     STAGE_COLUMNS,
+    StagedRecord,
     StoredContract,
     catalog_rows,
     catalog_state,
@@ -44,6 +46,7 @@ from services.writer.apply import (
     reduce_catalog,
     reduce_records,
     stage_values,
+    staged_from_event,
 )
 from services.writer.consumer import next_offsets
 from services.writer.handlers import (
@@ -161,27 +164,31 @@ class TestMergeContract:
         assert values["removed_in_psa_at"] is None
 
 
+def staged(tenant: str, **record: Any) -> StagedRecord:
+    return staged_from_event(make_record(tenant, **record))
+
+
 class TestReduceRecords:
     def test_keeps_the_newest_version_per_contract_and_counts_the_rest_superseded(self) -> None:
-        a1 = make_record(TENANT, agreement_id=1, version=at(2))
-        a1_old = make_record(TENANT, agreement_id=1, version=at(1))
-        b = make_record(TENANT, agreement_id=2)
+        a1 = staged(TENANT, agreement_id=1, version=at(2))
+        a1_old = staged(TENANT, agreement_id=1, version=at(1))
+        b = staged(TENANT, agreement_id=2)
         reduced = reduce_records([(0, a1), (1, a1_old), (2, b)])
         assert {e.id for _, e in reduced.upserts} == {a1.id, b.id}
         assert [e.id for e in reduced.superseded] == [a1_old.id]
 
     def test_on_equal_versions_the_later_record_wins(self) -> None:
-        first = make_record(TENANT, status="active")
-        second = make_record(TENANT, status="expired")
+        first = staged(TENANT, status="active")
+        second = staged(TENANT, status="expired")
         reduced = reduce_records([(0, first), (1, second)])
         assert [e.id for _, e in reduced.upserts] == [second.id]
 
     def test_a_retire_after_the_last_mapped_record_is_kept(self) -> None:
-        reduced = reduce_records([(0, make_record(TENANT)), (1, make_retired(TENANT))])
+        reduced = reduce_records([(0, staged(TENANT)), (1, make_retired(TENANT))])
         assert [r.contract_key for r in reduced.retires] == [f"cw:{TENANT}:agreement:1"]
 
     def test_a_retire_followed_by_a_mapped_record_of_the_same_contract_is_dropped(self) -> None:
-        reduced = reduce_records([(0, make_retired(TENANT)), (1, make_record(TENANT, version=at(3)))])
+        reduced = reduce_records([(0, make_retired(TENANT)), (1, staged(TENANT, version=at(3)))])
         assert reduced.retires == []
         assert len(reduced.upserts) == 1
 
