@@ -48,25 +48,12 @@ SERVICE = "mapper"
 STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
 _HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
-
-
-class RawSchema(faust.Schema[bytes, bytes]):
-    """Raw bytes in, no codec: the event's key and value are the message's own bytes.
-
-    faust's Schema decodes every message through its codec registry even for `raw`; the agent
-    only reads `event.message`, so this skips that per-message work (same key/value, no copies).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-    def compile(self, app: Any, **_: Any) -> Any:
-        create_event = app.create_event
-
-        async def decode(message: Any, *, propagate: bool = False) -> Any:
-            return create_event(message.key, message.value, message.headers, message)
-
-        return decode
+_RAW: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -265,9 +252,7 @@ class MapperApp:
             help="Per-client mapper state: snapshots, linked items, auto-sync flag",
         )
         self.store = StateStore(self.table)
-        self.inputs = self.app.topic(
-            settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS), schema=RawSchema()
-        )
+        self.inputs = self.app.topic(settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS), **_RAW)
         self.app.agent(self.inputs, name="mapper")(self._agent)
         health = HealthServer(
             SERVICE,
