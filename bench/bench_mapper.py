@@ -362,7 +362,7 @@ async def _run(n: int, profile: str = "") -> None:
         try:
             cpu_start = await _cpu_when_ready(worker, port)
             # only cheap offset polls while it runs: reading 6N records now would steal its CPU
-            await _wait_committed(bootstrap, app_id, f"{prefix}{PSA_AGREEMENTS}", n, 900)
+            await _wait_committed(bootstrap, app_id, f"{prefix}{PSA_AGREEMENTS}", n, max(180, n / 50))
             mapper_cpu = _cpu_seconds(worker.pid) - cpu_start
         finally:
             await asyncio.to_thread(_stop, worker)
