@@ -41,7 +41,6 @@ are removed at the end.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import random
 import statistics
@@ -64,8 +63,8 @@ from sqlalchemy import text
 
 from bench.report import report
 from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
-from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
-from services.common.kafka import CONTENT_TYPE_HEADER, ensure_topics, new_producer
+from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS
+from services.common.kafka import CONTENT_TYPE_HEADER, new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.demo.pipeline import (
     SIM_CLIENT_ID,
@@ -148,33 +147,6 @@ async def _key_span(bootstrap: str, topic: str, key_prefix: bytes) -> Span:
     finally:
         await consumer.stop()
     return span
-
-
-async def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60.0) -> None:
-    """Wait until every topic has all its partitions with a leader in the broker's metadata: a
-    faust worker that starts earlier ignores a missing topic until the next rebalance."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            cluster = await consumer._client.fetch_all_metadata()
-            missing = [
-                name
-                for name in names
-                if not cluster.partitions_for_topic(name)
-                or any(
-                    cluster.leader_for_partition(TopicPartition(name, p)) in (None, -1)
-                    for p in cluster.partitions_for_topic(name) or ()
-                )
-            ]
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topics not ready: {missing}")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
 
 
 def _proc_cpu(pid: int | str) -> float | None:
@@ -679,23 +651,7 @@ def _cleanup(p: LocalPipeline, dsn: str) -> None:
             conn.execute(f"DELETE FROM {table} WHERE tenant_id = %s", (tenant,))
         conn.commit()
 
-    async def topics() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=p.options.kafka_bootstrap)
-        await admin.start()
-        try:
-            app_id = p.env.get("MAPPER_APP_ID", "")
-            prefix = p.options.topic_prefix
-            names = [
-                t
-                for t in await admin.list_topics()
-                if (app_id and t.startswith(f"{app_id}-")) or (prefix and t.startswith(prefix))
-            ]
-            if names:
-                await admin.delete_topics(names)
-        finally:
-            await admin.close()
-
-    asyncio.run(topics())
+    p.delete_topics()
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -710,9 +666,6 @@ def main() -> None:
     run = uuid.uuid4().hex[:8]
     tenant = f"bp-{run}"
     topic_prefix = f"bench-{run}."
-    specs = [dataclasses.replace(spec, name=f"{topic_prefix}{spec.name}") for spec in TOPICS]
-    asyncio.run(ensure_topics(kafka, specs))
-    asyncio.run(_wait_for_topics(kafka.bootstrap_servers, [spec.name for spec in specs]))
     work_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     tuned = {k: v for k, v in os.environ.items() if k.startswith(("WRITER_", "MAPPER_", "POLLER_"))}
     options = PipelineOptions(
@@ -736,6 +689,7 @@ def main() -> None:
         flush=True,
     )
     p = LocalPipeline(options)
+    p.create_topics()
     try:
         pop = populate(p, dsn)
         if pop.timed_out:

@@ -8,14 +8,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
@@ -201,3 +202,47 @@ async def ensure_topics(
 
 def topic_names(specs: Iterable[TopicSpec] = TOPICS) -> list[str]:
     return [spec.name for spec in specs]
+
+
+async def wait_for_leaders(settings: KafkaSettings, names: Sequence[str], timeout_s: float = 60.0) -> None:
+    """Return once every topic in `names` has all its partitions led in the broker's metadata.
+
+    A faust worker that starts before its topic is visible ignores it until the next rebalance,
+    so callers that just created topics wait here first. Raises `TimeoutError` with the topics
+    still missing after `timeout_s`.
+    """
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **settings.client_kwargs())
+    await consumer.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            cluster = await consumer._client.fetch_all_metadata()
+            missing = [
+                name
+                for name in names
+                if not cluster.partitions_for_topic(name)
+                or any(
+                    cluster.leader_for_partition(TopicPartition(name, p)) in (None, -1)
+                    for p in cluster.partitions_for_topic(name) or ()
+                )
+            ]
+            if not missing:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics not ready after {timeout_s:.0f} s: {missing}")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def delete_matching(settings: KafkaSettings, matches: Callable[[str], bool]) -> list[str]:
+    """Delete every topic whose name `matches`; returns the names deleted (best effort, idempotent)."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if matches(name)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()

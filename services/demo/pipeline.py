@@ -9,6 +9,7 @@ simulator is driven through its control API. `stop()` leaves no process of the p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,9 +25,24 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from schemas.envelope import CloudEvent
-from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
+from schemas.topics import (
+    CONTRACT_RECORDS,
+    DEADLETTER,
+    PSA_AGREEMENTS,
+    SYNC_COMMANDS,
+    SYNC_EVENTS,
+    TOPICS,
+    parse,
+)
 from services.common.db.tables import client_sync_settings, contracts
-from services.common.kafka import new_consumer, new_producer, publish
+from services.common.kafka import (
+    delete_matching,
+    ensure_topics,
+    new_consumer,
+    new_producer,
+    publish,
+    wait_for_leaders,
+)
 from services.common.settings import KafkaSettings
 from services.cwsim.client import SimControl
 from services.launcher.group import ProcessGroup, ServiceProcess, contract_sync_command, free_port, wait_until
@@ -138,6 +154,39 @@ class LocalPipeline:
         self.config_path = options.work_dir / "tenants.toml"
         self._engine: sa.Engine | None = None
         self._positioned_groups: set[str] = set()
+
+    # ---------------------------------------------------------------- own topics (topic_prefix)
+    def create_topics(self) -> list[str]:
+        """Create the registry's topics under this pipeline's `topic_prefix` and wait until every
+        partition has a leader; returns their names. Call before `start()`."""
+        if not self.options.topic_prefix:
+            raise ValueError("create_topics() needs a topic_prefix")
+        specs = [dataclasses.replace(spec, name=self.topic(spec.name)) for spec in TOPICS]
+        settings = KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap)
+
+        async def create() -> None:
+            await ensure_topics(settings, specs)
+            await wait_for_leaders(settings, [spec.name for spec in specs])
+
+        asyncio.run(create())
+        return [spec.name for spec in specs]
+
+    def delete_topics(self) -> list[str]:
+        """Delete this pipeline's own topics and its mapper's changelog topics (best effort).
+
+        Only names under `topic_prefix`, or starting with this pipeline's own `MAPPER_APP_ID`
+        (`unique_groups`), are touched: never another pipeline's topics."""
+        prefix = self.options.topic_prefix
+        app_id = self.env.get("MAPPER_APP_ID", "") if self.options.unique_groups else ""
+
+        def ours(name: str) -> bool:
+            return bool(prefix and name.startswith(prefix)) or bool(app_id and name.startswith(f"{app_id}-"))
+
+        settings = KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap)
+        try:
+            return asyncio.run(delete_matching(settings, ours))
+        except Exception:
+            return []
 
     # ---------------------------------------------------------------- lifecycle
     def start(self, timeout_s: float = 120.0) -> None:

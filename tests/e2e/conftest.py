@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from e2e_support import E2E, KafkaTail, TailRecord
 
-from schemas.topics import DEADLETTER, SYNC_EVENTS, TOPICS
+from schemas.topics import DEADLETTER, SYNC_EVENTS
 from services.demo.pipeline import LocalPipeline, PipelineOptions
 
 
@@ -28,58 +25,6 @@ def _process_group_gone(pgid: int) -> bool:
     return False
 
 
-def _cleanup_kafka(bootstrap: str, tenant: str) -> None:
-    """Delete the topics this tenant's pipeline created (the mapper's changelog). Its consumer groups
-    stay until the broker expires their offsets (aiokafka's admin cannot delete groups)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    async def run() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            topics = [t for t in await admin.list_topics() if tenant in t]
-            if topics:
-                with contextlib.suppress(Exception):
-                    await admin.delete_topics(topics)
-        finally:
-            await admin.close()
-
-    with contextlib.suppress(Exception):
-        asyncio.run(run())
-
-
-def _wait_for_topics(bootstrap: str, names: list[str], timeout_s: float = 60.0) -> None:
-    """Until every topic has all its partitions led in the broker's metadata: a faust worker that
-    starts before its topic is visible ignores it until the next rebalance."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def run() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                cluster = await consumer._client.fetch_all_metadata()
-                missing = [
-                    name
-                    for name in names
-                    if not cluster.partitions_for_topic(name)
-                    or any(
-                        cluster.leader_for_partition(TopicPartition(name, p)) in (None, -1)
-                        for p in cluster.partitions_for_topic(name) or ()
-                    )
-                ]
-                if not missing:
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"topics not ready after {timeout_s:.0f} s: {missing}")
-                await asyncio.sleep(0.2)
-        finally:
-            await consumer.stop()
-
-    asyncio.run(run())
-
-
 @pytest.fixture(scope="session")
 def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     """The session's pipeline on topics of its own (`{tenant}.psa.agreements.v1`, ...: the registry's
@@ -87,27 +32,13 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
     read, so on the shared v1 topics a concurrent run (another suite, the demo) would also handle
     this session's commands and emit a second outcome event for each; and a new consumer group
     would first replay the topics' whole history."""
-    import dataclasses
-
-    from services.common.kafka import ensure_topics
-    from services.common.settings import KafkaSettings
-
     tenant = f"e2e-{secrets.token_hex(4)}"
     topic_prefix = f"{tenant}."
-    asyncio.run(
-        ensure_topics(
-            KafkaSettings(bootstrap_servers=kafka_bootstrap),
-            [dataclasses.replace(spec, name=f"{topic_prefix}{spec.name}") for spec in TOPICS],
-        )
-    )
-    _wait_for_topics(kafka_bootstrap, [f"{topic_prefix}{spec.name}" for spec in TOPICS])
     key_prefix = f"{tenant}:".encode()
 
     def ours(record: TailRecord) -> bool:
         return (record.key or b"").startswith(key_prefix) or tenant.encode() in record.value
 
-    events_tail = KafkaTail(kafka_bootstrap, f"{topic_prefix}{SYNC_EVENTS}", ours)
-    deadletter_tail = KafkaTail(kafka_bootstrap, f"{topic_prefix}{DEADLETTER}", ours)
     pipeline = LocalPipeline(
         PipelineOptions(
             tenant_id=tenant,
@@ -125,6 +56,9 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
             topic_prefix=topic_prefix,
         )
     )
+    pipeline.create_topics()
+    events_tail = KafkaTail(kafka_bootstrap, f"{topic_prefix}{SYNC_EVENTS}", ours)
+    deadletter_tail = KafkaTail(kafka_bootstrap, f"{topic_prefix}{DEADLETTER}", ours)
     harness = E2E(pipeline, events_tail, deadletter_tail)
     try:
         pipeline.start()
@@ -134,7 +68,7 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
         pipeline.stop()
         events_tail.close()
         deadletter_tail.close()
-        _cleanup_kafka(kafka_bootstrap, tenant)
+        pipeline.delete_topics()
         engine = sa.create_engine(database_url)
         with engine.begin() as connection:
             for table in ("poller_snapshots", "poller_cursors"):
