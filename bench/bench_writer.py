@@ -36,6 +36,7 @@ from services.common.db import migrate
 from services.common.kafka import new_consumer, new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.writer.consumer import Writer
+from services.writer.service import ASSIGNORS
 from services.writer.settings import WriterSettings
 from services.writer.store import AsyncPostgresStore
 
@@ -88,7 +89,7 @@ async def _run_writer(kafka: KafkaSettings, url: str, topics: dict[str, str], ex
     )
     consumer = new_consumer(
         kafka, topics["records"], topics["psa"], topics["commands"], group_id=settings.group_id,
-        max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
+        max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024, partition_assignment_strategy=ASSIGNORS,
     )  # fmt: skip
     producer = new_producer(kafka)
     store = AsyncPostgresStore(url)

@@ -84,7 +84,7 @@ def incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
         offset=record.offset,
         key=record.key,
         value=record.value,
-        headers=tuple((k, bytes(v)) for k, v in (record.headers or ())),
+        headers=tuple((k, bytes(v)) for k, v in record.headers) if record.headers else (),
     )
 
 
@@ -147,6 +147,8 @@ class Writer:
         """Acknowledged outbox messages whose rows could not be deleted yet."""
         self.batches = 0
         self.applied_messages = 0
+        self._polled_offsets: dict[TopicPartition, int] = {}
+        self._polled_counts: dict[str, int] = {}
         self.first_batch_at: float | None = None
         """`time.perf_counter()` when the first non-empty batch was polled (for throughput figures)."""
 
@@ -158,6 +160,10 @@ class Writer:
         """Up to `batch_max_records` messages, or what arrived within `batch_max_ms` of the first."""
         limit = self.settings.batch_max_records
         out: list[Incoming] = []
+        # the batch's next offsets and per-topic counts, collected per partition (not per message)
+        offsets: dict[TopicPartition, int] = {}
+        counts: dict[str, int] = {}
+        self._polled_offsets, self._polled_counts = offsets, counts
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while len(out) < limit and not self._stopping.is_set():
@@ -174,8 +180,10 @@ class Writer:
                 continue
             if deadline is None:
                 deadline = loop.time() + self.settings.batch_max_ms / 1000
-            for records in got.values():
-                out.extend(incoming(r) for r in records)
+            for tp, records in got.items():
+                out.extend([incoming(r) for r in records])
+                offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)
+                counts[tp.topic] = counts.get(tp.topic, 0) + len(records)
         return out
 
     # -- applying ---------------------------------------------------------------------------
@@ -380,10 +388,8 @@ class Writer:
                 if messages:
                     if self.first_batch_at is None:
                         self.first_batch_at = time.perf_counter()
-                    per_topic: dict[str, int] = {}
-                    for message in messages:
-                        per_topic[message.topic] = per_topic.get(message.topic, 0) + 1
-                    for topic, count in per_topic.items():
+                    offsets = self._polled_offsets
+                    for topic, count in self._polled_counts.items():
                         MESSAGES.labels(topic).inc(count)
                     plan = await self.plan(messages)
                 if pending is not None:
@@ -392,9 +398,7 @@ class Writer:
                 elif self._unsent or self._undeleted:
                     await self.publish_outbox(())  # an earlier publish failed: retry while idle
                 if plan is not None:
-                    pending = _Pending(
-                        asyncio.create_task(self.apply_plan(plan)), plan, next_offsets(messages)
-                    )
+                    pending = _Pending(asyncio.create_task(self.apply_plan(plan)), plan, offsets)
                     # Let the task hand the batch to its worker thread now: `getmany` returns buffered
                     # records without suspending, so without this the next batch would be polled and
                     # parsed before the apply even started, and nothing would overlap.

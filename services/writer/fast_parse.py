@@ -19,7 +19,7 @@ import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 import orjson
 
@@ -75,10 +75,6 @@ def _str(value: Any, max_length: int, min_length: int = 0) -> str:
     return value
 
 
-def _opt_str(value: Any, max_length: int) -> str | None:
-    return None if value is None else _str(value, max_length)
-
-
 def _match(pattern: re.Pattern[str], value: Any) -> str:
     if type(value) is not str or pattern.fullmatch(value) is None:
         raise _Decline
@@ -90,16 +86,35 @@ def _datetime(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _date(value: Any) -> date | None:
-    if value is None:
-        return None
-    return date.fromisoformat(_match(_DATE, value))
+_SUBJECTS: dict[tuple[Any, Any], str] = {}
+"""(tenant_id, client_id) pairs already validated -> their subject (tenants and clients repeat;
+bounded: cleared when it grows past `_CACHE_MAX`)."""
+_CURRENCIES: set[Any] = set()
+_CACHE_MAX = 65_536
+_new_uuid = object.__new__
+_set_slot = object.__setattr__
 
 
-def _int(value: Any) -> int:
-    if type(value) is not int:
-        raise _Decline
-    return value
+def _uuid(value: Any) -> UUID:
+    """`UUID(value)` for the canonical lower-case hyphenated form (checked by the pattern), without
+    `UUID.__init__`'s general parsing (a third of the fast path's time)."""
+    _match(_UUID, value)
+    ident = _new_uuid(UUID)
+    _set_slot(ident, "int", int(value.replace("-", ""), 16))
+    _set_slot(ident, "is_safe", SafeUUID.unknown)
+    return ident
+
+
+def _subject(tenant: Any, client: Any) -> str:
+    pair = (tenant, client)
+    subject = _SUBJECTS.get(pair)
+    if subject is None:
+        _match(_TENANT, tenant)
+        _match(_CLIENT, client)
+        if len(_SUBJECTS) >= _CACHE_MAX:
+            _SUBJECTS.clear()
+        subject = _SUBJECTS[pair] = f"{tenant}:{client}"
+    return subject
 
 
 def parse_mapped(raw: bytes) -> StagedRecord | None:
@@ -116,7 +131,10 @@ def _parse(raw: bytes) -> StagedRecord:
     if type(doc) is not dict or doc.get("type") != MAPPED_TYPE:
         raise _Decline
     data = doc["data"]
-    if type(data) is not dict or not data.keys() <= _DATA_FIELDS or not data.keys() >= _DATA_REQUIRED:
+    if type(data) is not dict:
+        raise _Decline
+    keys = data.keys()
+    if not keys <= _DATA_FIELDS or not keys >= _DATA_REQUIRED:
         raise _Decline
     source = data["source"]
     money = data["billing_cost"]
@@ -132,13 +150,17 @@ def _parse(raw: bytes) -> StagedRecord:
         "application/json"
     ):
         raise _Decline
-    event_id = UUID(_match(_UUID, doc["id"]))
-    _str(doc["source"], 200, 1)
+    event_id = _uuid(doc["id"])
+    origin = doc["source"]
+    if type(origin) is not str or not 1 <= len(origin) <= 200:
+        raise _Decline
     _datetime(doc["time"])
-    correlation = _opt_str(doc.get("correlationid"), 200)
-    tenant = _match(_TENANT, data["tenant_id"])
-    client = _match(_CLIENT, data["client_id"])
-    if doc["subject"] != f"{tenant}:{client}" or doc["tenantid"] != tenant:
+    correlation = doc.get("correlationid")
+    if correlation is not None:
+        _str(correlation, 200)
+    tenant = data["tenant_id"]
+    client = data["client_id"]
+    if doc["subject"] != _subject(tenant, client) or doc["tenantid"] != tenant:
         raise _Decline
     # payload
     key = _match(_KEY, data["contract_key"])
@@ -148,20 +170,43 @@ def _parse(raw: bytes) -> StagedRecord:
     if source.get("psa", "connectwise") != "connectwise":
         raise _Decline
     kind = source["kind"]
-    if kind not in _KINDS:
+    agreement_id = source["agreement_id"]
+    addition_id = source.get("addition_id")
+    if (
+        kind not in _KINDS
+        or type(agreement_id) is not int
+        or (addition_id is not None and type(addition_id) is not int)
+    ):
         raise _Decline
-    agreement_id = _int(source["agreement_id"])
-    addition = source.get("addition_id")
-    addition_id = None if addition is None else _int(addition)
     version = _datetime(source["psa_last_updated"])
     status, cycle, category = data["status"], data["billing_cycle"], data["category"]
     if status not in _STATUSES or cycle not in _CYCLES or category not in _CATEGORIES:
         raise _Decline
     amount = Decimal(_match(_DECIMAL, money["amount"]))
-    currency = _match(_CURRENCY, money["currency"])
+    currency = money["currency"]
+    if currency not in _CURRENCIES:
+        _match(_CURRENCY, currency)
+        if len(_CURRENCIES) < _CACHE_MAX:
+            _CURRENCIES.add(currency)
     explanation = data.get("explanation", {})
-    if type(explanation) is not dict or any(type(v) is not str for v in explanation.values()):
+    if type(explanation) is not dict:
         raise _Decline
+    for text in explanation.values():
+        if type(text) is not str:
+            raise _Decline
+    name = data["name"]
+    contract_type = data["contract_type"]
+    description = data.get("description")
+    if (
+        type(name) is not str
+        or len(name) > 300
+        or type(contract_type) is not str
+        or len(contract_type) > 200
+        or (description is not None and (type(description) is not str or len(description) > 10_000))
+    ):
+        raise _Decline
+    start = data.get("start_date")
+    end = data.get("end_date")
     values = (
         key,
         tenant,
@@ -176,13 +221,13 @@ def _parse(raw: bytes) -> StagedRecord:
         amount,
         currency,
         cycle,
-        _str(data["name"], 300),
-        _str(data["contract_type"], 200),
-        _date(data.get("start_date")),
-        _date(data.get("end_date")),
-        _opt_str(data.get("description"), 10_000),
+        name,
+        contract_type,
+        None if start is None else date.fromisoformat(_match(_DATE, start)),
+        None if end is None else date.fromisoformat(_match(_DATE, end)),
+        description,
         category,
-        orjson.dumps(explanation).decode(),
+        orjson.dumps(explanation).decode() if explanation else "{}",
         event_id,
     )
     return StagedRecord(event_id, correlation, tenant, client, key, version, values)

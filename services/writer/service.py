@@ -7,6 +7,9 @@ import contextlib
 import logging
 import signal
 
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
 from services.common.health import HealthServer
 from services.common.kafka import new_consumer, new_producer
 from services.common.logging import configure_logging
@@ -16,6 +19,13 @@ from services.writer.settings import WriterSettings
 from services.writer.store import AsyncPostgresStore, StoreOptions
 
 log = logging.getLogger(__name__)
+
+ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+"""Range first: with several instances, partition p of every input topic (all have the same
+partition count and are keyed by client, DESIGN §3.2) goes to the same instance, so one client's
+records, catalog events and commands are applied by one writer, in one batch order. Round-robin
+stays listed so a group can be upgraded instance by instance (the group uses a protocol all
+members support)."""
 
 
 def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: DatabaseSettings) -> Writer:
@@ -29,6 +39,7 @@ def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: Database
         group_id=settings.group_id,
         max_poll_records=settings.batch_max_records,
         fetch_max_bytes=64 * 1024 * 1024,
+        partition_assignment_strategy=ASSIGNORS,
     )
     producer = new_producer(kafka)
     store = AsyncPostgresStore(database.url, StoreOptions(pool_size=settings.pool_size))
