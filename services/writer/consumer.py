@@ -211,11 +211,15 @@ class Writer:
                         )
                     )
                 # the dead letters commit (client status + outbox) in a transaction of their own
-                result = await self._apply_retrying(BatchPlan(dead_letters=letters))
+                result = await self._apply_retrying(
+                    BatchPlan(dead_letters=letters, outbox_done=plan.outbox_done)
+                )
                 result.rejected_events.extend(rejected)
                 return result
             middle = len(plan.events) // 2
-            first = BatchPlan(events=plan.events[:middle], dead_letters=plan.dead_letters)
+            first = BatchPlan(
+                events=plan.events[:middle], dead_letters=plan.dead_letters, outbox_done=plan.outbox_done
+            )
             second = BatchPlan(events=plan.events[middle:])
             return merge_results(await self.apply_plan(first), await self.apply_plan(second))
 
@@ -246,11 +250,12 @@ class Writer:
         raise AssertionError("unreachable: tenacity retries forever")  # pragma: no cover
 
     # -- publishing (from the outbox) ---------------------------------------------------------
-    async def publish_outbox(self, messages: Sequence[OutboxMessage]) -> bool:
+    async def publish_outbox(self, messages: Sequence[OutboxMessage], *, delete: bool = True) -> bool:
         """Publish what earlier attempts left unacknowledged, then `messages`, in order; wait for
-        the broker's acknowledgements, then delete the rows. Returns False when Kafka failed: the
-        messages stay in the outbox and are sent first next time (nothing is lost; a retry may
-        repeat a message with the same id)."""
+        the broker's acknowledgements, then delete the rows (with `delete=False` only remember
+        them: the next batch's transaction deletes them, while the connection is busy with it).
+        Returns False when Kafka failed: the messages stay in the outbox and are sent first next
+        time (nothing is lost; a retry may repeat a message with the same id)."""
         batch = [*self._unsent, *messages]
         self._unsent = []
         try:
@@ -268,7 +273,9 @@ class Writer:
             )
             return False
         done = [*self._undeleted, *(m.id for m in batch)]
-        if done:
+        if not delete:
+            self._undeleted = done
+        elif done:
             try:
                 await self.store.delete_outbox(done)
                 self._undeleted = []
@@ -297,9 +304,9 @@ class Writer:
             await self.publish_outbox(left)
         return len(left)
 
-    async def _finish(self, pending: _Pending) -> BatchResult:
+    async def _finish(self, pending: _Pending, *, delete: bool = True) -> BatchResult:
         result = await pending.task
-        await self.publish_outbox(result.outbox)
+        await self.publish_outbox(result.outbox, delete=delete)
         try:
             await self.consumer.commit(pending.offsets)
         except (CommitFailedError, IllegalStateError) as error:
@@ -370,6 +377,7 @@ class Writer:
     async def run(self) -> None:
         """Consume until `stop()`; the batch in flight is finished (applied, published, committed)."""
         pending: _Pending | None = None
+        clean = False
         next_prune = time.monotonic()
         # A batch allocates ~20 tracked objects per message (pydantic models, dicts) that are freed by
         # reference counting; with Python's default gen-0 threshold (700) the cyclic collector runs
@@ -393,20 +401,29 @@ class Writer:
                         MESSAGES.labels(topic).inc(count)
                     plan = await self.plan(messages)
                 if pending is not None:
-                    await self._finish(pending)
-                    pending = None
-                elif self._unsent or self._undeleted:
-                    await self.publish_outbox(())  # an earlier publish failed: retry while idle
+                    await asyncio.wait([pending.task])  # batch k committed (or failed)
+                done, pending = pending, None
                 if plan is not None:
+                    # Start applying batch k+1 first (its transaction also deletes the outbox rows
+                    # acknowledged so far), then publish batch k's messages and commit its offsets
+                    # while PostgreSQL works: the Kafka round trips overlap with the database.
+                    plan.outbox_done, self._undeleted = self._undeleted, []
                     pending = _Pending(asyncio.create_task(self.apply_plan(plan)), plan, offsets)
-                    # Let the task hand the batch to its worker thread now: `getmany` returns buffered
-                    # records without suspending, so without this the next batch would be polled and
-                    # parsed before the apply even started, and nothing would overlap.
+                    # Let the task send its first statement now: `getmany` returns buffered records
+                    # without suspending, so without this nothing would overlap.
                     await asyncio.sleep(0)
+                if done is not None:
+                    await self._finish(done, delete=pending is None)
+                elif self._unsent or self._undeleted:
+                    await self.publish_outbox(())  # idle: retry an earlier publish, delete acked rows
+            clean = True
         finally:
             gc.set_threshold(*saved_gc)
             if pending is not None:
                 try:
-                    await self._finish(pending)
+                    if clean:
+                        await self._finish(pending)
+                    else:  # failing: let its transaction end; its messages stay in the outbox
+                        await asyncio.wait([pending.task])
                 except (KafkaError, StoreUnavailable, asyncio.CancelledError) as error:
                     log.warning("last batch not finished on shutdown", extra={"error": str(error)[:300]})

@@ -106,6 +106,8 @@ class BatchPlan:
     ignored: int = 0
     skipped_unparseable: int = 0
     """Unreadable messages of topics whose dead letters the mapper owns (not dead-lettered here)."""
+    outbox_done: list[UUID] = field(default_factory=list)
+    """Outbox rows already acknowledged by Kafka: deleted in this batch's transaction."""
 
     def __len__(self) -> int:
         return len(self.events)

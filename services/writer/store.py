@@ -531,6 +531,8 @@ async def _apply_on(
     try:
         async with conn.transaction(), conn.cursor() as cur:
             result = await _BatchApplier(cur).apply(plan)
+            if plan.outbox_done:
+                await cur.execute(_OUTBOX_DELETE, {"ids": plan.outbox_done})
             if outbox is not None:
                 result.dead_letters = dead_letters_of(plan, result)
                 result.outbox = outbox_messages(

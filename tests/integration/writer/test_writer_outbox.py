@@ -30,10 +30,10 @@ class SimulatedCrash(Exception):
 class CrashingBeforePublish(Writer):
     """A writer that 'dies' the first time it has committed messages to publish (fault injection)."""
 
-    async def publish_outbox(self, messages: Sequence[OutboxMessage]) -> bool:
+    async def publish_outbox(self, messages: Sequence[OutboxMessage], *, delete: bool = True) -> bool:
         if messages:
             raise SimulatedCrash
-        return await super().publish_outbox(messages)
+        return await super().publish_outbox(messages, delete=delete)
 
 
 def _dsn(url: str) -> str:
@@ -144,3 +144,5 @@ async def test_unreadable_commands_are_skipped_without_a_dead_letter_of_the_writ
     assert sources == Counter({writer_topics["records"]: 1})  # only the writer's own topic
     assert dict(dead[0].headers)[DLQ_REASON] == b"malformed_json"
     assert skipped() - before == 2
+    # every published message's row was deleted (some inside a later batch's transaction, the rest on stop)
+    assert outbox_rows(migrated_url, [writer_topics["events"], writer_topics["dlq"]]) == 0
