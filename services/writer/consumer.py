@@ -6,7 +6,8 @@ Guarantees:
   database commit; a replayed message is skipped by its event id (`processed_events`);
 - no lost sync events or dead letters (transactional outbox): a batch's outgoing messages are
   written to `writer_outbox` in the batch's transaction, published from there (acks=all,
-  idempotent producer) and deleted once acknowledged. Messages left by a crash or a failed
+  idempotent producer) and deleted once acknowledged (in the next batch's transaction, or
+  directly when idle). Messages left by a crash or a failed
   publish are published first, in order: at start-up (every row for this writer's output
   topics) and before the next batch's. Delivery is at-least-once: a message acknowledged but not
   yet deleted when the process died is published again, with the same CloudEvent `id`;
@@ -16,7 +17,8 @@ Guarantees:
   topic with the reason (plus a `sync.failed` event) while the rest of its batch applies: a
   refused batch is split in halves until the offending event is alone;
 - batches are pipelined one deep on the event loop: while PostgreSQL works on batch k (psycopg
-  async), batch k+1 is polled and parsed in slices; batches commit in order. (A worker thread
+  async), batch k+1 is polled and parsed in slices; batches commit in order, and batch k's
+  messages are published and its offsets committed while batch k+1's transaction runs. (A worker thread
   was tried and measured worse: the parsing and applying threads mostly waited on each other
   for the GIL.)
 """
