@@ -26,6 +26,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -36,9 +37,18 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
+from schemas.topics import DLQ_REASON
+from services.common.metrics import (
+    APPLY_SECONDS,
+    BATCH_SIZE,
+    CONSUMER_LAG,
+    DEADLETTERED,
+    EVENTS_CONSUMED,
+    EVENTS_PRODUCED,
+)
 from services.writer.handlers import (
     BatchPlan,
     BatchResult,
@@ -72,11 +82,20 @@ OUTBOX_FAILURES = Counter(
 DB_RETRIES = Counter(
     "writer_db_retries_total", "Batch attempts that failed because PostgreSQL was unavailable"
 )
-BATCH_SECONDS = Histogram(
-    "writer_batch_seconds",
-    "Time to apply one batch in PostgreSQL",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
+SERVICE = "writer"
+"""`service` label of the shared metrics (services/common/metrics.py), which the dashboard reads."""
+
+
+def _message_type(message: OutboxMessage) -> str:
+    """The CloudEvent type of an outgoing sync event, `deadletter` for a dead letter."""
+    if any(name == DLQ_REASON for name, _ in message.headers):
+        return "deadletter"
+    if message.value and message.value.startswith(b"{"):
+        start = message.value.find(b'"type":"')
+        if start != -1:
+            end = message.value.find(b'"', start + 8)
+            return message.value[start + 8 : end].decode(errors="replace")
+    return "deadletter"
 
 
 def incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
@@ -247,7 +266,7 @@ class Writer:
             before_sleep=before_sleep,
             reraise=True,
         ):
-            with attempt, BATCH_SECONDS.time():
+            with attempt, APPLY_SECONDS.labels(SERVICE).time():
                 return await self.store.apply(plan, self.outbox_topics)
         raise AssertionError("unreachable: tenacity retries forever")  # pragma: no cover
 
@@ -274,6 +293,8 @@ class Writer:
                 extra={"messages": len(batch), "error": str(error)[:300]},
             )
             return False
+        for message in batch:
+            EVENTS_PRODUCED.labels(SERVICE, message.topic, _message_type(message)).inc()
         done = [*self._undeleted, *(m.id for m in batch)]
         if not delete:
             self._undeleted = done
@@ -285,6 +306,16 @@ class Writer:
                 self._undeleted = done
                 log.warning("could not delete published outbox rows", extra={"error": str(error)[:300]})
         return True
+
+    async def _record_lag(self) -> None:
+        """Messages behind the end of each assigned partition (`contract_sync_consumer_lag`)."""
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with contextlib.suppress(KafkaError, IllegalStateError):
+                lag = max(0, highwater - await self.consumer.position(tp))
+                CONSUMER_LAG.labels(SERVICE, tp.topic, str(tp.partition)).set(lag)
 
     async def recover_outbox(self) -> int:
         """At start-up: publish every message left in the outbox for this writer's output topics
@@ -321,6 +352,7 @@ class Writer:
         SKIPPED.inc(pending.plan.skipped_unparseable)
         for letter in result.dead_letters:
             DEAD_LETTERS.labels(letter.reason).inc()
+            DEADLETTERED.labels(SERVICE, "writer.apply", letter.reason).inc()
             log.warning(
                 "dead-lettered message",
                 extra={
@@ -401,6 +433,9 @@ class Writer:
                     offsets = self._polled_offsets
                     for topic, count in self._polled_counts.items():
                         MESSAGES.labels(topic).inc(count)
+                        EVENTS_CONSUMED.labels(SERVICE, topic, "*").inc(count)
+                    BATCH_SIZE.labels(SERVICE).observe(len(messages))
+                    await self._record_lag()
                     plan = await self.plan(messages)
                 if pending is not None:
                     await asyncio.wait([pending.task])  # batch k committed (or failed)
