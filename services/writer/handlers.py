@@ -173,6 +173,19 @@ def plan_batch(
                     },
                 )
             continue
+        subject_key = (
+            f"{parsed.tenant_id}:{parsed.client_id}".encode()
+            if isinstance(parsed, StagedRecord)
+            else parsed.key
+        )
+        if message.key is not None and message.key != subject_key:
+            # Routed as another client than it names: never applied (DESIGN.md §6, a command can only
+            # touch its own tenant's and client's data). The mapper dead-letters its own topics' ones.
+            if kind in DEADLETTERED_HERE:
+                plan.dead_letters.append(_key_mismatch(message, subject_key, parsed))
+            else:
+                plan.skipped_unparseable += 1
+            continue
         if isinstance(parsed, StagedRecord):
             if not key_matches_tenant(parsed.contract_key, parsed.tenant_id):
                 plan.dead_letters.append(
@@ -196,6 +209,18 @@ def plan_batch(
         seen.add(parsed.id)
         plan.events.append(Applicable(parsed, message))
     return plan
+
+
+def _key_mismatch(message: Incoming, subject_key: bytes, parsed: CloudEvent | StagedRecord) -> DeadLetter:
+    tenant_id, client_id = subject_key.decode().split(":", 1)
+    routed = (message.key or b"")[:200]
+    return DeadLetter(
+        message,
+        "key_mismatch",
+        f"Kafka key {routed!r} does not match the subject {subject_key.decode()!r}",
+        (tenant_id, client_id),
+        str(parsed.id),
+    )
 
 
 def _cross_tenant(message: Incoming, key: str, tenant_id: str, client_id: str, event_id: UUID) -> DeadLetter:

@@ -385,6 +385,19 @@ class TestPlanBatch:
         assert plan.events == []
         assert [d.reason for d in plan.dead_letters] == ["cross_tenant"]
 
+    def test_a_message_keyed_as_another_client_than_it_names_is_never_applied(self) -> None:
+        record = make_record("acme")
+        edit = make_edit("acme", "100", "cw:acme:agreement:1", {"notes": "x"})
+        plan = plan_batch(
+            [
+                as_incoming(record, CONTRACT_RECORDS, key=b"globex:100"),
+                as_incoming(edit, SYNC_COMMANDS, key=b"globex:100"),
+            ]
+        )
+        assert plan.events == []
+        assert [d.reason for d in plan.dead_letters] == ["key_mismatch"]  # the records topic is ours
+        assert plan.skipped_unparseable == 1  # the mapper dead-letters commands and tells the producer
+
     def test_renamed_topics_are_parsed_as_their_registry_topic(self) -> None:
         plan = plan_batch(
             [as_incoming(make_record("acme"), "bench.records")], {"bench.records": CONTRACT_RECORDS}

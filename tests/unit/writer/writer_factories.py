@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -205,10 +206,23 @@ def make_set_auto_sync(
 _OFFSETS: dict[str, int] = {}
 
 
-def as_incoming(event: Any, topic: str, *, partition: int = 0, value: bytes | None = None) -> Incoming:
-    """Wrap an event (or raw bytes) as a consumed message at the next offset of `topic`."""
+def _subject_key(raw: bytes) -> bytes:
+    """The key a well-behaved producer gives raw bytes: their CloudEvent subject, when readable."""
+    try:
+        subject = json.loads(raw).get("subject")
+    except (ValueError, AttributeError):
+        return b"x:1"
+    return subject.encode() if isinstance(subject, str) else b"x:1"
+
+
+def as_incoming(
+    event: Any, topic: str, *, partition: int = 0, value: bytes | None = None, key: bytes | None = None
+) -> Incoming:
+    """Wrap an event (or raw bytes) as a consumed message at the next offset of `topic`, keyed as
+    its producer would key it (the subject) unless `key` says otherwise."""
     offset = _OFFSETS.get(topic, 0)
     _OFFSETS[topic] = offset + 1
     raw = value if value is not None else event.to_bytes()
-    key = event.key if event is not None else b"x:1"
+    if key is None:
+        key = event.key if event is not None else _subject_key(raw)
     return Incoming(topic=topic, partition=partition, offset=offset, key=key, value=raw)
