@@ -4,7 +4,7 @@ ends exactly right; ~1,000 generated bad inputs are dead-lettered and answered w
 stays exact and every service stays up; no credential reaches a log line or a topic; forged
 callbacks are refused; the ConnectWise client verifies TLS by default.
 
-Two DESIGN.md §6 promises the services do not keep yet are asserted in their own tests, marked
+One DESIGN.md §6 promise the services do not keep yet is asserted in its own test, marked
 `xfail(strict=True)` with the exact finding: they turn into failures the moment they are fixed,
 so the marks cannot outlive the bugs.
 """
@@ -112,11 +112,6 @@ def test_commands_for_unknown_tenants_are_dead_lettered_and_rejected(
     assert report.missing_rejection["unknown_tenant"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (docs/chaos.md): the writer applies a contract.command.edit whose Kafka key names "
-    "another tenant than its payload (the mapper dead-letters it as key_mismatch)",
-)
 def test_no_contract_of_another_tenant_changes_under_hostile_input(
     results: dict[str, ScenarioResult],
 ) -> None:
