@@ -679,22 +679,9 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
         item = items[agreement_id]
         if item is None:  # pragma: no cover - wanted only holds loaded items
             continue
-        raw = item.snapshot
-        snapshot = parse_input(PSA_AGREEMENTS, raw)
-        assert isinstance(snapshot, AgreementObserved)
         outputs.extend(
-            _map(
-                view,
-                snapshot,
-                raw,
-                item,
-                agreement=selection.agreement,
-                addition_ids=selection.additions,
-                correlationid=str(command.id),
-                source=message,
-            )
+            _map_stored(view, agreement_id, item, selection.agreement, selection.additions, command, message)
         )
-        view.put_item(agreement_id, item)
     return outputs
 
 
@@ -725,20 +712,35 @@ def _set_auto_sync(view: ClientView, command: SetAutoSyncCommand, message: Incom
         agreement_pending, additions_pending = item.pending()
         if not agreement_pending and not additions_pending:
             continue
-        raw = item.snapshot
-        snapshot = parse_input(PSA_AGREEMENTS, raw)
-        assert isinstance(snapshot, AgreementObserved)
         outputs.extend(
-            _map(
-                view,
-                snapshot,
-                raw,
-                item,
-                agreement=agreement_pending,
-                addition_ids=additions_pending,
-                correlationid=str(command.id),
-                source=message,
-            )
+            _map_stored(view, agreement_id, item, agreement_pending, additions_pending, command, message)
         )
-        view.put_item(agreement_id, item)
+    return outputs
+
+
+def _map_stored(
+    view: ClientView,
+    agreement_id: int,
+    item: ItemState,
+    agreement: bool,
+    addition_ids: Iterable[int],
+    command: CloudEvent,
+    message: Incoming,
+) -> list[Output]:
+    """Map the stored snapshot of one agreement for a command (select, auto-sync on) and save
+    the item's new linked/mapped state."""
+    raw = item.snapshot
+    snapshot = parse_input(PSA_AGREEMENTS, raw)
+    assert isinstance(snapshot, AgreementObserved)
+    outputs = _map(
+        view,
+        snapshot,
+        raw,
+        item,
+        agreement=agreement,
+        addition_ids=addition_ids,
+        correlationid=str(command.id),
+        source=message,
+    )
+    view.put_item(agreement_id, item)
     return outputs
