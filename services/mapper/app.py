@@ -218,9 +218,12 @@ class MapperApp:
         settings: MapperSettings,
         kafka: KafkaSettings,
         observability: ObservabilitySettings | None = None,
+        tenants: frozenset[str] | None = None,
     ) -> None:
         self.settings = settings
         self.observability = observability or ObservabilitySettings()
+        self.tenants = tenants
+        """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
         self.ready = False
         self.app = faust.App(
             settings.app_id,
@@ -305,7 +308,7 @@ class MapperApp:
             token = _current_event.set(weakref.ref(event))
             store.partition = message.partition
             try:
-                decision = decide(store, incoming)
+                decision = decide(store, incoming, self.tenants)
             except Exception as error:  # a bug must not stop the worker: park the message
                 log.exception(
                     "unexpected error handling a message",

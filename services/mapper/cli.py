@@ -3,8 +3,9 @@
 Before the worker starts: the wire topics are created when missing (idempotent; `--no-create-topics`
 to skip) and the state changelog is given as many partitions as `psa.agreements.v1` has.
 Exit codes: 0 after a clean stop, 1 when Kafka is unreachable or the topics are inconsistent.
-Environment: KAFKA_BOOTSTRAP_SERVERS (+ KAFKA_*), MAPPER_* (services.mapper.settings),
-LOG_LEVEL, LOG_FORMAT, HEALTH_PORT (0 = no health server).
+Exit code 2 when MAPPER_TENANTS_FILE names a file that gives no usable tenant ids.
+Environment: KAFKA_BOOTSTRAP_SERVERS (+ KAFKA_*), MAPPER_* (services.mapper.settings; MAPPER_TENANTS_FILE
+turns on the unknown-tenant check), LOG_LEVEL, LOG_FORMAT, HEALTH_PORT (0 = no health server).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
 from services.common.kafka import ensure_topics
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings, ObservabilitySettings
+from services.common.tenants import TenantRegistryError, tenant_registry
 from services.mapper.settings import MapperSettings
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     configure_logging("mapper", args.log_level or observability.log_level, observability.log_format)
     settings, kafka = MapperSettings(), KafkaSettings()
     try:
+        tenants = tenant_registry(settings.tenants_file, "mapper")
+    except TenantRegistryError as error:
+        print(f"mapper: {error}", file=sys.stderr)
+        return 2
+    try:
         partitions = asyncio.run(prepare_topics(settings, kafka, create=not args.no_create_topics))
     except Exception as error:
         print(f"mapper: cannot prepare topics on {kafka.bootstrap_servers}: {error}", file=sys.stderr)
@@ -64,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from services.mapper.app import MapperApp  # faust only when the worker really runs
 
-    mapper = MapperApp(settings, kafka, observability)
+    mapper = MapperApp(settings, kafka, observability, tenants)
     worker = mapper.worker(loglevel=(args.log_level or observability.log_level).lower())
     try:
         worker.execute_from_commandline()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,6 +40,13 @@ class MapperSettings(BaseSettings):
     )
     commit_interval_s: float = Field(
         default=1.0, gt=0, description="How often consumed offsets are committed"
+    )
+    tenants_file: Path | None = Field(
+        default=None,
+        description=(
+            "The poller's tenants TOML file (only its tenant ids are read): commands and PSA events of "
+            "any other tenant are dead-lettered (unknown_tenant) and rejected; unset = no tenant check"
+        ),
     )
 
     def topic(self, canonical: str) -> str:

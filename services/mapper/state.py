@@ -28,6 +28,11 @@ Behaviour (DESIGN.md §1, §3):
   subject): dead-letter the original bytes plus `sync.command.rejected` (commands, when a client
   can be recovered) or `sync.failed`. A mapping error of one item: dead-letter the snapshot plus
   `sync.failed`; the other items still map.
+- Unknown tenant (a tenant registry is configured, `MAPPER_TENANTS_FILE`, and the message's tenant is
+  not in it): every command (refresh and edit too) and every PSA event is dead-lettered with reason
+  `unknown_tenant` (stage `mapper.tenant`) and answered with `sync.command.rejected`
+  (`unknown_tenant`) or `sync.failed`; nothing is stored. The mapper is the one owner of these dead
+  letters: the writer skips such commands and PSA events, the poller skips such refreshes.
 - refresh and edit commands belong to the poller and the writer: ignored here.
 
 Idempotence: handling the same message twice emits equivalent records again (new event ids);
@@ -52,6 +57,7 @@ from schemas.events import (
     AutoSyncChangedData,
     CommandRejected,
     CommandRejectedData,
+    RejectionReason,
     SyncFailed,
     SyncFailedData,
 )
@@ -73,6 +79,7 @@ log = logging.getLogger(__name__)
 SOURCE: Final = "contract-sync/mapper"
 STAGE_PARSE: Final = "mapper.parse"
 STAGE_MAP: Final = "mapper.map"
+STAGE_TENANT: Final = "mapper.tenant"
 
 Store = MutableMapping[str, bytes]
 
@@ -267,13 +274,16 @@ class Decision:
     outputs: list[Output]
 
 
-def handle(store: Store, message: Incoming) -> list[Output]:
+def handle(store: Store, message: Incoming, tenants: frozenset[str] | None = None) -> list[Output]:
     """Decide what one consumed message does; never raises for bad input (it is dead-lettered)."""
-    return decide(store, message).outputs
+    return decide(store, message, tenants).outputs
 
 
-def decide(store: Store, message: Incoming) -> Decision:
-    """`handle`, also naming the consumed message's type (for metrics)."""
+def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = None) -> Decision:
+    """`handle`, also naming the consumed message's type (for metrics).
+
+    `tenants`: the configured tenant ids (`services.common.tenants`); None turns the unknown-tenant
+    check off. A message of a tenant outside it is dead-lettered and answered, nothing is stored."""
     try:
         event = parse_input(message.topic, message.value)
     except (ValidationError, ValueError) as error:
@@ -281,6 +291,12 @@ def decide(store: Store, message: Incoming) -> Decision:
     if message.key is not None and message.key != event.key:
         error_text = f"Kafka key {message.key[:200]!r} does not match the subject {event.subject!r}"
         return Decision("malformed", _malformed(message, "key_mismatch", error_text, event=event))
+    if tenants is not None and event.tenantid not in tenants:
+        error_text = f"tenant {event.tenantid!r} is not configured (not in the tenants file)"
+        return Decision(
+            "unknown_tenant",
+            _malformed(message, "unknown_tenant", error_text, event=event, stage=STAGE_TENANT),
+        )
     view = ClientView(store, event.subject)
     outputs: list[Output] = []
     if isinstance(event, AgreementObserved):
@@ -302,8 +318,11 @@ def decide(store: Store, message: Incoming) -> Decision:
 
 
 def _malformed(
-    message: Incoming, reason: str, error: str, *, event: CloudEvent | None = None
+    message: Incoming, reason: str, error: str, *, event: CloudEvent | None = None, stage: str = STAGE_PARSE
 ) -> list[Output]:
+    """Dead-letter `message` (reason and `stage` in its headers) and answer it: a command with
+    `sync.command.rejected` (reason `unknown_type` / `unknown_tenant` / `malformed`), a PSA event
+    with `sync.failed`; when no client can be read from the bytes, the dead letter alone."""
     outputs: list[Output] = [
         DeadLetter(
             key=message.key,
@@ -311,7 +330,7 @@ def _malformed(
             headers=deadletter_headers(
                 reason=reason,
                 error=error,
-                stage=STAGE_PARSE,
+                stage=stage,
                 topic=message.real_topic,
                 partition=message.partition,
                 offset=message.offset,
@@ -333,9 +352,14 @@ def _malformed(
         tenant, client, maybe_id, maybe_type = recovered
         command_id, command_type = maybe_id or "unknown", maybe_type or "unknown"
     where = f"{message.real_topic}[{message.partition}]@{message.offset}"
+    what = "unreadable" if stage == STAGE_PARSE else "refused"
     if message.topic == SYNC_COMMANDS:
-        rejection_reason: Literal["malformed", "unknown_type"] = (
-            "unknown_type" if reason == "unknown_type" else "malformed"
+        rejection_reason: RejectionReason = (
+            "unknown_type"
+            if reason == "unknown_type"
+            else "unknown_tenant"
+            if reason == "unknown_tenant"
+            else "malformed"
         )
         outputs.append(
             Emit(
@@ -362,9 +386,9 @@ def _malformed(
                     SyncFailedData(
                         tenant_id=tenant,
                         client_id=client,
-                        stage=STAGE_PARSE,
+                        stage=stage,
                         error_code=reason,
-                        message=f"unreadable message {where}: {error}"[:2000],
+                        message=f"{what} message {where}: {error}"[:2000],
                         retryable=False,
                         operator_action=f"inspect {where} in sync.deadletter.v1 and fix its producer",
                     ),
