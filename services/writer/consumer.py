@@ -154,6 +154,8 @@ class Writer:
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
         store: AsyncPostgresStore,
+        *,
+        tenants: frozenset[str] | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -161,6 +163,8 @@ class Writer:
         self.store = store
         self._stopping = asyncio.Event()
         self._kinds = settings.topic_kinds()
+        self._tenants = tenants
+        """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
         self.outbox_topics = OutboxTopics(settings.events_topic, settings.deadletter_topic)
         self._unsent: list[OutboxMessage] = []
         """Committed outbox messages not yet acknowledged by Kafka (published before anything newer)."""
@@ -394,7 +398,9 @@ class Writer:
         plan = BatchPlan()
         seen: set[UUID] = set()
         for start in range(0, len(messages), PLAN_SLICE):
-            part = plan_batch(messages[start : start + PLAN_SLICE], self._kinds, seen=seen)
+            part = plan_batch(
+                messages[start : start + PLAN_SLICE], self._kinds, seen=seen, tenants=self._tenants
+            )
             plan.events.extend(part.events)
             plan.dead_letters.extend(part.dead_letters)
             plan.ignored += part.ignored
@@ -404,7 +410,7 @@ class Writer:
 
     async def process(self, messages: Sequence[Incoming]) -> BatchResult:
         """Apply, publish and commit one batch now (no pipelining)."""
-        plan = plan_batch(messages, self._kinds)
+        plan = plan_batch(messages, self._kinds, tenants=self._tenants)
         task = asyncio.create_task(self.apply_plan(plan))
         return await self._finish(_Pending(task, plan, next_offsets(messages)))
 

@@ -12,6 +12,11 @@ owns its topic's validation. `psa.agreements.v1` and `sync.commands.v1` are vali
 the writer only counts and skips what it cannot parse there (`skipped_unparseable`). The writer
 owns the dead letters of `contracts.records.v1` and of events it refuses after parsing (a
 cross-tenant contract key, an edit of an unknown or foreign contract, data PostgreSQL refuses).
+
+Unknown tenants (DESIGN.md §6): given the configured tenant ids (`WRITER_TENANTS_FILE`, read by
+`services.common.tenants`), the writer applies nothing for any other tenant: a contract record is
+dead-lettered (`unknown_tenant`, answered with `sync.failed`); a command or PSA event is skipped,
+because the mapper dead-letters and rejects it (one dead letter per bad message, not two).
 """
 
 from __future__ import annotations
@@ -105,7 +110,8 @@ class BatchPlan:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     ignored: int = 0
     skipped_unparseable: int = 0
-    """Unreadable messages of topics whose dead letters the mapper owns (not dead-lettered here)."""
+    """Messages of topics whose dead letters the mapper owns, refused and not dead-lettered here
+    (unreadable, keyed as another client, of an unknown tenant)."""
     outbox_done: list[UUID] = field(default_factory=list)
     """Outbox rows already acknowledged by Kafka: deleted in this batch's transaction."""
 
@@ -137,10 +143,15 @@ def parse_message(message: Incoming, topic_kind: str) -> CloudEvent | DeadLetter
 
 
 def plan_batch(
-    messages: Sequence[Incoming], topic_kinds: dict[str, str] | None = None, *, seen: set[UUID] | None = None
+    messages: Sequence[Incoming],
+    topic_kinds: dict[str, str] | None = None,
+    *,
+    seen: set[UUID] | None = None,
+    tenants: frozenset[str] | None = None,
 ) -> BatchPlan:
     """Parse and sort a batch. `topic_kinds` maps the consumed topic names to registry names
-    (identity by default; benchmarks and tests consume renamed copies of the topics).
+    (identity by default; benchmarks and tests consume renamed copies of the topics). `tenants`:
+    the configured tenant ids; a message of any other tenant is never applied (None: no check).
 
     Guarantees: every message ends up exactly once in `events`, `dead_letters`, `ignored` or
     `skipped_unparseable` (unreadable input of the mapper-owned topics, see the module docstring);
@@ -186,6 +197,14 @@ def plan_batch(
             else:
                 plan.skipped_unparseable += 1
             continue
+        if tenants is not None:
+            tenant_id = parsed.tenant_id if isinstance(parsed, StagedRecord) else parsed.tenantid
+            if tenant_id not in tenants:
+                if kind in DEADLETTERED_HERE:
+                    plan.dead_letters.append(_unknown_tenant(message, subject_key, parsed))
+                else:
+                    plan.skipped_unparseable += 1  # the mapper dead-letters and rejects it
+                continue
         if isinstance(parsed, StagedRecord):
             if not key_matches_tenant(parsed.contract_key, parsed.tenant_id):
                 plan.dead_letters.append(
@@ -218,6 +237,17 @@ def _key_mismatch(message: Incoming, subject_key: bytes, parsed: CloudEvent | St
         message,
         "key_mismatch",
         f"Kafka key {routed!r} does not match the subject {subject_key.decode()!r}",
+        (tenant_id, client_id),
+        str(parsed.id),
+    )
+
+
+def _unknown_tenant(message: Incoming, subject_key: bytes, parsed: CloudEvent | StagedRecord) -> DeadLetter:
+    tenant_id, client_id = subject_key.decode().split(":", 1)
+    return DeadLetter(
+        message,
+        "unknown_tenant",
+        f"tenant {tenant_id!r} is not configured (not in the tenants file)",
         (tenant_id, client_id),
         str(parsed.id),
     )

@@ -14,6 +14,7 @@ from services.common.health import HealthServer
 from services.common.kafka import new_consumer, new_producer
 from services.common.logging import configure_logging
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
+from services.common.tenants import TenantRegistryError, tenant_registry
 from services.writer.consumer import Writer
 from services.writer.settings import WriterSettings
 from services.writer.store import AsyncPostgresStore, StoreOptions
@@ -28,8 +29,14 @@ stays listed so a group can be upgraded instance by instance (the group uses a p
 members support)."""
 
 
-def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: DatabaseSettings) -> Writer:
-    """Build (not start) a writer with a Kafka consumer, an idempotent producer and the store.
+def bootstrap(
+    settings: WriterSettings,
+    kafka: KafkaSettings,
+    database: DatabaseSettings,
+    tenants: frozenset[str] | None = None,
+) -> Writer:
+    """Build (not start) a writer with a Kafka consumer, an idempotent producer and the store;
+    `tenants` = the configured tenant ids (None: no unknown-tenant check).
     Call it inside a running event loop (aiokafka needs one)."""
     consumer = new_consumer(
         kafka,
@@ -43,7 +50,7 @@ def bootstrap(settings: WriterSettings, kafka: KafkaSettings, database: Database
     )
     producer = new_producer(kafka)
     store = AsyncPostgresStore(database.url, StoreOptions(pool_size=settings.pool_size))
-    return Writer(settings, consumer, producer, store)
+    return Writer(settings, consumer, producer, store, tenants=tenants)
 
 
 async def run_writer(writer: Writer, observability: ObservabilitySettings | None = None) -> None:
@@ -80,12 +87,20 @@ async def run_writer(writer: Writer, observability: ObservabilitySettings | None
 
 
 def main(settings: WriterSettings | None = None) -> None:
+    """Run a writer until SIGTERM/SIGINT. Exits with code 2 when WRITER_TENANTS_FILE names a file
+    that gives no usable tenant ids."""
     obs = ObservabilitySettings()
     configure_logging("writer", obs.log_level, obs.log_format)
+    settings = settings or WriterSettings()
+    try:
+        tenants = tenant_registry(settings.tenants_file, "writer")
+    except TenantRegistryError as error:
+        log.error("writer: %s", error)
+        raise SystemExit(2) from None
 
     async def _main() -> None:
         # aiokafka clients must be created inside the running loop
-        writer = bootstrap(settings or WriterSettings(), KafkaSettings(), DatabaseSettings())
+        writer = bootstrap(settings, KafkaSettings(), DatabaseSettings(), tenants)
         await run_writer(writer, obs)
 
     asyncio.run(_main())

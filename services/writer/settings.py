@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,13 @@ class WriterSettings(BaseSettings):
         description="Gen-0 threshold of Python's cyclic GC while the writer runs (0 keeps the default 700)",
     )
     pool_size: int = Field(default=2, ge=1, le=50)
+    tenants_file: Path | None = Field(
+        default=None,
+        description=(
+            "The poller's tenants TOML file (only its tenant ids are read): nothing is applied for any "
+            "other tenant (its contract records are dead-lettered as unknown_tenant); unset = no tenant check"
+        ),
+    )
     instance: str = Field(default_factory=socket.gethostname, description="Instance name in logs and events")
 
     def topic_kinds(self) -> dict[str, str]:
