@@ -44,8 +44,17 @@ from services.poller.tenants import PollerConfig, connection_for, parse_shard, t
 log = logging.getLogger(__name__)
 
 
-async def handle_command(raw: bytes | None, pollers: Mapping[str, TenantPoller], max_age: timedelta) -> str:
-    """Act on one `sync.commands.v1` message; returns what was done (for logs and tests)."""
+async def handle_command(
+    raw: bytes | None,
+    pollers: Mapping[str, TenantPoller],
+    max_age: timedelta,
+    configured: frozenset[str] | None = None,
+) -> str:
+    """Act on one `sync.commands.v1` message; returns what was done (for logs and tests).
+
+    `configured`: every tenant id of the tenants file (all shards). A command for a tenant outside
+    it is skipped here: the mapper dead-letters it and answers `sync.command.rejected`
+    (`unknown_tenant`), so nothing is silently lost."""
     if raw is None:
         return "skipped: empty"
     try:
@@ -57,6 +66,8 @@ async def handle_command(raw: bytes | None, pollers: Mapping[str, TenantPoller],
         return "skipped: invalid"
     poller = pollers.get(command.tenantid)
     if poller is None:
+        if configured is not None and command.tenantid not in configured:
+            return "skipped: unknown tenant (the mapper dead-letters and rejects it)"
         return "skipped: not this shard's tenant"
     if isinstance(command, RefreshCommand):
         if utcnow() - command.time > max_age:
@@ -71,7 +82,11 @@ async def handle_command(raw: bytes | None, pollers: Mapping[str, TenantPoller],
 
 
 async def consume_commands(
-    consumer: AIOKafkaConsumer, pollers: Mapping[str, TenantPoller], stop: asyncio.Event, max_age: timedelta
+    consumer: AIOKafkaConsumer,
+    pollers: Mapping[str, TenantPoller],
+    stop: asyncio.Event,
+    max_age: timedelta,
+    configured: frozenset[str] | None = None,
 ) -> None:
     while not stop.is_set():
         try:
@@ -82,7 +97,7 @@ async def consume_commands(
             continue
         for messages in batches.values():
             for message in messages:
-                outcome = await handle_command(message.value, pollers, max_age)
+                outcome = await handle_command(message.value, pollers, max_age, configured)
                 log.debug("command handled: %s", outcome, extra={"offset": message.offset})
         if batches:
             with contextlib.suppress(Exception):
@@ -161,7 +176,8 @@ async def run_poller(
         callback_task = asyncio.create_task(callback_server.serve())
 
     max_age = timedelta(seconds=settings.refresh_max_age_s)
-    commands = asyncio.create_task(consume_commands(consumer, pollers, stop, max_age))
+    configured = frozenset(t.id for t in config.tenants)
+    commands = asyncio.create_task(consume_commands(consumer, pollers, stop, max_age, configured))
     runs = [asyncio.create_task(p.run_forever(stop), name=f"poller-{p.tenant.id}") for p in pollers.values()]
     try:
         await stop.wait()

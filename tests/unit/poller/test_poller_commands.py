@@ -68,6 +68,25 @@ async def test_stale_refreshes_and_other_tenants_are_skipped() -> None:
     assert poller._hints.empty()
 
 
+async def test_a_refresh_for_a_tenant_absent_from_the_whole_tenants_file_is_skipped_as_unknown() -> None:
+    poller = make_poller()
+    ghost = RefreshCommand.build(
+        RefreshData(tenant_id="ghost", client_id="250", requested_by="ui"), source="ui"
+    )
+    beta = RefreshCommand.build(
+        RefreshData(tenant_id="beta", client_id="250", requested_by="ui"), source="ui"
+    )
+    configured = frozenset({"acme", "beta"})  # beta is configured, polled by another shard
+    assert (await handle_command(ghost.to_bytes(), {"acme": poller}, MAX_AGE, configured)).startswith(
+        "skipped: unknown tenant"
+    )
+    assert (
+        await handle_command(beta.to_bytes(), {"acme": poller}, MAX_AGE, configured)
+        == "skipped: not this shard's tenant"
+    )
+    assert poller._hints.empty()
+
+
 async def test_set_auto_sync_moves_a_configured_client_onto_the_fast_cadence() -> None:
     poller = make_poller()
     on = SetAutoSyncCommand.build(
