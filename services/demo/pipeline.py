@@ -119,6 +119,9 @@ class LocalPipeline:
     def __init__(self, options: PipelineOptions) -> None:
         self.options = options
         options.work_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = options.work_dir.resolve() / "tenants.toml"
+        """The poller's tenants file, also the mapper's and writer's tenant registry: input for any
+        other tenant is dead-lettered (`unknown_tenant`) and rejected, never applied."""
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": options.kafka_bootstrap,
             "DATABASE_URL": options.database_url,
@@ -127,6 +130,8 @@ class LocalPipeline:
             "SIM_CW_PRIVATE_KEY": SIM_PRIVATE_KEY,
             "SIM_CW_CLIENT_ID": SIM_CLIENT_ID,
             "PYTHONUNBUFFERED": "1",
+            "MAPPER_TENANTS_FILE": str(self.config_path),
+            "WRITER_TENANTS_FILE": str(self.config_path),
             **options.extra_env,
         }
         if options.unique_groups:
@@ -151,7 +156,6 @@ class LocalPipeline:
         self.control = SimControl(self.sim_site)
         self.callbacks_port = free_port() if options.callbacks else None
         self.health_ports = {name: free_port() for name in ("writer", "mapper", "poller")}
-        self.config_path = options.work_dir / "tenants.toml"
         self._engine: sa.Engine | None = None
         self._positioned_groups: set[str] = set()
 

@@ -2,7 +2,9 @@
 
 For small installs: each service still runs as its own process (and can run alone); this
 command starts all three, forwards SIGTERM/SIGINT to them, and exits when any of them exits
-(non-zero), stopping the others, so a supervisor sees one unit.
+(non-zero), stopping the others, so a supervisor sees one unit. The same tenants file is the
+mapper's and the writer's tenant registry (`MAPPER_TENANTS_FILE`, `WRITER_TENANTS_FILE`): input for
+a tenant it does not name is dead-lettered and rejected, never applied.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ from types import FrameType
 from services.launcher.group import ProcessGroup, contract_sync_command
 
 
+def registry_env(config: Path) -> dict[str, str]:
+    """The environment that gives the mapper and the writer the poller's tenants file (pure)."""
+    path = str(config.resolve())
+    return {"MAPPER_TENANTS_FILE": path, "WRITER_TENANTS_FILE": path}
+
+
 def _run(args: argparse.Namespace) -> int:
-    group = ProcessGroup(Path(args.log_dir))
+    group = ProcessGroup(Path(args.log_dir), registry_env(Path(args.config)))
     stopping = False
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -53,7 +61,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="run writer, mapper and poller as one process group")
-    parser.add_argument("--config", required=True, type=Path, help="tenants TOML file for the poller")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="tenants TOML file (the poller's tenants; the mapper's and writer's registry)",
+    )
     parser.add_argument("--log-dir", default="logs", help="one log file per service (default ./logs)")
     parser.add_argument(
         "--health-port-base",
