@@ -92,3 +92,20 @@ def test_the_compose_tenants_file_is_accepted_by_the_poller_and_holds_no_inline_
     for name in ("public_key", "private_key", "client_id"):
         ref = getattr(tenant.credentials, name)
         assert ref.env is not None and ref.env in env, name
+
+
+def test_mapper_and_writer_read_the_pollers_tenants_file_as_their_registry_without_its_secrets(
+    compose: dict[str, Any],
+) -> None:
+    from services.common.tenants import load_tenant_ids
+
+    services = compose["services"]
+    (poller_mount,) = services["poller"]["volumes"]
+    source, target = poller_mount.split(":")[:2]
+    for name in ("mapper", "writer"):
+        service = services[name]
+        assert service["environment"][f"{name.upper()}_TENANTS_FILE"] == target
+        assert poller_mount in service["volumes"]  # the same file as the poller's, read-only
+        assert not any(key.startswith(("SIM_CW_", "CW_")) for key in service["environment"])
+        assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"  # the shared env is kept
+    assert load_tenant_ids(COMPOSE_FILE.parent / source) == frozenset({"sim"})

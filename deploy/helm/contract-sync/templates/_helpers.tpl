@@ -226,3 +226,8 @@ securityContext:
 {{- end }}
 {{- default $partitions .Values.kafkaTopics.partitions }}
 {{- end }}
+
+{{/* The ConfigMap holding tenants.toml (the chart's own, or tenants.existingConfigMap). */}}
+{{- define "contract-sync.tenantsConfigMap" -}}
+{{- default (include "contract-sync.componentName" (dict "root" . "component" "tenants")) .Values.tenants.existingConfigMap -}}
+{{- end }}
