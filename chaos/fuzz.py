@@ -504,6 +504,9 @@ class FuzzReport:
     missing_rejection: Counter[str] = field(default_factory=Counter)
     dlq_without_reason: int = 0
     examples: list[str] = field(default_factory=list)
+    ghost_rows: int | None = None
+    """`client_sync_settings` rows the unknown_tenant commands left (DESIGN.md §6: nothing is
+    applied for a tenant nobody configured); None until `ghost_settings_rows` was run."""
 
     def problems(self) -> list[str]:
         out = [
@@ -512,6 +515,8 @@ class FuzzReport:
         out += [f"{n} {c} inputs got no rejection event" for c, n in sorted(self.missing_rejection.items())]
         if self.dlq_without_reason:
             out.append(f"{self.dlq_without_reason} dead-letter records without reason/stage headers")
+        if self.ghost_rows:
+            out.append(f"{self.ghost_rows} client_sync_settings rows stored for unknown tenants")
         return out
 
 
@@ -560,6 +565,20 @@ def judge(
             if len(report.examples) < 24:
                 report.examples.append(f"no rejection: {case.category} {case.value[:160]!r}")
     return report
+
+
+def ghost_settings_rows(engine: sa.Engine, cases: list[FuzzCase]) -> int:
+    """Rows of `client_sync_settings` written by this run's unknown_tenant commands (found by the
+    input's unique marker, stored as `auto_sync_requested_by`)."""
+    markers = [case.marker for case in cases if case.category == "unknown_tenant"]
+    if not markers:
+        return 0
+    with engine.connect() as connection:
+        count = connection.execute(
+            sa.text("SELECT count(*) FROM client_sync_settings WHERE auto_sync_requested_by = ANY(:m)"),
+            {"m": markers},
+        ).scalar_one()
+    return int(count)
 
 
 def tenants_digest(engine: sa.Engine, tenants: list[str]) -> tuple[int, str]:

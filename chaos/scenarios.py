@@ -13,7 +13,7 @@ from collections import Counter
 
 import sqlalchemy as sa
 
-from chaos.fuzz import Target, run_fuzz, tenants_digest
+from chaos.fuzz import Target, ghost_settings_rows, run_fuzz, tenants_digest
 from chaos.harness import HOSTILE_NAMES, ChaosRun, Scenario, Workload
 from chaos.security import callback_checks, capture_genuine_callback
 
@@ -193,10 +193,11 @@ def hostile_input(fuzz_count: int = 10_000) -> Scenario:
         clients = sorted({client for client, _ in own})
         before = tenants_digest(engine, run.victims)
         exits_before = sum(run.unexpected_exits.values())
-        report, _ = run_fuzz(
+        report, cases = run_fuzz(
             run.kafka, Target(run.tenant, clients, own, victims), fuzz_count, prefix=run.prefix
         )
         after = tenants_digest(engine, run.victims)
+        report.ghost_rows = ghost_settings_rows(engine, cases)
         run.fuzz_report = report
         run.victims_unchanged = before == after
         if before != after:
@@ -217,6 +218,7 @@ def hostile_input(fuzz_count: int = 10_000) -> Scenario:
             f"{report.inputs} hostile inputs ({dict(report.by_category)}): {report.dlq_inputs} reached the "
             f"dead-letter topic ({report.dlq_records} records), {report.rejections} answered by a rejection "
             f"event; other tenants' {before[0]} contracts unchanged: {before == after}; "
+            f"settings rows stored for unknown tenants: {report.ghost_rows}; "
             f"all services alive at the end: {alive and not exits}"
         )
         security = _callbacks(run)

@@ -4,9 +4,8 @@ ends exactly right; ~1,000 generated bad inputs are dead-lettered and answered w
 stays exact and every service stays up; no credential reaches a log line or a topic; forged
 callbacks are refused; the ConnectWise client verifies TLS by default.
 
-One DESIGN.md §6 promise the services do not keep yet (commands for unknown tenants are not
-dead-lettered) is asserted in its own test, marked `xfail(strict=True)` with the exact finding: it
-turns into a failure the moment it is fixed, so the mark cannot outlive the bug.
+Commands for a tenant nobody configured (docs/chaos.md, finding 2, fixed) are asserted in their own
+test: every one is dead-lettered (`unknown_tenant`) and rejected, and no category is exempt.
 """
 
 from __future__ import annotations
@@ -93,32 +92,25 @@ def test_store_is_exact_and_services_stay_up_under_hostile_input(results: dict[s
     assert not [p for p in r.problems if "service stopped" in p], r.problems
 
 
-KNOWN_GAPS = {"unknown_tenant"}
-
-
 def test_bad_input_is_dead_lettered_with_a_reason_and_answered(results: dict[str, ScenarioResult]) -> None:
     report = results["fuzz"].fuzz_report
     assert report is not None
-    missing_dlq = {c: n for c, n in report.missing_dlq.items() if c not in KNOWN_GAPS}
-    missing_rejection = {c: n for c, n in report.missing_rejection.items() if c not in KNOWN_GAPS}
+    missing_dlq = {c: n for c, n in report.missing_dlq.items() if n}
+    missing_rejection = {c: n for c, n in report.missing_rejection.items() if n}
     assert not missing_dlq, (missing_dlq, report.examples)
     assert not missing_rejection, (missing_rejection, report.examples)
     assert report.dlq_without_reason == 0
     assert report.dlq_inputs >= 0.8 * report.inputs  # all but psa-owned edits (answered, not dead-lettered)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (docs/chaos.md): sync.command.set_auto_sync / refresh / select for a tenant no one "
-    "configured are not dead-lettered (the writer even stores client_sync_settings rows for them)",
-)
 def test_commands_for_unknown_tenants_are_dead_lettered_and_rejected(
     results: dict[str, ScenarioResult],
 ) -> None:
     report = results["fuzz"].fuzz_report
     assert report is not None and report.by_category["unknown_tenant"] > 0
-    assert report.missing_dlq["unknown_tenant"] == 0
-    assert report.missing_rejection["unknown_tenant"] == 0
+    assert report.missing_dlq["unknown_tenant"] == 0, report.examples
+    assert report.missing_rejection["unknown_tenant"] == 0, report.examples
+    assert report.ghost_rows == 0  # the writer stored no client_sync_settings row for a ghost tenant
 
 
 def test_no_contract_of_another_tenant_changes_under_hostile_input(
