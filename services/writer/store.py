@@ -128,12 +128,13 @@ class ConcurrentApply(StoreUnavailable):
 _stage_metadata = MetaData()
 _TYPES: dict[str, Any] = {c.name: c.type for c in contracts.columns}
 _TYPES["event_id"] = contracts.c.last_event_id.type
-_TYPES.update(pos=Integer(), topic=Text(), partition=Integer(), offset=BigInteger())
+_TYPES.update(pos=Integer(), topic=Text(), partition=Integer(), offset=BigInteger(), correlation=Text())
 # binary COPY has no dumper for char(n), and jsonb arrives as JSON text: both are staged as text
 _TYPES.update(billing_currency=Text(), explanation=Text())
 STAGE_TABLE = "writer_contract_stage"
-STAGE_COPY_COLUMNS: tuple[str, ...] = ("pos", "topic", "partition", "offset", *STAGE_COLUMNS)
-"""What the writer COPYs per record: batch position and Kafka position, then the record's columns."""
+STAGE_COPY_COLUMNS: tuple[str, ...] = ("pos", "topic", "partition", "offset", *STAGE_COLUMNS, "correlation")
+"""What the writer COPYs per record: batch position and Kafka position, the record's columns, then
+its correlation id (to count outcomes per client and correlation in SQL)."""
 stage = Table(
     STAGE_TABLE,
     _stage_metadata,
@@ -280,6 +281,28 @@ MERGE_SQL = _sql(MERGE)
 MERGE_UNIQUE_SQL = _sql(_merge_statement(distinct=False))
 """The same merge for a stage without duplicate contract keys (no DISTINCT ON sort)."""
 
+
+def _counted(merge_sql: str) -> str:
+    """The merge, counted in the same statement: per (tenant, client, correlation) of the staged
+    records, how many created (`inserted` true), updated (false) or left unchanged (null: older,
+    equal, another tenant's, or superseded by a newer record of the same contract in the batch).
+    A few rows per batch reach Python instead of one per record."""
+    returning = " RETURNING contracts.contract_key, (xmax = 0) AS inserted"
+    assert merge_sql.endswith(returning), merge_sql[-200:]
+    merge = (
+        merge_sql[: -len(returning)]
+        + " RETURNING contracts.last_event_id AS event_id, (xmax = 0) AS inserted"
+    )
+    return (
+        f"WITH merged AS ({merge}) "  # noqa: S608 (constant SQL)
+        f"SELECT s.tenant_id, s.client_id, s.correlation, m.inserted, count(*) FROM {STAGE_TABLE} AS s "
+        "LEFT JOIN merged AS m ON m.event_id = s.event_id GROUP BY 1, 2, 3, 4"
+    )
+
+
+MERGE_COUNTED_SQL = _counted(MERGE_SQL)
+MERGE_UNIQUE_COUNTED_SQL = _counted(MERGE_UNIQUE_SQL)
+
 # ---------------------------------------------------------------------------------------------
 # Plain SQL for the low-volume parts (psycopg `%(name)s` parameters, arrays via unnest)
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +420,16 @@ def _stored(row: Sequence[Any]) -> StoredContract:
         local_overrides=values["local_overrides"] or {},
         removed_in_psa_at=values["removed_in_psa_at"],
     )
+
+
+_BEGIN_SYNC_PATH = f"SELECT now(), set_config('{SYNC_PATH_SETTING}', 'on', true)"
+"""Starts a batch: the transaction's time, and `SET LOCAL contract_sync.sync_path = 'on'`."""
+
+
+async def _prepare_session(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Once per connection (autocommit, outside any batch transaction, so a rolled-back batch
+    cannot take it along): the session's temporary stage table (`ON COMMIT DELETE ROWS`)."""
+    await conn.execute(STAGE_DDL)
 
 
 async def _set_sync_path(cur: psycopg.AsyncCursor[Any], on: bool) -> None:
@@ -555,6 +588,10 @@ async def _apply_once(
     except psycopg.Error as error:
         raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
     try:
+        try:
+            await _prepare_session(conn)
+        except psycopg.Error as error:
+            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
         return await _apply_on(conn, plan, outbox)
     finally:
         await conn.close()
@@ -577,9 +614,13 @@ class AsyncPostgresStore:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             try:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self.conninfo, **_connect_kwargs(self.options)
-                )
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, **_connect_kwargs(self.options))
+                try:
+                    await _prepare_session(conn)
+                except psycopg.Error:
+                    await conn.close()
+                    raise
+                self._conn = conn
             except psycopg.Error as error:
                 raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
         return self._conn
@@ -657,28 +698,32 @@ class _BatchApplier:
     async def apply(self, plan: BatchPlan) -> BatchResult:
         cur = self.cur
         result = BatchResult()
-        await _set_sync_path(cur, True)
-        await cur.execute("SELECT now()")
+        # this transaction is the sync path; its time is the batch's `last_synced_at` (one round trip)
+        await cur.execute(_BEGIN_SYNC_PATH)
         now_row = await cur.fetchone()
         assert now_row is not None
         now: datetime = now_row[0]
         # Mapped records (the bulk) are staged with COPY and their ids recorded from the stage;
         # every other event's id is recorded from arrays.
-        mapped = [(pos, a) for pos, a in enumerate(plan.events) if isinstance(a.event, StagedRecord)]
-        fresh_positions = await self._stage_records(cur, mapped) if mapped else set()
-        others = [(pos, a) for pos, a in enumerate(plan.events) if not isinstance(a.event, StagedRecord)]
-        fresh_ids = await self._record_ids(cur, [a for _, a in others]) if others else set()
-        fresh_positions.update(pos for pos, a in others if a.event.id in fresh_ids)
-        positioned = [(pos, plan.events[pos].event) for pos in sorted(fresh_positions)]
-        events = [event for _, event in positioned]
-        result.fresh = len(events)
-        result.duplicates = len(plan.events) - len(events)
+        mapped: list[tuple[int, Applicable]] = []
+        others: list[tuple[int, Applicable]] = []
+        for pos, applicable in enumerate(plan.events):
+            (mapped if isinstance(applicable.event, StagedRecord) else others).append((pos, applicable))
+        fresh_mapped = await self._stage_records(cur, mapped) if mapped else set()
+        fresh_others: list[tuple[int, Any]] = []
+        if others:
+            fresh_ids = await self._record_ids(cur, [a for _, a in others])
+            fresh_others = [(pos, a.event) for pos, a in others if a.event.id in fresh_ids]
+        result.fresh = (len(mapped) if fresh_mapped is None else len(fresh_mapped)) + len(fresh_others)
+        result.duplicates = len(plan.events) - result.fresh
+        events = [event for _, event in fresh_others]
         touched: set[ClientKey] = set()
         synced_clients: set[ClientKey] = set()
 
-        records = [(pos, e) for pos, e in positioned if isinstance(e, StagedRecord | ContractRecordRetired)]
-        if records:
-            await self._apply_records(cur, records, result, touched, synced_clients)
+        retired = [(pos, e) for pos, e in fresh_others if isinstance(e, ContractRecordRetired)]
+        if fresh_mapped is None or fresh_mapped or retired:
+            await self._apply_records(cur, mapped, fresh_mapped, retired, result, synced_clients)
+            touched.update(synced_clients)
 
         observed = [e for e in events if isinstance(e, AgreementObserved)]
         removals = [e for e in events if isinstance(e, AgreementRemoved | AdditionRemoved)]
@@ -748,16 +793,29 @@ class _BatchApplier:
 
     async def _stage_records(
         self, cur: psycopg.AsyncCursor[Any], mapped: Sequence[tuple[int, Applicable]]
-    ) -> set[int]:
-        """COPY the mapped records into the stage and record their ids; returns the fresh positions."""
-        await cur.execute(STAGE_DDL)
+    ) -> set[int] | None:
+        """COPY the mapped records into the stage (created with the session: `_prepare_session`)
+        and record their ids; returns the fresh positions, None when all are fresh (the usual case).
+        Afterwards the stage holds exactly the fresh records."""
         async with cur.copy(STAGE_COPY) as copy:
             copy.set_types(STAGE_COPY_TYPES)
-            write_row = copy.write_row
+            # rows are encoded by the formatter directly and written in ~32 KiB chunks: one await per
+            # chunk instead of one per record
+            encode = copy.formatter.write_row
             for pos, (event, message) in mapped:
-                await write_row(
-                    (pos, message.topic, message.partition, message.offset, *cast(StagedRecord, event).values)
+                record = cast(StagedRecord, event)
+                chunk = encode(
+                    (
+                        pos,
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        *record.values,
+                        record.correlationid,
+                    )
                 )
+                if chunk:
+                    await copy.write(chunk)
         # Usual case: nothing was applied before, and one INSERT records every id. Otherwise undo
         # that INSERT, drop the already-applied records from the stage and record the rest.
         await cur.execute("SAVEPOINT record_ids")
@@ -767,7 +825,7 @@ class _BatchApplier:
             await cur.execute("ROLLBACK TO SAVEPOINT record_ids")
         else:
             await cur.execute("RELEASE SAVEPOINT record_ids")
-            return {pos for pos, _ in mapped}
+            return None
         await cur.execute(_STAGE_DROP_SEEN)
         seen = {row[0] for row in await cur.fetchall()}
         fresh = {pos for pos, _ in mapped if pos not in seen}
@@ -783,55 +841,52 @@ class _BatchApplier:
     async def _apply_records(
         self,
         cur: psycopg.AsyncCursor[Any],
-        records: list[tuple[int, StagedRecord | ContractRecordRetired]],
+        mapped: Sequence[tuple[int, Applicable]],
+        fresh: set[int] | None,
+        retired: list[tuple[int, ContractRecordRetired]],
         result: BatchResult,
-        touched: set[ClientKey],
         synced_clients: set[ClientKey],
     ) -> None:
-        """Merge the fresh staged records (one statement) and retire; count outcomes per client."""
-        reduced = reduce_records(records)
-        for _, event in records:
-            synced_clients.add(client_of(event))
-        touched.update(synced_clients)
-        outcomes: dict[str, bool] = {}
-        if reduced.upserts:
-            # the stage holds exactly the fresh mapped records: duplicates <=> something was superseded
-            await cur.execute(MERGE_SQL if reduced.superseded else MERGE_UNIQUE_SQL)
-            for key, inserted in await cur.fetchall():
-                outcomes[key] = bool(inserted)
-        # count per (tenant, client, correlation) first, then fold into the result (one dict
-        # operation per record instead of a lookup of the counts object)
-        tally: dict[tuple[str, str, str | None, int], int] = {}
-        for _, record in reduced.upserts:
-            inserted = outcomes.get(record.contract_key)
-            outcome = 0 if inserted is None else (1 if inserted else 2)
-            group = (record.tenant_id, record.client_id, record.correlationid, outcome)
-            tally[group] = tally.get(group, 0) + 1
-        for superseded in reduced.superseded:
-            group = (superseded.tenant_id, superseded.client_id, superseded.correlationid, 0)
-            tally[group] = tally.get(group, 0) + 1
-        for (tenant_id, client_id, correlation, outcome), n in tally.items():
-            counts = counts_for(result, tenant_id, client_id, correlation)
-            if outcome == 0:
-                counts.unchanged += n
-            elif outcome == 1:
-                counts.created += n
-            else:
-                counts.updated += n
-        if reduced.retires:
+        """Merge the staged (= fresh mapped) records in one statement that also counts their
+        outcomes per client and correlation; then retire. `fresh`: positions of the fresh mapped
+        records, None for all of them."""
+        if mapped and (fresh is None or fresh):
+            # a DISTINCT ON sort only when a contract appears twice (the newest one wins)
+            unique = len({cast(StagedRecord, a.event).contract_key for _, a in mapped}) == len(mapped)
+            await cur.execute(MERGE_UNIQUE_COUNTED_SQL if unique else MERGE_COUNTED_SQL)
+            for tenant_id, client_id, correlation, inserted, n in await cur.fetchall():
+                synced_clients.add((tenant_id, client_id))
+                counts = counts_for(result, tenant_id, client_id, correlation)
+                if inserted is None:
+                    counts.unchanged += n
+                elif inserted:
+                    counts.created += n
+                else:
+                    counts.updated += n
+        if not retired:
+            return
+        # A retire applies only after the contract's last fresh mapped record of the batch.
+        records: list[tuple[int, StagedRecord | ContractRecordRetired]] = [
+            (pos, cast(StagedRecord, a.event)) for pos, a in mapped if fresh is None or pos in fresh
+        ]
+        records.extend(retired)
+        records.sort(key=lambda item: item[0])
+        retires = reduce_records(records).retires
+        synced_clients.update(client_of(event) for _, event in retired)
+        if retires:
             await cur.execute(
                 _RETIRE,
                 {
-                    "keys": [r.contract_key for r in reduced.retires],
-                    "tenants": [r.tenant_id for r in reduced.retires],
-                    "observed": [r.observed_at for r in reduced.retires],
-                    "ids": [r.event_id for r in reduced.retires],
+                    "keys": [r.contract_key for r in retires],
+                    "tenants": [r.tenant_id for r in retires],
+                    "observed": [r.observed_at for r in retires],
+                    "ids": [r.event_id for r in retires],
                 },
             )
-            retired = {row[0] for row in await cur.fetchall()}
-            for retire in reduced.retires:
+            done = {row[0] for row in await cur.fetchall()}
+            for retire in retires:
                 counts = counts_for(result, retire.tenant_id, retire.client_id, retire.correlation_id)
-                if retire.contract_key in retired:
+                if retire.contract_key in done:
                     counts.retired += 1
                 else:
                     counts.unchanged += 1
