@@ -105,8 +105,22 @@ def incoming(record: ConsumerRecord[Any, Any]) -> Incoming:
         offset=record.offset,
         key=record.key,
         value=record.value,
-        headers=tuple((k, bytes(v)) for k, v in record.headers) if record.headers else (),
+        headers=_headers(record.headers),
     )
+
+
+def _headers(headers: Sequence[tuple[str, bytes]] | None) -> tuple[tuple[str, bytes], ...]:
+    return tuple((k, bytes(v)) for k, v in headers) if headers else ()
+
+
+def incoming_batch(topic: str, partition: int, records: Sequence[ConsumerRecord[Any, Any]]) -> list[Incoming]:
+    """`incoming` for the records of one partition (built as plain tuples: the per-message cost of
+    the batch's bookkeeping matters at tens of thousands of messages per second)."""
+    new = tuple.__new__
+    return [
+        new(Incoming, (topic, partition, r.offset, r.key, r.value, _headers(r.headers) if r.headers else ()))
+        for r in records
+    ]
 
 
 def next_offsets(messages: Sequence[Incoming]) -> dict[TopicPartition, int]:
@@ -206,7 +220,7 @@ class Writer:
             if deadline is None:
                 deadline = loop.time() + self.settings.batch_max_ms / 1000
             for tp, records in got.items():
-                out.extend([incoming(r) for r in records])
+                out.extend(incoming_batch(tp.topic, tp.partition, records))
                 offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)
                 counts[tp.topic] = counts.get(tp.topic, 0) + len(records)
         return out

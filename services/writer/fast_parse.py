@@ -120,6 +120,14 @@ _CURRENCIES: set[Any] = set()
 _CACHE_MAX = 65_536
 _new_uuid = object.__new__
 _set_slot = object.__setattr__
+_UNKNOWN = SafeUUID.unknown  # (an enum member looked up once: each lookup goes through a descriptor)
+_AMOUNTS: dict[Any, Decimal] = {}
+"""Amount texts already validated -> their Decimal (prices repeat; Decimals are immutable)."""
+_DATES: dict[Any, date] = {}
+"""Date texts already validated -> their date."""
+_SHAPES: set[tuple[Any, ...]] = set()
+"""Key sequences of `data` (with those of its `source` and `billing_cost`) already checked against
+the schema's fields: the mapper writes the same few shapes, so each is checked once."""
 
 
 def _uuid(value: Any) -> UUID:
@@ -128,8 +136,18 @@ def _uuid(value: Any) -> UUID:
     _match(_UUID, value)
     ident = _new_uuid(UUID)
     _set_slot(ident, "int", int(value.replace("-", ""), 16))
-    _set_slot(ident, "is_safe", SafeUUID.unknown)
+    _set_slot(ident, "is_safe", _UNKNOWN)
     return ident
+
+
+def _date(value: Any) -> date:
+    parsed = _DATES.get(value)
+    if parsed is None:
+        parsed = date.fromisoformat(_match(_DATE, value))  # ValueError: declined by the caller
+        if len(_DATES) >= _CACHE_MAX:
+            _DATES.clear()
+        _DATES[value] = parsed
+    return parsed
 
 
 def _subject(tenant: Any, client: Any) -> str:
@@ -160,18 +178,23 @@ def _parse(raw: bytes) -> StagedRecord:
     data = doc["data"]
     if type(data) is not dict:
         raise _Decline
-    keys = data.keys()
-    if not keys <= _DATA_FIELDS or not keys >= _DATA_REQUIRED:
+    source = data.get("source")
+    money = data.get("billing_cost")
+    if type(source) is not dict or type(money) is not dict:
         raise _Decline
-    source = data["source"]
-    money = data["billing_cost"]
-    if (
-        type(source) is not dict
-        or type(money) is not dict
-        or not source.keys() <= _SOURCE_FIELDS
-        or money.keys() != _MONEY_FIELDS
-    ):
-        raise _Decline
+    shape = (*data, None, *source, None, *money)
+    if shape not in _SHAPES:
+        keys = data.keys()
+        if (
+            not keys <= _DATA_FIELDS
+            or not keys >= _DATA_REQUIRED
+            or not source.keys() <= _SOURCE_FIELDS
+            or money.keys() != _MONEY_FIELDS
+        ):
+            raise _Decline
+        if len(_SHAPES) >= _CACHE_MAX:
+            _SHAPES.clear()
+        _SHAPES.add(shape)
     # envelope
     if doc.get("specversion", "1.0") != "1.0" or doc.get("datacontenttype", "application/json") != (
         "application/json"
@@ -209,7 +232,13 @@ def _parse(raw: bytes) -> StagedRecord:
     status, cycle, category = data["status"], data["billing_cycle"], data["category"]
     if status not in _STATUSES or cycle not in _CYCLES or category not in _CATEGORIES:
         raise _Decline
-    amount = Decimal(_match(_DECIMAL, money["amount"]))
+    amount_text = money["amount"]
+    amount = _AMOUNTS.get(amount_text)
+    if amount is None:
+        amount = Decimal(_match(_DECIMAL, amount_text))
+        if len(_AMOUNTS) >= _CACHE_MAX:
+            _AMOUNTS.clear()
+        _AMOUNTS[amount_text] = amount
     currency = money["currency"]
     if currency not in _CURRENCIES:
         _match(_CURRENCY, currency)
@@ -250,8 +279,8 @@ def _parse(raw: bytes) -> StagedRecord:
         cycle,
         name,
         contract_type,
-        None if start is None else date.fromisoformat(_match(_DATE, start)),
-        None if end is None else date.fromisoformat(_match(_DATE, end)),
+        None if start is None else _date(start),
+        None if end is None else _date(end),
         description,
         category,
         orjson.dumps(explanation).decode() if explanation else "{}",

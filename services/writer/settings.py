@@ -36,9 +36,12 @@ class WriterSettings(BaseSettings):
     )
     prune_interval_s: float = Field(default=3600.0, gt=0, description="How often old event ids are pruned")
     gc_gen0_threshold: int = Field(
-        default=50_000,
+        default=300_000,
         ge=0,
-        description="Gen-0 threshold of Python's cyclic GC while the writer runs (0 keeps the default 700)",
+        description=(
+            "Gen-0 threshold of Python's cyclic GC while the writer runs (0 keeps the default 700); above "
+            "the objects of two batches in flight, so a batch's objects are freed before a collection scans them"
+        ),
     )
     pool_size: int = Field(default=2, ge=1, le=50)
     tenants_file: Path | None = Field(

@@ -567,7 +567,9 @@ async def _apply_on(
             if plan.outbox_done:
                 await cur.execute(_OUTBOX_DELETE, {"ids": plan.outbox_done})
             if outbox is not None:
-                result.dead_letters = dead_letters_of(plan, result)
+                result.dead_letters = (
+                    dead_letters_of(plan, result) if result.rejected_events else list(plan.dead_letters)
+                )
                 result.outbox = outbox_messages(
                     result.dead_letters, events_for(result, result.dead_letters), outbox
                 )
