@@ -149,6 +149,34 @@ class TestUpsertRules:
         result = apply(store, make_record(tenant, correlationid="cmd-42"))
         assert result.applied[(tenant, "100", "cmd-42")].created == 1
 
+    def test_outcomes_are_counted_once_per_record_across_replays_versions_clients_and_retirements(
+        self, store: PostgresStore
+    ) -> None:
+        tenant = unique_tenant()
+        replayed = make_record(tenant, agreement_id=1)
+        apply(store, replayed, make_record(tenant, agreement_id=2), make_record(tenant, agreement_id=4))
+        result = apply(
+            store,
+            replayed,  # already applied: skipped, counted nowhere
+            make_record(tenant, agreement_id=2, version=at(1), status="expired"),  # updated
+            make_record(tenant, agreement_id=3, version=at(1)),  # superseded by the next: unchanged
+            make_record(tenant, agreement_id=3, version=at(2), name="v2"),  # created
+            make_record(tenant, "200", agreement_id=7, correlationid="cmd-1"),  # created, other client
+            make_record(tenant, agreement_id=4),  # equal to the stored row: unchanged
+            make_retired(tenant, agreement_id=4, observed_at=at(5)),  # after its record: retired
+            make_retired(tenant, agreement_id=3, observed_at=at(5)),
+            make_record(tenant, agreement_id=3, version=at(3), name="v3"),  # after the retire: wins
+        )
+        assert (result.fresh, result.duplicates) == (8, 1)
+        counts = result.applied[(tenant, "100", None)]
+        assert (counts.created, counts.updated, counts.unchanged, counts.retired) == (1, 1, 3, 1)
+        other = result.applied[(tenant, "200", "cmd-1")]
+        assert (other.created, other.updated, other.unchanged, other.retired) == (1, 0, 0, 0)
+        assert set(result.last_synced_at) == {(tenant, "100"), (tenant, "200")}
+        assert contract(store, tenant, item=3)["name"] == "v3"
+        assert contract(store, tenant, item=3)["removed_in_psa_at"] is None
+        assert contract(store, tenant, item=4)["removed_in_psa_at"] == at(5)
+
 
 class TestEdits:
     def test_a_psa_owned_edit_is_rejected_and_nothing_of_it_is_applied(self, store: PostgresStore) -> None:

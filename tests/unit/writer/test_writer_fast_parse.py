@@ -222,3 +222,30 @@ def test_values_are_typed_as_the_database_expects() -> None:
     assert fast.values[10] == Decimal("1500.00") and str(fast.values[10]) == "1500.00"
     assert fast.values[15] == date(2026, 1, 1)
     assert fast == reference(raw)
+
+
+def test_an_upper_case_or_unhyphenated_event_id_takes_the_fast_path_with_the_same_uuid() -> None:
+    raw = _canonical_example()
+    ident = orjson.loads(raw)["id"]
+    for spelling in (ident.upper(), ident.replace("-", "")):
+        variant = raw.replace(ident.encode(), spelling.encode())
+        fast = parse_mapped(variant)
+        assert fast is not None and str(fast.id) == ident
+        assert fast == reference(variant)
+
+
+def test_a_contract_key_with_a_trailing_newline_is_left_to_pydantic_which_rejects_it() -> None:
+    raw = _canonical_example().replace(b':agreement:7"', b':agreement:7\\n"', 1)
+    assert parse_mapped(raw) is None
+    assert reference(raw) == "rejected"
+
+
+def _canonical_example() -> bytes:
+    return (
+        b'{"specversion":"1.0","id":"5b0c8a52-3f0e-4f57-9a51-8f1f1c7d2e10","source":"m","type":'
+        b'"contract.record.mapped","time":"2026-01-01T10:00:00+02:00","subject":"acme:1","tenantid":"acme",'
+        b'"data":{"tenant_id":"acme","client_id":"1","contract_key":"cw:acme:agreement:7","source":{"kind":'
+        b'"agreement","agreement_id":7,"psa_last_updated":"2026-01-01T10:00:00.5+02:00"},"name":"n",'
+        b'"contract_type":"t","category":"recurring","status":"active","billing_cost":{"amount":"1500.00",'
+        b'"currency":"USD"},"billing_cycle":"monthly","start_date":"2026-01-01"}}'
+    )
