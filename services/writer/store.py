@@ -6,11 +6,16 @@ tests) applies one batch in ONE transaction:
 
 1. `SET LOCAL contract_sync.sync_path = 'on'`: this transaction is the sync path, the only one
    the `contracts_psa_owned_guard` trigger lets change PSA-owned columns of synced contracts;
-2. records every event id in `processed_events` (`INSERT ... ON CONFLICT DO NOTHING RETURNING`);
-   ids already there are skipped: replaying a batch changes nothing (exactly-once effects);
-3. contract records: COPY into a temporary stage, then one `INSERT ... SELECT ... ON CONFLICT DO
-   UPDATE` whose column lists and WHERE guard come from `schemas.ownership` via `apply.py`;
-   retirements in one `UPDATE ... FROM unnest(...)`;
+2. records every event id in `processed_events`; ids already there are skipped: replaying a
+   batch changes nothing (exactly-once effects). Mapped records are first COPYed (binary) into the
+   session's temporary stage (created once per connection, `ON COMMIT DELETE ROWS`) and their ids
+   inserted from it with one plain INSERT; only when that hits an id already applied (a replay) is
+   it undone to a savepoint and the applied ones dropped from the stage first. Other events' ids:
+   `INSERT ... ON CONFLICT DO NOTHING RETURNING` from arrays;
+3. contract records: one `INSERT ... SELECT ... FROM stage ON CONFLICT DO UPDATE` whose column
+   lists and WHERE guard come from `schemas.ownership` via `apply.py`, counted in the same
+   statement (created / updated / unchanged per client and correlation id: a few rows per batch
+   reach Python, not one per record); retirements in one `UPDATE ... FROM unnest(...)`;
 4. the catalog (one upsert, set-based removals), auto-sync flags, "last synced" per client;
 5. local edits, with the sync path switched off again (`SET LOCAL ... 'off'`), row by row;
 6. catalog state counts of the touched clients, remembered to tell when they change;
