@@ -825,13 +825,15 @@ class _BatchApplier:
                     await copy.write(chunk)
         # Usual case: nothing was applied before, and one INSERT records every id. Otherwise undo
         # that INSERT, drop the already-applied records from the stage and record the rest.
-        await cur.execute("SAVEPOINT record_ids")
+        # (three statements, one round trip: without parameters psycopg sends them as one query, and
+        # the failing INSERT stops the rest)
         try:
-            await cur.execute(_STAGE_RECORD_IDS_PLAIN)
+            await cur.execute(
+                f"SAVEPOINT record_ids; {_STAGE_RECORD_IDS_PLAIN.strip()}; RELEASE SAVEPOINT record_ids"
+            )
         except psycopg.errors.UniqueViolation:
             await cur.execute("ROLLBACK TO SAVEPOINT record_ids")
         else:
-            await cur.execute("RELEASE SAVEPOINT record_ids")
             return None
         await cur.execute(_STAGE_DROP_SEEN)
         seen = {row[0] for row in await cur.fetchall()}
