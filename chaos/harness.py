@@ -52,7 +52,7 @@ from schemas.commands import (
 from schemas.envelope import CloudEvent
 from schemas.topics import SYNC_COMMANDS, TOPICS
 from services.common.db.tables import catalog_items
-from services.common.kafka import ensure_topics, new_producer
+from services.common.kafka import ensure_topics, new_producer, wait_for_leaders
 from services.common.settings import KafkaSettings
 from services.demo.pipeline import (
     SIM_CLIENT_ID,
@@ -225,8 +225,16 @@ class ChaosRun:
         return f"{self.prefix}{canonical}"
 
     def create_topics(self) -> None:
+        """Create the run's topics and wait until every partition has a leader: a mapper started
+        on a just-created topic whose metadata is not out yet exits ("source topics missing"; seen
+        on a freshly started private broker)."""
         specs = [replace(spec, name=self.topic(spec.name)) for spec in TOPICS]
-        asyncio.run(ensure_topics(self.kafka, specs))
+
+        async def create() -> None:
+            await ensure_topics(self.kafka, specs)
+            await wait_for_leaders(self.kafka, [spec.name for spec in specs])
+
+        asyncio.run(create())
 
     def delete_topics(self) -> None:
         """Remove this run's topics and the mapper's changelog (used on a shared stack)."""
