@@ -64,6 +64,8 @@ from services.writer.store import AsyncPostgresStore, StoreRejected, StoreUnavai
 
 log = logging.getLogger(__name__)
 
+IN_FLIGHT_POLL_MS = 10
+"""While a batch is being applied and nothing new arrived, poll in steps this long."""
 PLAN_SLICE = 200
 """Messages parsed between two yields to the event loop: small enough (~2 ms) that the batch being
 applied sends its next statement soon after PostgreSQL answered the previous one."""
@@ -196,8 +198,13 @@ class Writer:
         self._stopping.set()
 
     # -- polling ----------------------------------------------------------------------------
-    async def poll_batch(self) -> list[Incoming]:
-        """Up to `batch_max_records` messages, or what arrived within `batch_max_ms` of the first."""
+    async def poll_batch(self, in_flight: asyncio.Task[Any] | None = None) -> list[Incoming]:
+        """Up to `batch_max_records` messages, or what arrived within `batch_max_ms` of the first;
+        without waiting for that deadline once every assigned partition has been read up to its
+        high watermark (nothing more to wait for: a drained backlog or a quiet stream is applied
+        at once, while a stream faster than the writer still fills whole batches). With `in_flight`
+        (the batch being applied), returns empty as soon as that is done while nothing arrived, so
+        its messages are published and its offsets committed without waiting for the poll."""
         limit = self.settings.batch_max_records
         out: list[Incoming] = []
         # the batch's next offsets and per-topic counts, collected per partition (not per message)
@@ -209,13 +216,17 @@ class Writer:
         while len(out) < limit and not self._stopping.is_set():
             if deadline is None:
                 timeout_ms = self.settings.batch_max_ms
+                if in_flight is not None:
+                    if in_flight.done():
+                        break
+                    timeout_ms = min(timeout_ms, IN_FLIGHT_POLL_MS)
             else:
                 timeout_ms = int((deadline - loop.time()) * 1000)
                 if timeout_ms <= 0:
                     break
             got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=limit - len(out))
             if not got:
-                if out or deadline is None:
+                if out or (deadline is None and in_flight is None):
                     break
                 continue
             if deadline is None:
@@ -224,7 +235,21 @@ class Writer:
                 out.extend(incoming_batch(tp.topic, tp.partition, records))
                 offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)
                 counts[tp.topic] = counts.get(tp.topic, 0) + len(records)
+            if len(out) < limit and await self._caught_up():
+                break
         return out
+
+    async def _caught_up(self) -> bool:
+        """True when every assigned partition's position has reached its high watermark as of the
+        last fetch response (False while any is unknown, e.g. right after an assignment)."""
+        try:
+            for tp in self.consumer.assignment():
+                highwater = self.consumer.highwater(tp)
+                if highwater is None or await self.consumer.position(tp) < highwater:
+                    return False
+        except (IllegalStateError, KafkaError):
+            return False  # a rebalance is under way: keep the deadline
+        return True
 
     # -- applying ---------------------------------------------------------------------------
     async def apply_plan(self, plan: BatchPlan) -> BatchResult:
@@ -446,7 +471,7 @@ class Writer:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.settings.prune_interval_s
                     await self._prune()
-                messages = await self.poll_batch()
+                messages = await self.poll_batch(pending.task if pending is not None else None)
                 plan = None
                 if messages:
                     if self.first_batch_at is None:

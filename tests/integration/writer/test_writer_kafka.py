@@ -234,3 +234,17 @@ async def test_postgres_stopped_and_restarted_mid_stream_loses_nothing_and_dupli
     assert ids == (400,)
     created = sum(e.data.created for e in events if e.type == "sync.contracts.applied")
     assert created == 400
+
+
+async def test_a_drained_backlog_is_applied_and_committed_without_waiting_for_the_batch_deadline(
+    kafka_bootstrap: str, migrated_url: str, writer_topics: dict[str, str]
+) -> None:
+    tenant = unique_tenant()
+    records = [make_record(tenant, agreement_id=i) for i in (1, 2, 3)]
+    await produce(kafka_bootstrap, writer_topics["records"], records)
+    settings = writer_settings(writer_topics, batch_max_records=500, batch_max_ms=4000)
+    async with running_writer(kafka_bootstrap, migrated_url, settings) as writer:
+        # every partition is read up to its high watermark: no reason to wait 4 s for more, nor to
+        # wait for the next poll (another 4 s) before publishing the batch and committing its offsets
+        await eventually(lambda: writer.applied_messages == 3, timeout_s=6)
+        assert count_contracts(migrated_url, tenant) == 3
