@@ -5,8 +5,9 @@ distinct contracts over 200 clients, env `BENCH_WRITER_RECORDS`, default 50,000)
 6-partition topic, then measures in the same run (the best of each over the rounds is reported,
 so a noisy neighbour on the shared machine hurts less):
 
-1. the writer (`services.writer.consumer.Writer`: batches, pydantic validation, processed-event
-   ids, COPY stage + ownership-aware merge, per-client sync settings and events, offset commits);
+1. the writer (`services.writer.consumer.Writer`: batches, full validation (the fast parse, pydantic
+   for anything else), processed-event ids, COPY stage + ownership-aware merge, per-client sync
+   settings and events through the outbox, offset commits);
 2. the ceiling: aiokafka consume + `orjson.loads` + `COPY` straight into the same `contracts`
    table (no validation, no idempotency, no upsert) - the baseline of the final JSON line;
 3. a naive writer: one pydantic parse, one upsert and one commit per record (first 3,000 records).
@@ -248,6 +249,7 @@ async def _bench() -> None:
         ceiling_rates: list[float] = []
         writer_cpu: list[float] = []
         ceiling_cpu: list[float] = []
+        print("load average (1/5/15 min) at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         for r in range(rounds):
             started = time.perf_counter()
             tenant = tenants[f"writer{r}"]
@@ -278,6 +280,7 @@ async def _bench() -> None:
             )
         naive_rate = await _run_naive(kafka, dsn, topics["records0"], tenants["naive"], min(NAIVE_RECORDS, n))
         print(f"naive (one row per transaction): {naive_rate:,.0f} records/s")
+        print("load average (1/5/15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         writer_rate, ceiling_rate = max(writer_rates), max(ceiling_rates)
         print(f"best of {rounds}: writer {writer_rate:,.0f} records/s, ceiling {ceiling_rate:,.0f} records/s")
         print(
