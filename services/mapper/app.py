@@ -10,10 +10,15 @@ Thin adapter around `services.mapper.state.decide`:
   a rebalance; faust recovers it on start. The changelog therefore has as many partitions as the
   source topics (`MapperSettings.partitions`, auto-detected by the CLI).
 - Delivery: at-least-once (faust's exactly_once is unreliable). Messages are handled in batches
-  (`stream.take_events`); the batch's outputs and its changelog records go into per-partition
-  record batches of a dedicated idempotent producer (`OutputProducer`), and all deliveries are
-  awaited before the batch is acknowledged, so no offset commits ahead of its effects. A crash
-  replays at most the unacknowledged batch; the writer is idempotent, so duplicates are harmless.
+  (`stream.take_events`); the batch's outputs are produced (per-partition record batches of a
+  dedicated idempotent producer, `OutputProducer`) and awaited first, then its state changes and
+  input positions (changelog records), and only then is the batch acknowledged: no offset commits
+  ahead of its effects, and no state ever claims records that were not written.
+- Input positions (`services.mapper.positions`): the state table holds, per source partition, the
+  next offset the state reflects. Duplicates below it are skipped; a message beyond it means
+  faust skipped input (its fetcher can drop messages around recovery and seeks), so the partition
+  is sought back and the missing messages are read again. Nothing is decided before the table is
+  recovered.
 - The worker keeps running on bad input: `decide` dead-letters it. An unexpected exception while
   handling one message dead-letters that message (`internal_error`) and the batch goes on.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import weakref
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +36,6 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from faust.streams import _current_event  # set per message inside a batch (see _handle_batch)
 from mode import Service
 
 from schemas.topics import DEADLETTER, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS
@@ -39,6 +43,7 @@ from services.common.health import HealthServer
 from services.common.kafka import CONTENT_TYPE_HEADER, deadletter_headers, describe_error, new_producer
 from services.common.metrics import DEADLETTERED, EVENTS_CONSUMED, EVENTS_PRODUCED
 from services.common.settings import KafkaSettings, ObservabilitySettings
+from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
 from services.mapper.settings import MapperSettings
 from services.mapper.state import DeadLetter, Decision, Emit, Incoming, Output, decide
 
@@ -47,6 +52,8 @@ log = logging.getLogger(__name__)
 SERVICE = "mapper"
 STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
+SEEK_DEADLINE_S = 10.0
+"""A seek back that has not delivered the expected offset within this time is made again."""
 _HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
 _RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -118,6 +125,17 @@ class StateStore(MutableMapping[str, bytes]):
     def _log(self, key: str, value: bytes | None) -> None:
         key_bytes, _ = self.changelog.prepare_key(key, self.table.key_serializer)
         self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], self.partition))
+
+    def position(self, topic: str, partition: int) -> int | None:
+        """The next offset of `topic`/`partition` the state expects (`services.mapper.positions`)."""
+        return decode_position(self.table.data.get(position_key(topic, partition)))
+
+    def put_position(self, topic: str, partition: int, offset: int) -> None:
+        """Record the next offset to handle; its changelog record goes to that partition."""
+        key, value = position_key(topic, partition), encode_position(offset)
+        self.table.data[key] = value
+        key_bytes, _ = self.changelog.prepare_key(key, self.table.key_serializer)
+        self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], partition))
 
     def take_pending(self) -> list[OutMessage]:
         pending, self.pending = self.pending, []
@@ -224,6 +242,10 @@ class MapperApp:
         self.observability = observability or ObservabilitySettings()
         self.tenants = tenants
         """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
+        self._seeking: dict[tuple[str, int], tuple[int, float]] = {}
+        """(topic, partition) -> (offset a seek back went to, deadline for it to deliver)."""
+        self._held: list[Any] = []
+        """Messages delivered before the state table was recovered, handled once it is."""
         self.ready = False
         self.app = faust.App(
             settings.app_id,
@@ -257,6 +279,7 @@ class MapperApp:
         self.store = StateStore(self.table)
         self.inputs = self.app.topic(settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS), **_RAW)
         self.app.agent(self.inputs, name="mapper")(self._agent)
+        self.app.timer(interval=SEEK_DEADLINE_S / 2)(self._reseek_overdue)
         health = HealthServer(
             SERVICE,
             self.observability.health_host,
@@ -291,10 +314,47 @@ class MapperApp:
             self.ready = False
 
     async def _handle_batch(self, events: list[Any]) -> None:
+        """Handle one batch in order; outputs are durable before the state that records them.
+
+        Every message is first checked against the mapper's own position for its partition
+        (`services.mapper.positions`): duplicates of handled messages are skipped, a message
+        beyond the position means input was skipped upstream and the partition is sought back.
+        Then the batch's outputs are produced and awaited, and only then its state changes and
+        new positions (changelog records): a crash in between re-handles the batch (duplicate
+        records, harmless), never leaves state that claims records which were not written.
+        """
         outputs: list[Output] = []
         store = self.store
-        for event in events:
-            message = event.message
+        if not self._recovered():
+            # Never decide on a state that is not recovered yet: hold the messages (faust's
+            # re-delivery after recovery may drop them) and handle them with the next batch.
+            self._held.extend(event.message for event in events)
+            return
+        messages = [event.message for event in events]
+        if self._held:
+            owned = self.app.consumer.assignment()
+            unique = {(m.topic, m.partition, m.offset): m for m in self._held if m.tp in owned}
+            unique.update({(m.topic, m.partition, m.offset): m for m in messages})
+            messages = [unique[k] for k in sorted(unique)]  # each partition in offset order
+            self._held = []
+        advanced: dict[tuple[str, int], int] = {}
+        seeks: dict[Any, int] = {}
+        for message in messages:
+            where = (message.topic, message.partition)
+            position = advanced.get(where)
+            if position is None:
+                position = store.position(*where)
+            verdict = classify(position, message.offset, self._seek_pending(where, position))
+            if verdict is Verdict.GAP and position is not None:
+                position = await self._fill_gap_from(message, position)
+                verdict = classify(position, message.offset, False)
+                if verdict is Verdict.GAP:
+                    seeks[message.tp] = position
+                    self._seeking[where] = (position, time.monotonic() + SEEK_DEADLINE_S)
+            if verdict is not Verdict.PROCESS:
+                self._consumed(self.settings.canonical(message.topic), verdict.value).inc()
+                continue
+            self._seeking.pop(where, None)
             incoming = Incoming(
                 topic=self.settings.canonical(message.topic),
                 source_topic=message.topic,
@@ -303,9 +363,6 @@ class MapperApp:
                 key=message.key,
                 value=message.value if message.value is not None else b"",
             )
-            # Table writes go to the changelog partition of faust's "current event"; inside a
-            # take_events batch that is the batch's last event, so set it to this one.
-            token = _current_event.set(weakref.ref(event))
             store.partition = message.partition
             try:
                 decision = decide(store, incoming, self.tenants)
@@ -315,13 +372,79 @@ class MapperApp:
                     extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
                 )
                 decision = Decision("error", [self._internal_error(incoming, error)])
-            finally:
-                _current_event.reset(token)
             self._consumed(incoming.topic, decision.message_type).inc()
             outputs.extend(decision.outputs)
-        messages = store.take_pending() + [self._message(output) for output in outputs]
-        if messages:
-            await self.output.produce_all(messages)
+            advanced[where] = message.offset + 1
+        for (topic, partition), position in advanced.items():
+            store.put_position(topic, partition, position)
+        if outputs:
+            await self.output.produce_all([self._message(output) for output in outputs])
+        state = store.take_pending()
+        if state:
+            await self.output.produce_all(state)
+        if seeks:
+            for tp, offset in seeks.items():
+                log.warning(
+                    "input skipped upstream: seeking back to the mapper's position",
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+                )
+            # on the consumer's own thread (faust runs aiokafka there), like faust's recovery
+            await self.app.consumer.seek_wait(seeks)
+
+    def _recovered(self) -> bool:
+        recovery = getattr(self.app.tables, "recovery", None)
+        return (
+            recovery is not None
+            and recovery.completed.is_set()
+            and not getattr(self.app, "rebalancing", False)
+        )
+
+    async def _reseek_overdue(self) -> None:
+        """Repeat a seek back that has not delivered its offset in time (faust's fetcher may
+        have dropped the re-read messages too, and no later message would notice)."""
+        if not self._recovered():
+            return
+        now = time.monotonic()
+        overdue = {where: target for where, (target, deadline) in self._seeking.items() if deadline <= now}
+        if not overdue:
+            return
+        owned = self.app.consumer.assignment()
+        seeks = {tp: overdue[(tp.topic, tp.partition)] for tp in owned if (tp.topic, tp.partition) in overdue}
+        for where in overdue:
+            self._seeking.pop(where, None)
+        if seeks:
+            for tp, offset in seeks.items():
+                log.warning(
+                    "seek back not delivered in time: seeking again",
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+                )
+                self._seeking[(tp.topic, tp.partition)] = (offset, now + SEEK_DEADLINE_S)
+            await self.app.consumer.seek_wait(seeks)
+
+    def _seek_pending(self, where: tuple[str, int], position: int | None) -> bool:
+        pending = self._seeking.get(where)
+        return pending is not None and pending[0] == position and time.monotonic() < pending[1]
+
+    async def _fill_gap_from(self, message: Any, position: int) -> int:
+        """The position to re-read from: `position`, or the partition's earliest offset when
+        retention already deleted the messages in between (logged as an error: they are lost)."""
+        try:
+            earliest = (await self.app.consumer.earliest_offsets(message.tp)).get(message.tp)
+        except Exception:  # unknown: assume the messages still exist and seek back
+            log.warning("cannot read the earliest offset", exc_info=True, extra={"topic": message.topic})
+            return position
+        if earliest is not None and earliest > position:
+            log.error(
+                "input deleted by retention before the mapper read it",
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "lost_from": position,
+                    "lost_to": earliest - 1,
+                },
+            )
+            return int(earliest)
+        return position
 
     @staticmethod
     @functools.cache
