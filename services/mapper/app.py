@@ -53,6 +53,8 @@ SERVICE = "mapper"
 STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
 SEEK_DEADLINE_S = 10.0
+POSITION_CHECK_S = 2.0
+"""How often the input positions are compared with what the consumer group acknowledged."""
 """A seek back that has not delivered the expected offset within this time is made again."""
 _HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
 _RAW: dict[str, Any] = {
@@ -277,9 +279,10 @@ class MapperApp:
             help="Per-client mapper state: snapshots, linked items, auto-sync flag",
         )
         self.store = StateStore(self.table)
-        self.inputs = self.app.topic(settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS), **_RAW)
+        self._input_topics = {settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS)}
+        self.inputs = self.app.topic(*sorted(self._input_topics), **_RAW)
         self.app.agent(self.inputs, name="mapper")(self._agent)
-        self.app.timer(interval=SEEK_DEADLINE_S / 2)(self._reseek_overdue)
+        self.app.timer(interval=POSITION_CHECK_S)(self._check_positions)
         health = HealthServer(
             SERVICE,
             self.observability.health_host,
@@ -399,27 +402,38 @@ class MapperApp:
             and not getattr(self.app, "rebalancing", False)
         )
 
-    async def _reseek_overdue(self) -> None:
-        """Repeat a seek back that has not delivered its offset in time (faust's fetcher may
-        have dropped the re-read messages too, and no later message would notice)."""
-        if not self._recovered():
+    async def _check_positions(self) -> None:
+        """Periodic: seek a partition back to the state's position when the group acknowledged
+        more than the state handled (committed offset beyond the position: no later message
+        would reveal that gap), and repeat a seek back that has not delivered in time (faust's
+        fetcher may have dropped the re-read messages too)."""
+        if not self._recovered() or self._held:
             return
+        consumer = self.app.consumer
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
         now = time.monotonic()
-        overdue = {where: target for where, (target, deadline) in self._seeking.items() if deadline <= now}
-        if not overdue:
-            return
-        owned = self.app.consumer.assignment()
-        seeks = {tp: overdue[(tp.topic, tp.partition)] for tp in owned if (tp.topic, tp.partition) in overdue}
-        for where in overdue:
-            self._seeking.pop(where, None)
+        seeks: dict[Any, int] = {}
+        for tp in consumer.assignment():
+            where = (tp.topic, tp.partition)
+            if tp.topic not in self._input_topics:
+                continue
+            position = self.store.position(*where)
+            pending = self._seeking.get(where)
+            if pending is not None:
+                if pending[1] <= now and pending[0] == position:
+                    seeks[tp] = pending[0]
+                continue
+            acknowledged = committed.get(tp)
+            if position is not None and acknowledged is not None and acknowledged > position:
+                seeks[tp] = position
         if seeks:
             for tp, offset in seeks.items():
                 log.warning(
-                    "seek back not delivered in time: seeking again",
+                    "input acknowledged but not handled: seeking back to the mapper's position",
                     extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
                 )
                 self._seeking[(tp.topic, tp.partition)] = (offset, now + SEEK_DEADLINE_S)
-            await self.app.consumer.seek_wait(seeks)
+            await consumer.seek_wait(seeks)
 
     def _seek_pending(self, where: tuple[str, int], position: int | None) -> bool:
         pending = self._seeking.get(where)
