@@ -44,7 +44,10 @@ SMALL = Workload(
 
 @pytest.fixture(scope="module")
 def results(
-    kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    kafka_bootstrap: str,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, ScenarioResult]]:
     """Run the two subset scenarios once for the module (no Kafka or PostgreSQL restarts: the
     session's stack may be shared)."""
@@ -56,6 +59,13 @@ def results(
     fuzz = hostile_input(fuzz_count=1_000)
     fuzz.workload = Workload(**{**SMALL.__dict__, "hostile_agreements": True, "callbacks": True})
     second = fuzz.run(endpoints, work, victims=[first.tenant], cleanup=True)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    for r in (first, second):  # the figures of every run, pass or fail (docs/chaos.md records them)
+        if reporter is not None:
+            reporter.write_line(
+                f"\nchaos subset {r.name} ({r.tenant}): {r.faults}; records expected {r.expected}, found "
+                f"{r.found}, lost {r.lost}, duplicated {r.duplicated}, wrong {r.wrong}; {r.seconds:.0f} s"
+            )
     yield {"kills": first, "fuzz": second}
 
 
