@@ -16,9 +16,10 @@ Thin adapter around `services.mapper.state.decide`:
   ahead of its effects, and no state ever claims records that were not written.
 - Input positions (`services.mapper.positions`): the state table holds, per source partition, the
   next offset the state reflects. Duplicates below it are skipped; a message beyond it means
-  faust skipped input (its fetcher can drop messages around recovery and seeks), so the partition
-  is sought back and the missing messages are read again. Nothing is decided before the table is
-  recovered.
+  faust skipped input (its fetcher can drop messages around recovery and seeks), so the missing
+  range is read again with a group-less consumer (`GapReader`) and handled first; a timer does
+  the same when the group's committed offset is beyond the position (a gap at a partition's
+  end). Nothing is decided before the table is recovered: such messages are held.
 - The worker keeps running on bad input: `decide` dead-letters it. An unexpected exception while
   handling one message dead-letters that message (`internal_error`) and the batch goes on.
 """
@@ -34,13 +35,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from schemas.topics import DEADLETTER, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.health import HealthServer
-from services.common.kafka import CONTENT_TYPE_HEADER, deadletter_headers, describe_error, new_producer
+from services.common.kafka import (
+    CONTENT_TYPE_HEADER,
+    deadletter_headers,
+    describe_error,
+    new_consumer,
+    new_producer,
+)
 from services.common.metrics import DEADLETTERED, EVENTS_CONSUMED, EVENTS_PRODUCED
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
@@ -230,6 +237,79 @@ class OutputProducer(Service):
         await asyncio.gather(*deliveries)
 
 
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """One consumed input message, from faust's stream or from the gap reader."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def of(cls, message: Any) -> _Raw:
+        return cls(message.topic, message.partition, message.offset, message.key, message.value)
+
+
+class GapReader(Service):
+    """Reads a range of one input partition with its own group-less aiokafka consumer.
+
+    Used only when the mapper finds input that faust skipped: it never touches faust's fetcher
+    (whose drop logic can discard re-fetched messages after a seek) nor the group's offsets.
+    Started on first use. `read` raises on a broker problem; the caller retries later.
+    """
+
+    def __init__(self, kafka: KafkaSettings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kafka = kafka
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def _consumer(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
+            consumer = new_consumer(
+                self.kafka, group_id=None, client_id=f"{self.kafka.client_id}-mapper-gaps"
+            )
+            await consumer.start()
+            self.consumer = consumer
+        return self.consumer
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+    async def earliest(self, topic: str, partition: int) -> int:
+        consumer = await self._consumer()
+        tp = TopicPartition(topic, partition)
+        offsets = await consumer.beginning_offsets([tp])
+        return int(offsets[tp])
+
+    async def read(
+        self, topic: str, partition: int, start: int, until: int, timeout_s: float = 30.0
+    ) -> list[_Raw]:
+        """Messages with `start <= offset < until`, in order (offsets that hold no message, such
+        as transaction markers, are simply absent)."""
+        consumer = await self._consumer()
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        found: list[_Raw] = []
+        deadline = time.monotonic() + timeout_s
+        while await consumer.position(tp) < until:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}[{partition}] {start}..{until - 1} not read in {timeout_s} s")
+            batch = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
+            for record in batch.get(tp, []):
+                if record.offset >= until:
+                    break
+                found.append(_Raw(topic, partition, record.offset, record.key, record.value))
+            else:
+                continue
+            break
+        return found
+
+
 class MapperApp:
     """The faust app, its state table, topics and agent, built from settings (nothing at import)."""
 
@@ -244,8 +324,8 @@ class MapperApp:
         self.observability = observability or ObservabilitySettings()
         self.tenants = tenants
         """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
-        self._seeking: dict[tuple[str, int], tuple[int, float]] = {}
-        """(topic, partition) -> (offset a seek back went to, deadline for it to deliver)."""
+        self._lock = asyncio.Lock()
+        """One handler at a time: the agent's batches and the position check's re-reads."""
         self._held: list[Any] = []
         """Messages delivered before the state table was recovered, handled once it is."""
         self.ready = False
@@ -290,6 +370,7 @@ class MapperApp:
             {"worker": self.is_ready},
         )
         self.output = OutputProducer(kafka, self.settings)
+        self.gap_reader = GapReader(kafka)
 
         class Services(Service):
             async def on_start(self) -> None:
@@ -301,6 +382,7 @@ class MapperApp:
         self.app.service(Services)
         # faust starts instances too (App.on_init_extra_service takes a Service or its class)
         self.app.service(self.output)  # type: ignore[arg-type]
+        self.app.service(self.gap_reader)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------------
 
@@ -317,66 +399,60 @@ class MapperApp:
             self.ready = False
 
     async def _handle_batch(self, events: list[Any]) -> None:
-        """Handle one batch in order; outputs are durable before the state that records them.
-
-        Every message is first checked against the mapper's own position for its partition
-        (`services.mapper.positions`): duplicates of handled messages are skipped, a message
-        beyond the position means input was skipped upstream and the partition is sought back.
-        Then the batch's outputs are produced and awaited, and only then its state changes and
-        new positions (changelog records): a crash in between re-handles the batch (duplicate
-        records, harmless), never leaves state that claims records which were not written.
-        """
-        outputs: list[Output] = []
-        store = self.store
+        """Handle one batch of faust events (see `_handle_messages`), or hold it while the state
+        table is not recovered: nothing is decided on a partial state, and faust's re-delivery
+        after recovery may drop the messages, so they are handled with the next batch."""
         if not self._recovered():
-            # Never decide on a state that is not recovered yet: hold the messages (faust's
-            # re-delivery after recovery may drop them) and handle them with the next batch.
-            self._held.extend(event.message for event in events)
+            self._held.extend(_Raw.of(event.message) for event in events)
             return
-        messages = [event.message for event in events]
+        messages = [_Raw.of(event.message) for event in events]
         if self._held:
-            owned = self.app.consumer.assignment()
-            unique = {(m.topic, m.partition, m.offset): m for m in self._held if m.tp in owned}
+            owned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+            unique = {
+                (m.topic, m.partition, m.offset): m for m in self._held if (m.topic, m.partition) in owned
+            }
             unique.update({(m.topic, m.partition, m.offset): m for m in messages})
             messages = [unique[k] for k in sorted(unique)]  # each partition in offset order
             self._held = []
+        async with self._lock:
+            await self._handle_messages(messages)
+
+    async def _handle_messages(self, messages: list[_Raw]) -> None:
+        """Handle messages in order; outputs are durable before the state that records them.
+
+        Every message is first checked against the mapper's own position for its partition
+        (`services.mapper.positions`): duplicates of handled messages are skipped; a message
+        beyond the position means input was skipped upstream, so the missing range is read
+        again with the gap reader and handled first. Then the outputs are produced and awaited,
+        and only then the state changes and new positions (changelog records): a crash in
+        between re-handles the messages (duplicate records, harmless), never leaves state that
+        claims records which were not written.
+        """
+        outputs: list[Output] = []
+        store = self.store
         advanced: dict[tuple[str, int], int] = {}
-        seeks: dict[Any, int] = {}
+        blocked: set[tuple[str, int]] = set()
         for message in messages:
             where = (message.topic, message.partition)
+            if where in blocked:
+                continue
             position = advanced.get(where)
             if position is None:
                 position = store.position(*where)
-            verdict = classify(position, message.offset, self._seek_pending(where, position))
-            if verdict is Verdict.GAP and position is not None:
-                position = await self._fill_gap_from(message, position)
-                verdict = classify(position, message.offset, False)
-                if verdict is Verdict.GAP:
-                    seeks[message.tp] = position
-                    self._seeking[where] = (position, time.monotonic() + SEEK_DEADLINE_S)
-            if verdict is not Verdict.PROCESS:
-                self._consumed(self.settings.canonical(message.topic), verdict.value).inc()
+            verdict = classify(position, message.offset)
+            if verdict is Verdict.DUPLICATE:
+                self._consumed(self.settings.canonical(message.topic), "duplicate").inc()
                 continue
-            self._seeking.pop(where, None)
-            incoming = Incoming(
-                topic=self.settings.canonical(message.topic),
-                source_topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value if message.value is not None else b"",
-            )
-            store.partition = message.partition
-            try:
-                decision = decide(store, incoming, self.tenants)
-            except Exception as error:  # a bug must not stop the worker: park the message
-                log.exception(
-                    "unexpected error handling a message",
-                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
-                )
-                decision = Decision("error", [self._internal_error(incoming, error)])
-            self._consumed(incoming.topic, decision.message_type).inc()
-            outputs.extend(decision.outputs)
+            if verdict is Verdict.GAP and position is not None:
+                try:
+                    missing = await self._read_gap(message.topic, message.partition, position, message.offset)
+                except Exception:  # e.g. the broker is away: retried by a later message or the timer
+                    log.warning("cannot re-read skipped input", exc_info=True, extra={"topic": message.topic})
+                    blocked.add(where)
+                    continue
+                for earlier in missing:
+                    outputs.extend(self._decide(earlier))
+            outputs.extend(self._decide(message))
             advanced[where] = message.offset + 1
         for (topic, partition), position in advanced.items():
             store.put_position(topic, partition, position)
@@ -385,14 +461,46 @@ class MapperApp:
         state = store.take_pending()
         if state:
             await self.output.produce_all(state)
-        if seeks:
-            for tp, offset in seeks.items():
-                log.warning(
-                    "input skipped upstream: seeking back to the mapper's position",
-                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
-                )
-            # on the consumer's own thread (faust runs aiokafka there), like faust's recovery
-            await self.app.consumer.seek_wait(seeks)
+
+    def _decide(self, message: _Raw) -> list[Output]:
+        incoming = Incoming(
+            topic=self.settings.canonical(message.topic),
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value if message.value is not None else b"",
+        )
+        self.store.partition = message.partition
+        try:
+            decision = decide(self.store, incoming, self.tenants)
+        except Exception as error:  # a bug must not stop the worker: park the message
+            log.exception(
+                "unexpected error handling a message",
+                extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
+            )
+            decision = Decision("error", [self._internal_error(incoming, error)])
+        self._consumed(incoming.topic, decision.message_type).inc()
+        return decision.outputs
+
+    async def _read_gap(self, topic: str, partition: int, position: int, until: int) -> list[_Raw]:
+        """The messages of `topic`/`partition` from `position` up to `until` (exclusive), read
+        with the gap reader; retention-deleted ones are logged as lost and left out."""
+        start = await self._fill_gap_from(topic, partition, position)
+        if start >= until:
+            return []
+        missing = await self.gap_reader.read(topic, partition, start, until)
+        log.warning(
+            "input skipped upstream: read again by the mapper",
+            extra={
+                "topic": topic,
+                "partition": partition,
+                "from": start,
+                "to": until - 1,
+                "count": len(missing),
+            },
+        )
+        return missing
 
     def _recovered(self) -> bool:
         recovery = getattr(self.app.tables, "recovery", None)
@@ -403,61 +511,50 @@ class MapperApp:
         )
 
     async def _check_positions(self) -> None:
-        """Periodic: seek a partition back to the state's position when the group acknowledged
-        more than the state handled (committed offset beyond the position: no later message
-        would reveal that gap), and repeat a seek back that has not delivered in time (faust's
-        fetcher may have dropped the re-read messages too)."""
+        """Periodic: when the group acknowledged more of a partition than the state handled
+        (committed offset beyond the position, e.g. after a restart), read and handle the
+        range in between: no later message would reveal such a gap at a partition's end."""
         if not self._recovered() or self._held:
             return
         consumer = self.app.consumer
         committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
-        now = time.monotonic()
-        seeks: dict[Any, int] = {}
         for tp in consumer.assignment():
-            where = (tp.topic, tp.partition)
             if tp.topic not in self._input_topics:
                 continue
-            position = self.store.position(*where)
-            pending = self._seeking.get(where)
-            if pending is not None:
-                if pending[1] <= now and pending[0] == position:
-                    seeks[tp] = pending[0]
-                continue
+            position = self.store.position(tp.topic, tp.partition)
             acknowledged = committed.get(tp)
-            if position is not None and acknowledged is not None and acknowledged > position:
-                seeks[tp] = position
-        if seeks:
-            for tp, offset in seeks.items():
-                log.warning(
-                    "input acknowledged but not handled: seeking back to the mapper's position",
-                    extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
-                )
-                self._seeking[(tp.topic, tp.partition)] = (offset, now + SEEK_DEADLINE_S)
-            await consumer.seek_wait(seeks)
+            if position is None or acknowledged is None or acknowledged <= position:
+                continue
+            async with self._lock:
+                position = self.store.position(tp.topic, tp.partition)
+                if position is None or acknowledged <= position or not self._recovered():
+                    continue
+                try:
+                    missing = await self._read_gap(tp.topic, tp.partition, position, acknowledged)
+                except Exception:
+                    log.warning("cannot re-read skipped input", exc_info=True, extra={"topic": tp.topic})
+                    continue
+                await self._handle_messages(missing)
 
-    def _seek_pending(self, where: tuple[str, int], position: int | None) -> bool:
-        pending = self._seeking.get(where)
-        return pending is not None and pending[0] == position and time.monotonic() < pending[1]
-
-    async def _fill_gap_from(self, message: Any, position: int) -> int:
-        """The position to re-read from: `position`, or the partition's earliest offset when
-        retention already deleted the messages in between (logged as an error: they are lost)."""
+    async def _fill_gap_from(self, topic: str, partition: int, position: int) -> int:
+        """Where re-reading starts: `position`, or the partition's earliest offset when retention
+        already deleted the messages in between (logged as an error: they are lost)."""
         try:
-            earliest = (await self.app.consumer.earliest_offsets(message.tp)).get(message.tp)
-        except Exception:  # unknown: assume the messages still exist and seek back
-            log.warning("cannot read the earliest offset", exc_info=True, extra={"topic": message.topic})
+            earliest = await self.gap_reader.earliest(topic, partition)
+        except Exception:  # unknown: assume the messages still exist
+            log.warning("cannot read the earliest offset", exc_info=True, extra={"topic": topic})
             return position
-        if earliest is not None and earliest > position:
+        if earliest > position:
             log.error(
                 "input deleted by retention before the mapper read it",
                 extra={
-                    "topic": message.topic,
-                    "partition": message.partition,
+                    "topic": topic,
+                    "partition": partition,
                     "lost_from": position,
                     "lost_to": earliest - 1,
                 },
             )
-            return int(earliest)
+            return earliest
         return position
 
     @staticmethod

@@ -12,14 +12,13 @@ it are durably produced) and checks every delivered message against it:
   handle it, then advance;
 - `DUPLICATE` - below the position: its effects are already in the state and its outputs were
   produced; skip it (exactly-once effects in the mapper's state across restarts);
-- `GAP` - above the position: messages in between were never handled; skip this one and seek
-  the partition back to the position, so the missing ones are read again;
-- `AWAIT_SEEK` - above the position while a seek back to it is pending: skip (the seek will
-  deliver it again, in order). A seek that brings nothing back within its deadline is repeated.
+- `GAP` - above the position: messages in between were never handled; the caller reads that
+  range again itself (a group-less consumer, not faust's fetcher, whose drop logic can discard
+  re-fetched messages after a seek) and handles it before this one.
 
 When the missing messages no longer exist (retention deleted them while the mapper was down),
 the caller moves the position up to the partition's earliest offset and logs the lost range
-as an error, so the mapper never loops on a gap it cannot fill.
+as an error, so the mapper never waits for a gap it cannot fill.
 
 Pure: no faust, no Kafka. The position value is the offset as ASCII digits.
 """
@@ -36,7 +35,6 @@ class Verdict(Enum):
     PROCESS = "process"
     DUPLICATE = "duplicate"
     GAP = "gap"
-    AWAIT_SEEK = "await_seek"
 
 
 def position_key(topic: str, partition: int) -> str:
@@ -52,12 +50,9 @@ def decode_position(raw: bytes | None) -> int | None:
     return int(raw) if raw else None
 
 
-def classify(position: int | None, offset: int, seek_pending: bool) -> Verdict:
+def classify(position: int | None, offset: int) -> Verdict:
     """What to do with a delivered message at `offset` of a partition whose state expects
-    `position` next (None: nothing stored yet, the first delivered message defines it);
-    `seek_pending`: a seek back to `position` was made and has not delivered it yet."""
+    `position` next (None: nothing stored yet, the first delivered message defines it)."""
     if position is None or offset == position:
         return Verdict.PROCESS
-    if offset < position:
-        return Verdict.DUPLICATE
-    return Verdict.AWAIT_SEEK if seek_pending else Verdict.GAP
+    return Verdict.DUPLICATE if offset < position else Verdict.GAP

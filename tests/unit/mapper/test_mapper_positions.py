@@ -16,34 +16,28 @@ from services.mapper.positions import (
 
 
 def test_the_first_message_of_a_partition_without_a_position_is_processed() -> None:
-    assert classify(None, 1234, seek_pending=False) is Verdict.PROCESS
+    assert classify(None, 1234) is Verdict.PROCESS
 
 
 def test_the_expected_offset_is_processed() -> None:
-    assert classify(40, 40, seek_pending=False) is Verdict.PROCESS
-    assert classify(40, 40, seek_pending=True) is Verdict.PROCESS
+    assert classify(40, 40) is Verdict.PROCESS
 
 
 def test_an_offset_below_the_position_is_a_duplicate_of_handled_input() -> None:
-    assert classify(40, 39, seek_pending=False) is Verdict.DUPLICATE
-    assert classify(40, 0, seek_pending=True) is Verdict.DUPLICATE
+    assert classify(40, 39) is Verdict.DUPLICATE
+    assert classify(40, 0) is Verdict.DUPLICATE
 
 
 def test_an_offset_beyond_the_position_is_a_gap_to_seek_back_for() -> None:
-    assert classify(40, 41, seek_pending=False) is Verdict.GAP
+    assert classify(40, 41) is Verdict.GAP
 
 
-def test_an_offset_beyond_the_position_while_a_seek_is_pending_waits_for_the_seek() -> None:
-    assert classify(40, 97, seek_pending=True) is Verdict.AWAIT_SEEK
-
-
-@given(position=st.integers(0, 10**12), offset=st.integers(0, 10**12), pending=st.booleans())
-def test_exactly_the_expected_offset_is_processed_once_a_position_exists(
-    position: int, offset: int, pending: bool
-) -> None:
-    verdict = classify(position, offset, pending)
+@given(position=st.integers(0, 10**12), offset=st.integers(0, 10**12))
+def test_exactly_the_expected_offset_is_processed_once_a_position_exists(position: int, offset: int) -> None:
+    verdict = classify(position, offset)
     assert (verdict is Verdict.PROCESS) == (offset == position)
     assert (verdict is Verdict.DUPLICATE) == (offset < position)
+    assert (verdict is Verdict.GAP) == (offset > position)
 
 
 @given(offset=st.integers(0, 10**15))
