@@ -59,10 +59,8 @@ log = logging.getLogger(__name__)
 SERVICE = "mapper"
 STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
-SEEK_DEADLINE_S = 10.0
 POSITION_CHECK_S = 2.0
 """How often the input positions are compared with what the consumer group acknowledged."""
-"""A seek back that has not delivered the expected offset within this time is made again."""
 _HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
 _RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -325,6 +323,7 @@ class MapperApp:
         self.tenants = tenants
         """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
         self._lock = asyncio.Lock()
+        self._warned_no_committed = False
         """One handler at a time: the agent's batches and the position check's re-reads."""
         self._held: list[Any] = []
         """Messages delivered before the state table was recovered, handled once it is."""
@@ -517,7 +516,12 @@ class MapperApp:
         if not self._recovered() or self._held:
             return
         consumer = self.app.consumer
-        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        committed: dict[Any, int | None] | None = getattr(consumer, "_committed_offset", None)
+        if committed is None:  # faust keeps the group's committed offsets here (0.15); gone: say so
+            if not self._warned_no_committed:
+                log.error("cannot read faust's committed offsets: the end-of-partition gap check is off")
+                self._warned_no_committed = True
+            return
         for tp in consumer.assignment():
             if tp.topic not in self._input_topics:
                 continue
