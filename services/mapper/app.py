@@ -486,6 +486,8 @@ class MapperApp:
         """The messages of `topic`/`partition` from `position` up to `until` (exclusive), read
         with the gap reader; retention-deleted ones are logged as lost and left out."""
         start = await self._fill_gap_from(topic, partition, position)
+        if start > position:  # retention deleted the rest: move on (flushed with the next state)
+            self.store.put_position(topic, partition, min(start, until))
         if start >= until:
             return []
         missing = await self.gap_reader.read(topic, partition, start, until)
