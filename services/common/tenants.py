@@ -55,19 +55,25 @@ def tenant_ids_of(document: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(ids)
 
 
-def load_tenant_ids(path: Path | str) -> frozenset[str]:
-    """The tenant ids of the tenants TOML file at `path`; raises `TenantRegistryError`."""
+def read_tenants_document(path: Path | str, error: type[ValueError] = TenantRegistryError) -> dict[str, Any]:
+    """The parsed tenants TOML file at `path` (shared with the poller's full loader); an
+    unreadable file or invalid TOML raises `error` naming the file, never its content."""
     file = Path(path)
     try:
-        document = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise TenantRegistryError(f"cannot read tenants file {file}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise TenantRegistryError(f"tenants file {file} is not valid TOML: {error}") from None
+        return tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as failure:
+        raise error(f"cannot read tenants file {file}: {failure.strerror}") from None
+    except tomllib.TOMLDecodeError as failure:
+        raise error(f"tenants file {file} is not valid TOML: {failure}") from None
+
+
+def load_tenant_ids(path: Path | str) -> frozenset[str]:
+    """The tenant ids of the tenants TOML file at `path`; raises `TenantRegistryError`."""
+    document = read_tenants_document(path)
     try:
         return tenant_ids_of(document)
     except TenantRegistryError as error:
-        raise TenantRegistryError(f"tenants file {file}: {error}") from None
+        raise TenantRegistryError(f"tenants file {path}: {error}") from None
 
 
 def tenant_registry(path: Path | str | None, service: str) -> frozenset[str] | None:

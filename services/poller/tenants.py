@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +48,7 @@ from pydantic import (
 
 from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN
 from services.common.logging import register_secret
+from services.common.tenants import read_tenants_document
 from services.poller.connectwise import ConnectWiseConnection, Paging
 
 
@@ -255,14 +255,8 @@ def parse_config(document: Mapping[str, Any], base_dir: Path = Path(".")) -> Pol
 
 def load_config(path: Path | str) -> PollerConfig:
     """Read and validate a tenants TOML file; raises `TenantConfigError` (secrets are not read here)."""
-    file = Path(path)
-    try:
-        document = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise TenantConfigError(f"cannot read {file}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise TenantConfigError(f"{file} is not valid TOML: {error}") from None
-    return parse_config(document, base_dir=file.resolve().parent)
+    document = read_tenants_document(path, TenantConfigError)
+    return parse_config(document, base_dir=Path(path).resolve().parent)
 
 
 def connection_for(
