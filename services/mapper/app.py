@@ -129,9 +129,10 @@ class StateStore(MutableMapping[str, bytes]):
     def __len__(self) -> int:
         return len(self.table.data)
 
-    def _log(self, key: str, value: bytes | None) -> None:
+    def _log(self, key: str, value: bytes | None, partition: int | None = None) -> None:
         key_bytes, _ = self.changelog.prepare_key(key, self.table.key_serializer)
-        self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], self.partition))
+        where = self.partition if partition is None else partition
+        self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], where))
 
     def position(self, topic: str, partition: int) -> int | None:
         """The next offset of `topic`/`partition` the state expects (`services.mapper.positions`)."""
@@ -141,8 +142,7 @@ class StateStore(MutableMapping[str, bytes]):
         """Record the next offset to handle; its changelog record goes to that partition."""
         key, value = position_key(topic, partition), encode_position(offset)
         self.table.data[key] = value
-        key_bytes, _ = self.changelog.prepare_key(key, self.table.key_serializer)
-        self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], partition))
+        self._log(key, value, partition)
 
     def take_pending(self) -> list[OutMessage]:
         pending, self.pending = self.pending, []
@@ -298,13 +298,11 @@ class GapReader(Service):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}[{partition}] {start}..{until - 1} not read in {timeout_s} s")
             batch = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
-            for record in batch.get(tp, []):
-                if record.offset >= until:
-                    break
-                found.append(_Raw(topic, partition, record.offset, record.key, record.value))
-            else:
-                continue
-            break
+            found.extend(
+                _Raw(topic, partition, r.offset, r.key, r.value)
+                for r in batch.get(tp, [])
+                if r.offset < until
+            )
         return found
 
 
@@ -323,8 +321,8 @@ class MapperApp:
         self.tenants = tenants
         """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
         self._lock = asyncio.Lock()
-        self._warned_no_committed = False
         """One handler at a time: the agent's batches and the position check's re-reads."""
+        self._warned_no_committed = False
         self._held: list[Any] = []
         """Messages delivered before the state table was recovered, handled once it is."""
         self.ready = False
