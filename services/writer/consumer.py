@@ -76,7 +76,8 @@ DEAD_LETTERS = Counter("writer_dead_letters_total", "Messages sent to the dead-l
 DUPLICATES = Counter("writer_duplicates_total", "Events skipped because they were already applied")
 SKIPPED = Counter(
     "writer_skipped_unparseable_total",
-    "Unreadable messages skipped because another service (the mapper) dead-letters them",
+    "Messages the writer refuses on topics whose dead letters the mapper owns (unreadable, keyed as"
+    " another client, of an unknown tenant): skipped here, dead-lettered by the mapper",
 )
 OUTBOX_FAILURES = Counter(
     "writer_outbox_publish_failures_total",
