@@ -402,17 +402,19 @@ class MapperApp:
         if not self._recovered():
             self._held.extend(_Raw.of(event.message) for event in events)
             return
-        messages = [_Raw.of(event.message) for event in events]
-        if self._held:
-            owned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
-            unique = {
-                (m.topic, m.partition, m.offset): m for m in self._held if (m.topic, m.partition) in owned
-            }
-            unique.update({(m.topic, m.partition, m.offset): m for m in messages})
-            messages = [unique[k] for k in sorted(unique)]  # each partition in offset order
-            self._held = []
         async with self._lock:
-            await self._handle_messages(messages)
+            await self._handle_messages(self._with_held([_Raw.of(event.message) for event in events]))
+
+    def _with_held(self, messages: list[_Raw]) -> list[_Raw]:
+        """`messages` plus the held ones of partitions still assigned, each partition in offset
+        order, each offset once; empties the hold."""
+        if not self._held:
+            return messages
+        owned = {(tp.topic, tp.partition) for tp in self.app.consumer.assignment()}
+        unique = {(m.topic, m.partition, m.offset): m for m in self._held if (m.topic, m.partition) in owned}
+        unique.update({(m.topic, m.partition, m.offset): m for m in messages})
+        self._held = []
+        return [unique[k] for k in sorted(unique)]
 
     async def _handle_messages(self, messages: list[_Raw]) -> None:
         """Handle messages in order; outputs are durable before the state that records them.
@@ -510,11 +512,21 @@ class MapperApp:
         )
 
     async def _check_positions(self) -> None:
-        """Periodic: when the group acknowledged more of a partition than the state handled
-        (committed offset beyond the position, e.g. after a restart), read and handle the
-        range in between: no later message would reveal such a gap at a partition's end."""
-        if not self._recovered() or self._held:
+        """Periodic, once the state table is recovered:
+
+        1. messages held during recovery are handled (without waiting for a next batch, which
+           may never come when faust re-delivers nothing);
+        2. when the group acknowledged more of a partition than the state handled (committed
+           offset beyond the position, e.g. after a restart), the range in between is read and
+           handled: no later message would reveal such a gap at a partition's end;
+        3. the group's offsets are committed up to the positions (`_commit_positions`).
+        """
+        if not self._recovered():
             return
+        if self._held:
+            async with self._lock:
+                if self._held and self._recovered():
+                    await self._handle_messages(self._with_held([]))
         consumer = self.app.consumer
         committed: dict[Any, int | None] | None = getattr(consumer, "_committed_offset", None)
         if committed is None:  # faust keeps the group's committed offsets here (0.15); gone: say so
@@ -539,6 +551,40 @@ class MapperApp:
                     log.warning("cannot re-read skipped input", exc_info=True, extra={"topic": tp.topic})
                     continue
                 await self._handle_messages(missing)
+        await self._commit_positions(committed)
+
+    async def _commit_positions(self, committed: dict[Any, int | None]) -> None:
+        """Commit each assigned input partition's offset up to the mapper's position, when
+        faust's own commit is behind it.
+
+        faust commits only offsets its streams acknowledged one by one, and it loses track of
+        some around recovery (seen: a partition's commit stuck for minutes although every
+        message was mapped), which shows as consumer lag that is not there and makes a restart
+        re-read (and skip) what was done. The positions are durable when read here: they change
+        only inside `_handle_messages`, under the lock, after its outputs and state were
+        written. faust never commits an offset lower than one already committed
+        (`Consumer._should_commit`), so the two never move a partition backwards.
+        """
+        consumer = self.app.consumer
+        commit_offsets = getattr(consumer, "_commit_offsets", None)
+        if commit_offsets is None:
+            return
+        async with self._lock:
+            if not self._recovered():
+                return
+            ahead: dict[Any, int] = {}
+            for tp in consumer.assignment():
+                if tp.topic not in self._input_topics:
+                    continue
+                position = self.store.position(tp.topic, tp.partition)
+                acknowledged = committed.get(tp)
+                if position is not None and (acknowledged is None or position > acknowledged):
+                    ahead[tp] = position
+            if ahead:
+                try:
+                    await commit_offsets(ahead)
+                except Exception:  # the broker is away or a rebalance began: faust or the next tick commits
+                    log.warning("cannot commit the mapper's input positions", exc_info=True)
 
     async def _fill_gap_from(self, topic: str, partition: int, position: int) -> int:
         """Where re-reading starts: `position`, or the partition's earliest offset when retention

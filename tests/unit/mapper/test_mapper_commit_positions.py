@@ -1,0 +1,131 @@
+"""The mapper's periodic position check against a stand-in for faust's consumer (no broker).
+
+What is checked here is the mapper's own rule: commit an input partition up to the mapper's
+durable position when faust's commit lags behind, never backwards, and handle messages held
+during recovery without waiting for another batch. The real worker runs in
+tests/integration/mapper/test_mapper_positions_worker.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from services.common.settings import KafkaSettings
+from services.mapper.app import MapperApp, _Raw
+from services.mapper.settings import MapperSettings
+
+AGREEMENTS = "psa.agreements.v1"
+COMMANDS = "sync.commands.v1"
+
+
+@dataclass
+class FakeConsumer:
+    """The three things the position check uses of faust's consumer."""
+
+    assigned: set[TP]
+    _committed_offset: dict[TP, int | None]
+    commits: list[dict[TP, int]] = field(default_factory=list)
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    async def _commit_offsets(self, offsets: dict[TP, int]) -> bool:
+        self.commits.append(dict(offsets))
+        self._committed_offset.update(offsets)
+        return True
+
+
+@pytest.fixture
+def mapper(tmp_path: Path) -> MapperApp:
+    app = MapperApp(
+        MapperSettings(app_id="unit-mapper", datadir=str(tmp_path), partitions=2),
+        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+    )
+    app._recovered = lambda: True  # type: ignore[method-assign]
+    return app
+
+
+def _use(mapper: MapperApp, consumer: FakeConsumer) -> None:
+    mapper.app.consumer = consumer  # type: ignore[assignment]
+
+
+async def test_an_input_partition_is_committed_up_to_the_mappers_position_when_faust_lags(
+    mapper: MapperApp,
+) -> None:
+    lagging, current = TP(AGREEMENTS, 0), TP(AGREEMENTS, 1)
+    consumer = FakeConsumer({lagging, current}, {lagging: 1446, current: 5400})
+    _use(mapper, consumer)
+    mapper.store.put_position(AGREEMENTS, 0, 4700)
+    mapper.store.put_position(AGREEMENTS, 1, 5400)
+
+    await mapper._check_positions()
+
+    assert consumer.commits == [{lagging: 4700}]
+    assert consumer._committed_offset[lagging] == 4700
+
+
+async def test_a_partition_is_never_committed_backwards_or_without_a_position(mapper: MapperApp) -> None:
+    ahead, unknown, never = TP(AGREEMENTS, 0), TP(AGREEMENTS, 1), TP(COMMANDS, 0)
+    consumer = FakeConsumer({ahead, unknown, never}, {ahead: 900, unknown: None, never: None})
+    _use(mapper, consumer)
+    mapper.store.put_position(AGREEMENTS, 0, 800)  # faust already committed beyond it
+
+    await mapper._check_positions()
+
+    assert consumer.commits == []
+
+
+async def test_a_partition_no_longer_assigned_is_not_committed(mapper: MapperApp) -> None:
+    kept = TP(AGREEMENTS, 0)
+    consumer = FakeConsumer({kept}, {kept: 10})
+    _use(mapper, consumer)
+    mapper.store.put_position(AGREEMENTS, 0, 12)
+    mapper.store.put_position(AGREEMENTS, 1, 99)  # revoked: another worker owns it now
+
+    await mapper._check_positions()
+
+    assert consumer.commits == [{kept: 12}]
+
+
+async def test_nothing_is_committed_while_the_state_table_is_not_recovered(mapper: MapperApp) -> None:
+    tp = TP(AGREEMENTS, 0)
+    consumer = FakeConsumer({tp}, {tp: 1})
+    _use(mapper, consumer)
+    mapper.store.put_position(AGREEMENTS, 0, 50)
+    mapper._recovered = lambda: False  # type: ignore[method-assign]
+
+    await mapper._check_positions()
+
+    assert consumer.commits == []
+
+
+async def test_messages_held_during_recovery_are_handled_by_the_timer_without_a_next_batch(
+    mapper: MapperApp,
+) -> None:
+    tp = TP(AGREEMENTS, 0)
+    _use(mapper, FakeConsumer({tp}, {tp: None}))
+    handled: list[list[tuple[str, int, int]]] = []
+
+    async def record(messages: list[_Raw]) -> None:
+        handled.append([(m.topic, m.partition, m.offset) for m in messages])
+
+    mapper._handle_messages = record  # type: ignore[method-assign]
+    revoked = _Raw(AGREEMENTS, 1, 0, b"k", b"v")
+    mapper._held = [_Raw(AGREEMENTS, 0, 4, b"k", b"v"), revoked, _Raw(AGREEMENTS, 0, 3, b"k", b"v")]
+
+    await mapper._check_positions()
+
+    assert handled == [[(AGREEMENTS, 0, 3), (AGREEMENTS, 0, 4)]]
+    assert mapper._held == []
+
+
+def test_the_fake_consumer_offers_what_the_real_faust_consumer_offers() -> None:
+    from faust.transport.consumer import Consumer
+
+    wanted: list[Any] = ["assignment", "_commit_offsets"]
+    assert all(callable(getattr(Consumer, name, None)) for name in wanted)
