@@ -14,6 +14,8 @@ Measured in one run, on fresh topics (`bench-<id>.` prefix, 4 partitions), with 
    (so the ratio isolates what faust, the state table and its changelog cost).
 3. a ceiling, printed only: raw aiokafka consume -> parse -> produce one message per input
    (no mapping), to show what the mapping itself costs.
+4. the I/O floor, printed only: raw aiokafka consume -> produce the same 6 records per input
+   (copies of one encoded record), no parse, no mapping: what Kafka I/O alone allows on this box.
 
 Throughput of each = agreements / (last output timestamp - first output timestamp), so start-up,
 group joins and table recovery are excluded alike. N = env `BENCH_MAPPER_AGREEMENTS` (default 20,000);
@@ -123,6 +125,14 @@ def _observed(i: int, now: datetime) -> AgreementObserved:
         }
     )
     return AgreementObserved.build(data, source="contract-sync/poller")
+
+
+def _typical_record(event: AgreementObserved) -> bytes:
+    """One encoded `contract.record.mapped` of `event` (an addition's: most records are)."""
+    ids = [a.id for a in event.data.additions]
+    fields = map_items_fields(event.data, agreement=False, addition_ids=ids[:1])[0]
+    assert not isinstance(fields, MappingError)
+    return encode_mapped(fields, source="bench/raw", time=datetime.now(UTC))
 
 
 async def _produce(bootstrap: str, items: list[tuple[str, bytes, bytes]]) -> None:
@@ -260,9 +270,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
-async def _raw_loop(bootstrap: str, source: str, sink: str, n: int, *, mapping: bool) -> None:
+async def _raw_loop(
+    bootstrap: str, source: str, sink: str, n: int, *, mapping: bool, io_only: bytes | None = None
+) -> None:
     """The baseline: aiokafka consume -> parse -> (map) -> produce, with the mapper's own batched
-    producer (`OutputProducer`: per-partition record batches, deliveries awaited per batch)."""
+    producer (`OutputProducer`: per-partition record batches, deliveries awaited per batch).
+
+    `io_only`: neither parse nor map; produce `1 + ADDITIONS` copies of these bytes per input
+    (the Kafka I/O alone, same message count and sizes as the mapping run)."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
@@ -282,6 +297,13 @@ async def _raw_loop(bootstrap: str, source: str, sink: str, n: int, *, mapping: 
             messages: list[OutMessage] = []
             for records in batch.values():
                 for record in records:
+                    if io_only is not None:
+                        messages.extend(
+                            OutMessage(sink, record.key, io_only, [CONTENT_TYPE_HEADER])
+                            for _ in range(1 + ADDITIONS)
+                        )
+                        done += 1
+                        continue
                     event = parse(PSA_AGREEMENTS, record.value)
                     assert isinstance(event, AgreementObserved)
                     if mapping:
@@ -325,7 +347,7 @@ async def _run(n: int, profile: str = "") -> None:
     extra = [
         dataclasses.replace(spec, name=f"{prefix}raw-{kind}")
         for spec in TOPICS[:1]
-        for kind in ("mapped", "ceiling")
+        for kind in ("mapped", "ceiling", "io")
     ]
     await ensure_topics(kafka, [*specs, *extra], partitions=PARTITIONS)
     workdir = Path(tempfile.mkdtemp(prefix="bench-mapper-"))
@@ -409,6 +431,17 @@ async def _run(n: int, profile: str = "") -> None:
         ceiling = n / span
         print(f"raw aiokafka consume->parse->produce (no mapping): {ceiling:,.0f} agreements/s")
         print(f"mapper vs ceiling: {mapper_rate / ceiling:.2f}")
+
+        # the I/O floor: consume and produce the same 6 records per input, no parse, no mapping
+        sink = f"{prefix}raw-io"
+        record_bytes = _typical_record(events[0])
+        await _raw_loop(bootstrap, f"{prefix}{PSA_AGREEMENTS}", sink, n, mapping=False, io_only=record_bytes)
+        count, span = await _wait_outputs(bootstrap, sink, expected, 120)
+        io_floor = n / span
+        print(
+            f"raw aiokafka consume->produce {1 + ADDITIONS} records of {len(record_bytes):,} bytes"
+            f" (no parse, no mapping): {io_floor:,.0f} agreements/s"
+        )
         print(f"machine load at end: {os.getloadavg()}")
         report("mapper_throughput", mapper_rate, "agreements/s", raw_rate, goal=GOAL)
     finally:
