@@ -13,7 +13,8 @@ Thin adapter around `services.mapper.state.decide`:
   (`stream.take_events`); the batch's outputs are produced (per-partition record batches of a
   dedicated idempotent producer, `OutputProducer`) and awaited first, then its state changes and
   input positions (changelog records), and only then is the batch acknowledged: no offset commits
-  ahead of its effects, and no state ever claims records that were not written.
+  ahead of its effects, and no state ever claims records that were not written. A failed
+  produce is retried with back-off until it lands (the agent waits meanwhile).
 - Input positions (`services.mapper.positions`): the state table holds, per source partition, the
   next offset the state reflects. Duplicates below it are skipped; a message beyond it means
   faust skipped input (its fetcher can drop messages around recovery and seeks), so the missing
@@ -36,8 +37,10 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from schemas.topics import DEADLETTER, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.health import HealthServer
@@ -61,6 +64,9 @@ STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
 POSITION_CHECK_S = 2.0
 """How often the input positions are compared with what the consumer group acknowledged."""
+PRODUCE_RETRY_INITIAL_S = 0.5
+PRODUCE_RETRY_MAX_S = 30.0
+"""Back-off between attempts to produce a batch's outputs or state (retried until they land)."""
 _HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
 _RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -110,18 +116,26 @@ class StateStore(MutableMapping[str, bytes]):
         self.changelog_name: str = table.changelog_topic.get_topic_name()
         self.partition = 0
         self.pending: list[OutMessage] = []
+        self._undo: dict[str, bytes | None] = {}
+        """Each key changed since `keep()`, with its value before (None: absent); see `discard()`."""
 
     def __getitem__(self, key: str) -> bytes:
         value: bytes = self.table.data[key]
         return value
 
     def __setitem__(self, key: str, value: bytes) -> None:
+        self._remember(key)
         self.table.data[key] = value
         self._log(key, value)
 
     def __delitem__(self, key: str) -> None:
+        self._remember(key)
         del self.table.data[key]
         self._log(key, None)
+
+    def _remember(self, key: str) -> None:
+        if key not in self._undo:
+            self._undo[key] = self.table.data.get(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self.table.data.keys()))
@@ -141,12 +155,29 @@ class StateStore(MutableMapping[str, bytes]):
     def put_position(self, topic: str, partition: int, offset: int) -> None:
         """Record the next offset to handle; its changelog record goes to that partition."""
         key, value = position_key(topic, partition), encode_position(offset)
+        self._remember(key)
         self.table.data[key] = value
         self._log(key, value, partition)
 
     def take_pending(self) -> list[OutMessage]:
         pending, self.pending = self.pending, []
         return pending
+
+    def keep(self) -> None:
+        """The changes so far are durable (their changelog records were written): keep them."""
+        self._undo.clear()
+
+    def discard(self) -> None:
+        """Undo every change since `keep()` and drop their unsent changelog records: the local
+        state is again what the changelog holds, so a batch that failed leaves no trace."""
+        data = self.table.data
+        for key, before in self._undo.items():
+            if before is None:
+                data.pop(key, None)
+            else:
+                data[key] = before
+        self._undo.clear()
+        self.pending = []
 
 
 class OutputProducer(Service):
@@ -233,6 +264,13 @@ class OutputProducer(Service):
             if batch.record_count():
                 deliveries.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*deliveries)
+
+
+def _transient(error: BaseException) -> bool:
+    """A produce error worth retrying: Kafka says so, or the broker did not answer in time."""
+    return isinstance(error, KafkaTimeoutError | OSError | TimeoutError) or bool(
+        getattr(error, "retriable", False)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,8 +463,19 @@ class MapperApp:
         again with the gap reader and handled first. Then the outputs are produced and awaited,
         and only then the state changes and new positions (changelog records): a crash in
         between re-handles the messages (duplicate records, harmless), never leaves state that
-        claims records which were not written.
+        claims records which were not written. If anything fails or the task is cancelled
+        (shutdown, rebalance) before the state is written, the state's changes are undone
+        (`StateStore.discard`): the batch's messages count as not handled, so they are handled
+        again when re-delivered or found as a gap.
         """
+        try:
+            await self._handle_messages_once(messages)
+        except BaseException:
+            self.store.discard()
+            raise
+        self.store.keep()
+
+    async def _handle_messages_once(self, messages: list[_Raw]) -> None:
         outputs: list[Output] = []
         store = self.store
         advanced: dict[tuple[str, int], int] = {}
@@ -456,10 +505,45 @@ class MapperApp:
         for (topic, partition), position in advanced.items():
             store.put_position(topic, partition, position)
         if outputs:
-            await self.output.produce_all([self._message(output) for output in outputs])
+            await self._produce_retrying([self._message(output) for output in outputs], "outputs")
         state = store.take_pending()
         if state:
-            await self.output.produce_all(state)
+            await self._produce_retrying(state, "state")
+
+    async def _produce_retrying(self, messages: list[OutMessage], what: str) -> None:
+        """`OutputProducer.produce_all`, retried with exponential back-off until it succeeds
+        when the error is transient (`_transient`: the broker away, timeouts, leader changes).
+
+        A batch's outputs and state are not given up while the worker runs: its input
+        positions and state already moved in memory, so an error let through here would leave
+        them claiming work that was never written (and the batch's offsets acknowledged). A
+        retry sends the same messages again (same event ids: the writer applies them once).
+        The agent waits meanwhile, so nothing else is consumed. Cancellation (shutdown,
+        rebalance) is not retried: the in-memory state then goes with the batch, and the durable
+        positions make the partition's next owner read the batch again. A permanent error (a
+        message over the broker's size limit, a denied topic) is raised at once: the caller
+        undoes the batch's state, and the batch is read again as a gap on the next position
+        check, so the partition waits (with an error logged each time) until it is fixed.
+        """
+
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            log.warning(
+                "cannot produce the batch's %s, retrying",
+                what,
+                extra={"attempt": state.attempt_number, "messages": len(messages), "error": str(error)[:300]},
+            )
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_transient),
+            wait=wait_exponential_jitter(initial=PRODUCE_RETRY_INITIAL_S, max=PRODUCE_RETRY_MAX_S),
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                await self.output.produce_all(messages)
+                return
 
     def _decide(self, message: _Raw) -> list[Output]:
         incoming = Incoming(
@@ -550,7 +634,14 @@ class MapperApp:
                 except Exception:
                     log.warning("cannot re-read skipped input", exc_info=True, extra={"topic": tp.topic})
                     continue
-                await self._handle_messages(missing)
+                try:
+                    await self._handle_messages(missing)
+                except Exception:  # undone (see _handle_messages); tried again on the next tick
+                    log.error(
+                        "cannot handle re-read input",
+                        exc_info=True,
+                        extra={"topic": tp.topic, "partition": tp.partition, "from": position},
+                    )
         await self._commit_positions(committed)
 
     async def _commit_positions(self, committed: dict[Any, int | None]) -> None:

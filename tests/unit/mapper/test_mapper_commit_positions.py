@@ -1,22 +1,27 @@
-"""The mapper's periodic position check against a stand-in for faust's consumer (no broker).
+"""The mapper app's own delivery rules around faust, with stand-ins for faust's consumer and
+the output producer (no broker).
 
-What is checked here is the mapper's own rule: commit an input partition up to the mapper's
-durable position when faust's commit lags behind, never backwards, and handle messages held
-during recovery without waiting for another batch. The real worker runs in
-tests/integration/mapper/test_mapper_positions_worker.py.
+Checked here: commit an input partition up to the mapper's durable position when faust's commit
+lags behind, never backwards; handle messages held during recovery without waiting for another
+batch; retry a batch's produce until it lands before its position moves on durably. The real
+worker runs in tests/integration/mapper/test_mapper_positions_worker.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.types import TP
+from mapper_factories import set_auto_sync, snapshot
 
 from services.common.settings import KafkaSettings
-from services.mapper.app import MapperApp, _Raw
+from services.mapper import app as app_module
+from services.mapper.app import MapperApp, OutMessage, _Raw
 from services.mapper.settings import MapperSettings
 
 AGREEMENTS = "psa.agreements.v1"
@@ -129,3 +134,78 @@ def test_the_fake_consumer_offers_what_the_real_faust_consumer_offers() -> None:
 
     wanted: list[Any] = ["assignment", "_commit_offsets"]
     assert all(callable(getattr(Consumer, name, None)) for name in wanted)
+
+
+async def test_a_batch_whose_produce_fails_is_sent_again_until_it_lands_before_its_state(
+    mapper: MapperApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "PRODUCE_RETRY_INITIAL_S", 0.01)
+    monkeypatch.setattr(app_module, "PRODUCE_RETRY_MAX_S", 0.02)
+    attempts: list[list[OutMessage]] = []
+
+    async def broker_away_twice(messages: list[OutMessage]) -> None:
+        attempts.append(list(messages))
+        if len(attempts) <= 2:
+            raise KafkaTimeoutError()
+
+    mapper.output.produce_all = broker_away_twice  # type: ignore[method-assign]
+
+    await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, b"t:c", b"not json")])
+
+    outputs, state = attempts[0], attempts[3]
+    assert len(attempts) == 4  # outputs: failed, failed, sent; then the state, once
+    assert attempts[1] == outputs and attempts[2] == outputs  # the same messages, same event ids
+    assert {m.topic for m in outputs} == {"sync.deadletter.v1"}  # unaddressable: no rejection event
+    assert {m.topic for m in state} == {mapper.store.changelog_name}
+    assert mapper.store.position(AGREEMENTS, 0) == 1
+
+
+async def test_a_permanent_produce_error_is_raised_at_once_instead_of_stalling_the_worker(
+    mapper: MapperApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app_module, "PRODUCE_RETRY_INITIAL_S", 0.01)
+    attempts: list[int] = []
+
+    async def too_large(messages: list[OutMessage]) -> None:
+        attempts.append(len(messages))
+        raise MessageSizeTooLargeError()
+
+    mapper.output.produce_all = too_large  # type: ignore[method-assign]
+
+    mapper.store.put_position(AGREEMENTS, 0, 0)
+    mapper.store.take_pending()
+    mapper.store.keep()
+
+    with pytest.raises(MessageSizeTooLargeError):
+        await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, b"t:c", b"not json")])
+    assert len(attempts) == 1
+    assert mapper.store.position(AGREEMENTS, 0) == 0  # not handled: read again later
+    assert mapper.store.take_pending() == []
+
+
+async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as_it_was(
+    mapper: MapperApp,
+) -> None:
+    auto = set_auto_sync(True, tenant="t1")
+    mapper.output.produce_all = _record_into([])  # type: ignore[method-assign]
+    await mapper._handle_messages([_Raw(COMMANDS, 0, 0, auto.key, auto.to_bytes())])
+    before = dict(mapper.table.data)
+
+    async def rebalance(messages: list[OutMessage]) -> None:
+        raise asyncio.CancelledError()
+
+    mapper.output.produce_all = rebalance  # type: ignore[method-assign]
+    observed = snapshot(1, [11], tenant="t1")
+    with pytest.raises(asyncio.CancelledError):
+        await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, observed.key, observed.to_bytes())])
+
+    assert dict(mapper.table.data) == before
+    assert mapper.store.position(AGREEMENTS, 0) is None
+    assert mapper.store.take_pending() == []
+
+
+def _record_into(sent: list[OutMessage]) -> Any:
+    async def produce_all(messages: list[OutMessage]) -> None:
+        sent.extend(messages)
+
+    return produce_all
