@@ -610,7 +610,10 @@ class MapperApp:
         if self._held:
             async with self._lock:
                 if self._held and self._recovered():
-                    await self._handle_messages(self._with_held([]))
+                    try:
+                        await self._handle_messages(self._with_held([]))
+                    except Exception:  # undone: read again as a gap by a later check
+                        log.error("cannot handle messages held during recovery", exc_info=True)
         consumer = self.app.consumer
         committed: dict[Any, int | None] | None = getattr(consumer, "_committed_offset", None)
         if committed is None:  # faust keeps the group's committed offsets here (0.15); gone: say so
