@@ -605,9 +605,14 @@ def _resend_refused_selections(run: ChaosRun) -> int:
 
 
 def created_total(run: ChaosRun) -> int:
-    """Contracts the writer announced as created for the tenant (`sync.contracts.applied`)."""
+    """Contracts the writer announced as created for the tenant (`sync.contracts.applied`),
+    each event counted once by its CloudEvent `id`, as every consumer must: the writer's outbox
+    re-publishes an acknowledged event with the same id when it died before deleting the row
+    (at-least-once, docs/writer.md). Two *different* ids announcing the same creation still count
+    twice: that is a contract applied more than once."""
     events = run.pipeline.events(lambda e: e.get("type") == "sync.contracts.applied")
-    return sum(int(e["data"].get("created", 0)) for e in events)
+    unique = {str(e["id"]): e for e in events}
+    return sum(int(e["data"].get("created", 0)) for e in unique.values())
 
 
 # ------------------------------------------------------------------------------------------------
