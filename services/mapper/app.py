@@ -31,7 +31,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -610,15 +610,14 @@ class MapperApp:
         if self._held:
             async with self._lock:
                 if self._held and self._recovered():
-                    try:
-                        await self._handle_messages(self._with_held([]))
-                    except Exception:  # undone: read again as a gap by a later check
-                        log.error("cannot handle messages held during recovery", exc_info=True)
+                    await self._handle_or_log(self._with_held([]), "messages held during recovery")
         consumer = self.app.consumer
+        # faust (0.15) keeps the group's committed offsets and its commit call here; gone: say so
         committed: dict[Any, int | None] | None = getattr(consumer, "_committed_offset", None)
-        if committed is None:  # faust keeps the group's committed offsets here (0.15); gone: say so
+        commit_offsets = getattr(consumer, "_commit_offsets", None)
+        if committed is None or commit_offsets is None:
             if not self._warned_no_committed:
-                log.error("cannot read faust's committed offsets: the end-of-partition gap check is off")
+                log.error("cannot use faust's committed offsets: the gap check and position commits are off")
                 self._warned_no_committed = True
             return
         for tp in consumer.assignment():
@@ -637,17 +636,20 @@ class MapperApp:
                 except Exception:
                     log.warning("cannot re-read skipped input", exc_info=True, extra={"topic": tp.topic})
                     continue
-                try:
-                    await self._handle_messages(missing)
-                except Exception:  # undone (see _handle_messages); tried again on the next tick
-                    log.error(
-                        "cannot handle re-read input",
-                        exc_info=True,
-                        extra={"topic": tp.topic, "partition": tp.partition, "from": position},
-                    )
-        await self._commit_positions(committed)
+                await self._handle_or_log(missing, "re-read input", topic=tp.topic, partition=tp.partition)
+        await self._commit_positions(committed, commit_offsets)
 
-    async def _commit_positions(self, committed: dict[Any, int | None]) -> None:
+    async def _handle_or_log(self, messages: list[_Raw], what: str, **where: Any) -> None:
+        """`_handle_messages` for the timer: a failure is logged, not raised (the batch was undone,
+        so a later check reads it again as a gap)."""
+        try:
+            await self._handle_messages(messages)
+        except Exception:
+            log.error("cannot handle %s", what, exc_info=True, extra=where)
+
+    async def _commit_positions(
+        self, committed: dict[Any, int | None], commit_offsets: Callable[[dict[Any, int]], Awaitable[Any]]
+    ) -> None:
         """Commit each assigned input partition's offset up to the mapper's position, when
         faust's own commit is behind it.
 
@@ -659,15 +661,11 @@ class MapperApp:
         written. faust never commits an offset lower than one already committed
         (`Consumer._should_commit`), so the two never move a partition backwards.
         """
-        consumer = self.app.consumer
-        commit_offsets = getattr(consumer, "_commit_offsets", None)
-        if commit_offsets is None:
-            return
         async with self._lock:
             if not self._recovered():
                 return
             ahead: dict[Any, int] = {}
-            for tp in consumer.assignment():
+            for tp in self.app.consumer.assignment():
                 if tp.topic not in self._input_topics:
                     continue
                 position = self.store.position(tp.topic, tp.partition)

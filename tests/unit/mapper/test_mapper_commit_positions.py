@@ -187,7 +187,11 @@ async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as
     mapper: MapperApp,
 ) -> None:
     auto = set_auto_sync(True, tenant="t1")
-    mapper.output.produce_all = _record_into([])  # type: ignore[method-assign]
+
+    async def sent(messages: list[OutMessage]) -> None:
+        return None
+
+    mapper.output.produce_all = sent  # type: ignore[method-assign]
     await mapper._handle_messages([_Raw(COMMANDS, 0, 0, auto.key, auto.to_bytes())])
     before = dict(mapper.table.data)
 
@@ -202,10 +206,3 @@ async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as
     assert dict(mapper.table.data) == before
     assert mapper.store.position(AGREEMENTS, 0) is None
     assert mapper.store.take_pending() == []
-
-
-def _record_into(sent: list[OutMessage]) -> Any:
-    async def produce_all(messages: list[OutMessage]) -> None:
-        sent.extend(messages)
-
-    return produce_all
