@@ -208,14 +208,7 @@ def test_a_batch_plans_the_same_events_and_dead_letter_reasons_as_pydantic_alone
 
 
 def test_values_are_typed_as_the_database_expects() -> None:
-    raw = (
-        b'{"specversion":"1.0","id":"5b0c8a52-3f0e-4f57-9a51-8f1f1c7d2e10","source":"m","type":'
-        b'"contract.record.mapped","time":"2026-01-01T10:00:00+02:00","subject":"acme:1","tenantid":"acme",'
-        b'"data":{"tenant_id":"acme","client_id":"1","contract_key":"cw:acme:agreement:7","source":{"kind":'
-        b'"agreement","agreement_id":7,"psa_last_updated":"2026-01-01T10:00:00.5+02:00"},"name":"n",'
-        b'"contract_type":"t","category":"recurring","status":"active","billing_cost":{"amount":"1500.00",'
-        b'"currency":"USD"},"billing_cycle":"monthly","start_date":"2026-01-01"}}'
-    )
+    raw = _canonical_example()
     fast = parse_mapped(raw)
     assert fast is not None
     assert fast.psa_last_updated == datetime(2026, 1, 1, 8, 0, 0, 500_000, tzinfo=UTC)
