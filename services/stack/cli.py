@@ -1,7 +1,13 @@
 """`contract-sync stack up | down | status | env`: run the local Kafka + PostgreSQL.
 
+The stack directory (`--dir`, env CONTRACT_SYNC_STACK_DIR, default <repo>/.stack) is the one setting
+that tells stacks apart: `up` in any other directory picks free ports itself (unless given) and
+records them in `<dir>/ports.json`; `status`/`down` use the recorded ports; `env` prints the
+endpoints from `<dir>/stack.env`. Given ports (options or CONTRACT_SYNC_*_PORT) always win.
+
 Exit codes: 0 success (for `status`: both running); 1 a start/stop failed (the message
-and the log tail are printed to stderr); 3 `status` found a component stopped.
+and the log tail are printed to stderr), or `env` found no stack.env; 3 `status` found a
+component stopped.
 """
 
 from __future__ import annotations
@@ -11,7 +17,15 @@ import sys
 import time
 
 from services.stack.errors import StackError
-from services.stack.local import ENV_CONTROLLER_PORT, ENV_DIR, ENV_KAFKA_PORT, ENV_PG_PORT, LocalStack
+from services.stack.local import (
+    ENV_CONTROLLER_PORT,
+    ENV_DIR,
+    ENV_KAFKA_PORT,
+    ENV_PG_PORT,
+    LocalStack,
+    read_env_file,
+    stack_directory,
+)
 
 EXIT_NOT_RUNNING = 3
 
@@ -60,32 +74,57 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_env(args: argparse.Namespace) -> int:
-    """Print `export NAME=value` lines for `eval "$(contract-sync stack env)"`."""
-    endpoints = _stack(args).endpoints
-    _say(f"export KAFKA_BOOTSTRAP_SERVERS={endpoints.kafka_bootstrap}")
-    _say(f"export DATABASE_URL={endpoints.database_url}")
+    """Print `export NAME=value` lines for `eval "$(contract-sync stack env)"`: the endpoints the stack
+    in the chosen directory recorded in its `stack.env` when it started (exit 1 when it never did)."""
+    directory = stack_directory(args.dir)
+    try:
+        values = read_env_file(directory)
+    except StackError as error:
+        print(f"stack env failed: {error}", file=sys.stderr, flush=True)
+        return 1
+    for name, value in values.items():
+        _say(f"export {name}={value}")
     return 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", default=None, help=f"stack directory (env {ENV_DIR}; default <repo>/.stack)")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--dir",
+        default=None,
+        help=f"stack directory (env {ENV_DIR}; default <repo>/.stack); the one setting a second stack needs",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[where])
+    ports_note = "given > recorded in <dir>/ports.json > default"
     common.add_argument(
-        "--kafka-port", type=int, default=None, help=f"Kafka port (env {ENV_KAFKA_PORT}; 19092)"
+        "--kafka-port",
+        type=int,
+        default=None,
+        help=f"Kafka port (env {ENV_KAFKA_PORT}; {ports_note}: 19092 in <repo>/.stack, else a free port)",
     )
     common.add_argument(
         "--controller-port",
         type=int,
         default=None,
-        help=f"KRaft controller port (env {ENV_CONTROLLER_PORT}; 19093)",
+        help=f"KRaft controller port (env {ENV_CONTROLLER_PORT}; {ports_note}: 19093 in <repo>/.stack, else a free port)",
     )
     common.add_argument(
-        "--pg-port", type=int, default=None, help=f"PostgreSQL port (env {ENV_PG_PORT}; 15432)"
+        "--pg-port",
+        type=int,
+        default=None,
+        help=f"PostgreSQL port (env {ENV_PG_PORT}; {ports_note}: 15432 in <repo>/.stack, else a free port)",
     )
 
-    parser = subparsers.add_parser("stack", help="run the local Kafka broker and PostgreSQL server")
+    parser = subparsers.add_parser(
+        "stack",
+        help="run the local Kafka broker and PostgreSQL server",
+        description="Run a local Kafka + PostgreSQL under one directory. A second stack needs only "
+        "another directory (--dir or CONTRACT_SYNC_STACK_DIR): it picks free ports and records them.",
+    )
     actions = parser.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
-    up = actions.add_parser("up", parents=[common], help="start both (idempotent) and write stack.env")
+    up = actions.add_parser(
+        "up", parents=[common], help="start both (idempotent); record ports.json and stack.env"
+    )
     up.add_argument(
         "--timeout", type=float, default=180.0, help="readiness deadline in seconds (default 180)"
     )
@@ -96,6 +135,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     actions.add_parser(
         "status", parents=[common], help="print each component; exit 0 if all running else 3"
     ).set_defaults(func=run_status)
-    actions.add_parser("env", parents=[common], help="print export lines for the endpoints").set_defaults(
-        func=run_env
-    )
+    actions.add_parser(
+        "env", parents=[where], help="print export lines for the endpoints in <dir>/stack.env"
+    ).set_defaults(func=run_env)

@@ -1,9 +1,12 @@
 """`LocalStack`: the real Kafka broker and PostgreSQL server for development, tests and demos.
 
-Everything (jars, data, logs, pid files, `stack.env`) lives under one directory, by default
-`<repo>/.stack` (env `CONTRACT_SYNC_STACK_DIR`). Ports default to Kafka 127.0.0.1:19092
-(controller 19093) and PostgreSQL 127.0.0.1:15432 (env `CONTRACT_SYNC_KAFKA_PORT`,
-`CONTRACT_SYNC_CONTROLLER_PORT`, `CONTRACT_SYNC_PG_PORT`).
+Everything (jars, data, logs, pid files, `stack.env`, `ports.json`) lives under one directory, by
+default `<repo>/.stack` (env `CONTRACT_SYNC_STACK_DIR`). Each port (Kafka, KRaft controller,
+PostgreSQL) is, in this order: the explicit argument, the env var (`CONTRACT_SYNC_KAFKA_PORT`,
+`CONTRACT_SYNC_CONTROLLER_PORT`, `CONTRACT_SYNC_PG_PORT`), the port recorded in `<dir>/ports.json`
+by an earlier `up()`, else the default: 19092 / 19093 / 15432 for the default directory, a free
+port picked by the stack for any other directory (so the directory alone is enough for a second
+stack).
 
 Guarantees:
 - `up()` is idempotent: a component whose pid is alive and whose port answers is left alone.
@@ -11,6 +14,8 @@ Guarantees:
   database created and migrated (migrations are skipped with a warning while no
   `migrate(database_url)` exists in `services.common.database` or `services.common.db`).
 - `down()` and `stop_*()` stop only processes this stack started, by pid.
+- `up()` records the ports it uses in `ports.json` and the endpoints in `stack.env`; a port the
+  stack picked itself is picked again when, at start, another process holds it.
 - Lifecycle calls hold an exclusive lock on `<dir>/stack.lock`, so two concurrent `up()`s
   (two terminals, two test sessions) never start two brokers.
 """
@@ -20,8 +25,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import json
 import logging
 import os
+import random
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -43,6 +51,13 @@ ENV_PG_PORT = "CONTRACT_SYNC_PG_PORT"
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
 DEFAULT_PG_PORT = 15432
+DEFAULT_DIR = REPO_ROOT / ".stack"
+PORTS_FILE = "ports.json"
+ENV_FILE = "stack.env"
+# Ports the stack picks for a non-default directory: below the kernel's ephemeral range (32768-60999),
+# so a client that keeps reconnecting to a stopped broker is never handed the broker's port as its
+# own source port; above the fixed defaults.
+PICKED_PORT_RANGE = (30000, 32767)
 HOST = "127.0.0.1"
 # where `migrate(database_url) -> None` may live (the first module defining it is used)
 MIGRATION_MODULES = ("services.common.database", "services.common.db")
@@ -72,11 +87,25 @@ class StackSettings:
     kafka_port: int
     controller_port: int
     pg_port: int
+    picked: frozenset[str] = frozenset()
+    """Names of the ports (`kafka_port`, ...) the stack chose itself: nothing asked for a port."""
+
+    def ports(self) -> dict[str, int]:
+        return {name: int(getattr(self, name)) for name in PORT_NAMES}
 
 
-def _port(value: int | str | None, name: str, default: int) -> int:
+PORT_NAMES = ("kafka_port", "controller_port", "pg_port")
+_PORT_ENV = {"kafka_port": ENV_KAFKA_PORT, "controller_port": ENV_CONTROLLER_PORT, "pg_port": ENV_PG_PORT}
+_PORT_DEFAULT = {
+    "kafka_port": DEFAULT_KAFKA_PORT,
+    "controller_port": DEFAULT_CONTROLLER_PORT,
+    "pg_port": DEFAULT_PG_PORT,
+}
+
+
+def _port(value: int | str | None, name: str) -> int | None:
     if value is None or value == "":
-        return default
+        return None
     try:
         port = int(value)
     except ValueError:
@@ -86,6 +115,61 @@ def _port(value: int | str | None, name: str, default: int) -> int:
     return port
 
 
+def is_default_directory(directory: Path) -> bool:
+    return directory.resolve() == DEFAULT_DIR.resolve()
+
+
+def recorded_ports(directory: Path) -> dict[str, int]:
+    """The ports an earlier `up()` recorded in `<directory>/ports.json` (empty when none or unreadable)."""
+    try:
+        document = json.loads((directory / PORTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {
+        name: value
+        for name, value in document.items()
+        if name in PORT_NAMES and isinstance(value, int) and 0 < value < 65536
+    }
+
+
+def record_ports(settings: StackSettings) -> None:
+    """Write `<dir>/ports.json` atomically."""
+    path = settings.directory / PORTS_FILE
+    tmp = path.with_name(PORTS_FILE + ".tmp")
+    tmp.write_text(json.dumps(settings.ports(), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """True when a socket can bind `host:port` now (nothing listens on it or holds it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_port(avoid: set[int], host: str = HOST) -> int:
+    """A free port in PICKED_PORT_RANGE, not in `avoid`. Free now, not reserved: `up()` starts the
+    component right after, under the stack lock."""
+    low, high = PICKED_PORT_RANGE
+    for _ in range(500):
+        port = random.randint(low, high)
+        if port not in avoid and port_is_free(port, host):
+            return port
+    raise StackError(f"no free port found in {low}-{high}; give the ports explicitly")
+
+
+def stack_directory(directory: Path | str | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The explicit directory, else CONTRACT_SYNC_STACK_DIR, else `<repo>/.stack` (absolute)."""
+    env = os.environ if env is None else env
+    raw_dir = directory if directory is not None else env.get(ENV_DIR) or DEFAULT_DIR
+    return Path(raw_dir).expanduser().resolve()
+
+
 def resolve_settings(
     directory: Path | str | None = None,
     kafka_port: int | None = None,
@@ -93,17 +177,51 @@ def resolve_settings(
     pg_port: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> StackSettings:
-    """Explicit arguments win, then the CONTRACT_SYNC_* environment variables, then the defaults."""
+    """Per port: the explicit argument, then the CONTRACT_SYNC_* env var, then the port recorded in
+    `<dir>/ports.json`, then the default (fixed for the default directory, picked free for any other).
+    """
     env = os.environ if env is None else env
-    raw_dir = directory if directory is not None else env.get(ENV_DIR) or REPO_ROOT / ".stack"
+    resolved_dir = stack_directory(directory, env)
+    default_dir = is_default_directory(resolved_dir)
+    explicit = {"kafka_port": kafka_port, "controller_port": controller_port, "pg_port": pg_port}
+    recorded = recorded_ports(resolved_dir)
+    ports: dict[str, int] = {}
+    picked: set[str] = set()
+    for name in PORT_NAMES:
+        requested = explicit[name]
+        port = _port(requested if requested is not None else env.get(_PORT_ENV[name]), _PORT_ENV[name])
+        if port is None and name in recorded:
+            port = recorded[name]
+            if not default_dir:
+                picked.add(name)
+        if port is None:
+            if default_dir:
+                port = _PORT_DEFAULT[name]
+            else:
+                port = pick_free_port(set(ports.values()))
+                picked.add(name)
+        ports[name] = port
     return StackSettings(
-        directory=Path(raw_dir).expanduser().resolve(),
-        kafka_port=_port(kafka_port if kafka_port is not None else env.get(ENV_KAFKA_PORT), ENV_KAFKA_PORT,
-                         DEFAULT_KAFKA_PORT),
-        controller_port=_port(controller_port if controller_port is not None else env.get(ENV_CONTROLLER_PORT),
-                              ENV_CONTROLLER_PORT, DEFAULT_CONTROLLER_PORT),
-        pg_port=_port(pg_port if pg_port is not None else env.get(ENV_PG_PORT), ENV_PG_PORT, DEFAULT_PG_PORT),
-    )  # fmt: skip
+        resolved_dir, ports["kafka_port"], ports["controller_port"], ports["pg_port"], frozenset(picked)
+    )
+
+
+def read_env_file(directory: Path) -> dict[str, str]:
+    """The `NAME=value` lines of `<directory>/stack.env`, as `up()` wrote them.
+
+    Raises StackError when the file is missing: no stack was ever started in that directory.
+    """
+    path = directory / ENV_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StackError(f"no {path}: start that stack first (contract-sync stack up)") from None
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name and not name.startswith("#"):
+            values[name] = value
+    return values
 
 
 def find_migrate() -> Callable[[str], object] | None:
@@ -152,21 +270,50 @@ class LocalStack:
         log4j_config: Path = DEFAULT_LOG4J,
         report: Callable[[str], None] | None = None,
     ) -> None:
-        self.settings = resolve_settings(directory, kafka_port, controller_port, pg_port)
+        self._requested = (directory, kafka_port, controller_port, pg_port)
+        self._pom, self._log4j_config = pom, log4j_config
+        self.settings = resolve_settings(*self._requested)
         self.directory = self.settings.directory
         self.logs_dir = self.directory / "logs"
-        self.env_file = self.directory / "stack.env"
+        self.env_file = self.directory / ENV_FILE
+        self._build_nodes()
+        self._report = report or (lambda line: logger.info("%s", line))
+
+    def _build_nodes(self) -> None:
         self.kafka = KafkaNode(
             self.directory,
             self.logs_dir,
             KafkaConfig(HOST, self.settings.kafka_port, self.settings.controller_port),
-            pom,
-            log4j_config,
+            self._pom,
+            self._log4j_config,
         )
         self.postgres = PostgresNode(
             self.directory, self.logs_dir, PostgresConfig(HOST, self.settings.pg_port)
         )
-        self._report = report or (lambda line: logger.info("%s", line))
+
+    def _settle_ports(self, kafka_running: bool, pg_running: bool) -> None:
+        """Adopt the ports recorded meanwhile (a concurrent `up()`), re-pick a picked port that another
+        process took while this stack was stopped, and record the result (caller holds the lock)."""
+        settings = resolve_settings(*self._requested)
+        ports = settings.ports()
+        owners = {"kafka_port": kafka_running, "controller_port": kafka_running, "pg_port": pg_running}
+        for name in sorted(settings.picked):
+            if not owners[name] and not port_is_free(ports[name]):
+                ports[name] = pick_free_port(set(ports.values()))
+                self._report(
+                    f"{name.replace('_', ' ')} {settings.ports()[name]} is taken; using {ports[name]}"
+                )
+        settings = StackSettings(
+            settings.directory,
+            ports["kafka_port"],
+            ports["controller_port"],
+            ports["pg_port"],
+            settings.picked,
+        )
+        if settings != self.settings:
+            self.settings = settings
+            self._build_nodes()
+        record_ports(settings)
 
     @property
     def endpoints(self) -> Endpoints:
@@ -187,6 +334,7 @@ class LocalStack:
     def up(self, timeout_s: float = 180.0) -> Endpoints:
         """Start whatever is not running, wait until both are ready, write `stack.env`."""
         with self._locked():
+            self._settle_ports(self.kafka.is_running(), self.postgres.is_running())
             kafka_running = self.kafka.is_running()
             pg_running = self.postgres.is_running()
             if kafka_running and pg_running:

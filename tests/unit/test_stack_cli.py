@@ -63,16 +63,35 @@ def test_status_reports_both_stopped_and_exits_3(
     assert [line.split()[:2] for line in lines] == [["kafka", "stopped"], ["postgres", "stopped"]]
 
 
-def test_env_prints_export_lines_for_the_chosen_ports(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_env_prints_the_endpoints_recorded_in_the_chosen_directory_not_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = main(["stack", "env", "--dir", str(tmp_path), "--kafka-port", "29092", "--pg-port", "25432"])
+    (tmp_path / "stack.env").write_text(
+        "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:31092\n"
+        "DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:31432/contract_sync\n"
+    )
+    monkeypatch.setenv("CONTRACT_SYNC_STACK_DIR", str(tmp_path))
+    monkeypatch.setenv("CONTRACT_SYNC_KAFKA_PORT", "29092")  # someone else's stack
+    monkeypatch.setenv("CONTRACT_SYNC_PG_PORT", "25432")
+
+    code = main(["stack", "env"])
 
     assert code == 0
     assert capsys.readouterr().out.splitlines() == [
-        "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092",
-        "export DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:25432/contract_sync",
+        "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:31092",
+        "export DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:31432/contract_sync",
     ]
+
+
+def test_env_fails_and_says_so_for_a_directory_where_no_stack_was_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["stack", "env", "--dir", str(tmp_path)])
+
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert "stack.env" in captured.err and "stack up" in captured.err
 
 
 def test_down_with_nothing_running_succeeds_and_says_so(

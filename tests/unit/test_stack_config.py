@@ -10,7 +10,16 @@ import pytest
 
 from services.stack import StackError, resolve_settings
 from services.stack.kafka import KafkaConfig, KafkaNode, new_cluster_id, pom_digest, render_server_properties
-from services.stack.local import Endpoints
+from services.stack import local as stack_local
+from services.stack.local import PICKED_PORT_RANGE, Endpoints, StackSettings, record_ports
+
+
+@pytest.fixture
+def default_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Stand-in for `<repo>/.stack`, so the repository's own recorded ports never leak into a test."""
+    directory = tmp_path / "repo" / ".stack"
+    monkeypatch.setattr(stack_local, "DEFAULT_DIR", directory)
+    return directory
 
 
 def parse_properties(text: str) -> dict[str, str]:
@@ -67,7 +76,9 @@ def test_jars_count_as_current_only_when_the_marker_matches_the_pom(tmp_path: Pa
     assert not node.libs_current()
 
 
-def test_explicit_settings_win_over_environment_which_wins_over_defaults(tmp_path: Path) -> None:
+def test_explicit_settings_win_over_environment_which_wins_over_defaults(
+    tmp_path: Path, default_dir: Path
+) -> None:
     env = {
         "CONTRACT_SYNC_STACK_DIR": str(tmp_path / "from-env"),
         "CONTRACT_SYNC_KAFKA_PORT": "21092",
@@ -111,3 +122,55 @@ def test_env_file_lines_are_sourceable_by_a_shell(tmp_path: Path) -> None:
     ).stdout.strip()
 
     assert shown == f"{endpoints.kafka_bootstrap}|{endpoints.database_url}"
+
+
+def in_picked_range(port: int) -> bool:
+    return PICKED_PORT_RANGE[0] <= port <= PICKED_PORT_RANGE[1]
+
+
+def test_a_directory_other_than_the_default_gets_free_ports_of_its_own(
+    tmp_path: Path, default_dir: Path
+) -> None:
+    settings = resolve_settings(tmp_path / "second", env={})
+
+    ports = [settings.kafka_port, settings.controller_port, settings.pg_port]
+    assert all(in_picked_range(port) for port in ports), ports
+    assert len(set(ports)) == 3
+    assert settings.picked == {"kafka_port", "controller_port", "pg_port"}
+
+
+def test_the_default_directory_keeps_the_fixed_default_ports(default_dir: Path) -> None:
+    settings = resolve_settings(env={})
+
+    assert (settings.directory, settings.kafka_port, settings.controller_port, settings.pg_port) == (
+        default_dir.resolve(),
+        19092,
+        19093,
+        15432,
+    )
+    assert settings.picked == frozenset()
+
+
+def test_ports_recorded_by_a_start_are_reused_and_given_ports_still_win(
+    tmp_path: Path, default_dir: Path
+) -> None:
+    directory = tmp_path / "second"
+    directory.mkdir()
+    record_ports(StackSettings(directory, 31001, 31002, 31003))
+
+    recorded = resolve_settings(directory, env={})
+    given = resolve_settings(directory, pg_port=31999, env={"CONTRACT_SYNC_KAFKA_PORT": "31888"})
+
+    assert (recorded.kafka_port, recorded.controller_port, recorded.pg_port) == (31001, 31002, 31003)
+    assert (given.kafka_port, given.controller_port, given.pg_port) == (31888, 31002, 31999)
+    assert given.picked == {"controller_port"}
+
+
+def test_the_directory_can_come_from_the_environment_alone(tmp_path: Path, default_dir: Path) -> None:
+    directory = tmp_path / "from-env"
+    directory.mkdir()
+    record_ports(StackSettings(directory, 31101, 31102, 31103))
+
+    settings = resolve_settings(env={"CONTRACT_SYNC_STACK_DIR": str(directory)})
+
+    assert (settings.kafka_port, settings.controller_port, settings.pg_port) == (31101, 31102, 31103)
