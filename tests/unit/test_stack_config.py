@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from services.stack import StackError, resolve_settings
-from services.stack.kafka import KafkaConfig, KafkaNode, new_cluster_id, pom_digest, render_server_properties
 from services.stack import local as stack_local
+from services.stack.kafka import KafkaConfig, KafkaNode, new_cluster_id, pom_digest, render_server_properties
 from services.stack.local import PICKED_PORT_RANGE, Endpoints, StackSettings, record_ports
 
 
