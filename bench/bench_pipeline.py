@@ -296,6 +296,11 @@ def breakdown(p: LocalPipeline, dsn: str, pop: Population) -> None:
             f"  import poll run: started {_rel(started, t0)}, completed {_rel(finished, t0)} "
             f"({first['agreements_changed']:,} agreements emitted, {first['api_requests']:,} API requests)"
         )
+        if first["api_requests"] and "poller" in pop.cpu_s:
+            print(
+                f"  ConnectWise client CPU per request (upper bound: the whole poller process's CPU during the "
+                f"population / its API requests): {pop.cpu_s['poller'] / first['api_requests'] * 1000:.3f} ms"
+            )
     print(
         f"  observed  psa.agreements.v1    first {_rel(observed.first, t0)}  last {_rel(observed.last, t0)}"
         f"  ({observed.count:,} events)"

@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
@@ -86,10 +87,13 @@ class Rig:
         )
 
 
-async def read_only_ceiling(client: ConnectWiseClient) -> tuple[float, int]:
-    """Seconds to read every agreement and all additions with the same client and concurrency."""
+async def read_only_ceiling(client: ConnectWiseClient) -> tuple[float, int, float]:
+    """Seconds to read every agreement and all additions with the same client and concurrency, the
+    number of requests, and the CPU seconds this process spent doing it (the simulator runs in its own
+    process, so that is the ConnectWise client's CPU: HTTP, JSON, models)."""
     semaphore = asyncio.Semaphore(CONCURRENCY)
     before = client.stats.snapshot().requests
+    cpu_before = time.process_time()
 
     async def additions(agreement_id: int) -> int:
         async with semaphore:
@@ -100,7 +104,14 @@ async def read_only_ceiling(client: ConnectWiseClient) -> tuple[float, int]:
         async for agreement in client.list_agreements(page_size=1000, paging="forward-only"):
             assert agreement.id is not None
             tasks.create_task(additions(agreement.id))
-    return time.perf_counter() - started, client.stats.snapshot().requests - before
+    seconds = time.perf_counter() - started
+    return seconds, client.stats.snapshot().requests - before, time.process_time() - cpu_before
+
+
+def httpcore_transport() -> httpx.AsyncBaseTransport:
+    """The client's previous transport (httpx's default, httpcore), as the CPU baseline: one pool
+    of 8 connections, as each of the previous client's pool shards had."""
+    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
 
 
 async def topic_size(kafka: KafkaSettings, topic: str) -> int:
@@ -152,10 +163,23 @@ async def bench() -> None:
         ) as sim:
             tenant, env = tenant_for(sim, f"bench-{run}-big", requests_per_minute=1_000_000)
             tenants.append(tenant.id)
-            baseline_client = ConnectWiseClient(connection_for(tenant, environ=env))
-            ceiling_s, ceiling_requests = await read_only_ceiling(baseline_client)
-            await baseline_client.aclose()
-            print(f"read-only ceiling: {ceiling_s:.2f} s for {ceiling_requests} requests")
+            per_request: dict[str, float] = {}
+            for label, transport in (("httpcore (previous)", httpcore_transport()), ("aiohttp (default)", None)):
+                baseline_client = ConnectWiseClient(connection_for(tenant, environ=env), transport=transport)
+                ceiling_s, ceiling_requests, cpu_s = await read_only_ceiling(baseline_client)
+                await baseline_client.aclose()
+                per_request[label] = cpu_s / ceiling_requests * 1000
+                print(
+                    f"read-only ceiling, {label} transport: {ceiling_s:.2f} s for {ceiling_requests} requests, "
+                    f"{cpu_s:.2f} s CPU = {per_request[label]:.3f} ms CPU per request"
+                )
+            report(
+                "poller.cw_client_cpu_per_request_ms",
+                per_request["aiohttp (default)"],
+                "ms",
+                per_request["httpcore (previous)"],
+                goal="(ConnectWise client CPU per request; goal <= 0.8 ms; baseline: httpcore transport, same run)",
+            )
             poller = rig.poller(tenant, env)
             started = time.perf_counter()
             stats = await poller.poll_once()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import random
 import re
 import ssl
@@ -70,15 +69,14 @@ from services.poller.connectwise.paging import (
 )
 from services.poller.connectwise.ratelimit import TokenBucket
 from services.poller.connectwise.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from services.poller.connectwise.transport import loads, new_transport, request_not_sent
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "apis/3.0"
 CODEBASE_REFRESH_INTERVAL = 60.0
-_CONNECTIONS_PER_SHARD = 8
 _CODEBASE_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+/$")
 _ORDER_BY_PATTERN = re.compile(r"^\s*(?P<field>[A-Za-z_][A-Za-z0-9_/]*)(?:\s+(?P<dir>asc|desc))?\s*$", re.I)
-_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 M = TypeVar("M", bound=CwModel)
 Sleep = Callable[[float], Awaitable[None]]
@@ -206,10 +204,6 @@ class ConnectWiseClient:
             )
             if len(s) >= 3
         )
-        # Several small httpx pools instead of one big one: httpcore's per-request pool bookkeeping
-        # is linear in the pool's connections (quadratic overall), which dominated CPU at ~30 in flight.
-        shards = max(1, math.ceil(connection.max_connections / _CONNECTIONS_PER_SHARD))
-        per_shard = math.ceil(connection.max_connections / shards)
         verify = ssl_context if ssl_context is not None else self._verify_setting(connection)
         timeout = httpx.Timeout(
             connect=connection.connect_timeout,
@@ -217,18 +211,13 @@ class ConnectWiseClient:
             write=connection.write_timeout,
             pool=connection.pool_timeout,
         )
-        self._pools = [
-            httpx.AsyncClient(
-                transport=transport,
-                verify=verify,
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
-                follow_redirects=False,
-                headers={"User-Agent": "contract-sync-poller/0.1"},
-            )
-            for _ in range(shards)
-        ]
-        self._pool_load = [0] * shards
+        self._http = httpx.AsyncClient(
+            transport=transport
+            or new_transport(verify=verify, max_connections=connection.max_connections),
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"User-Agent": "contract-sync-poller/0.1"},
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -239,9 +228,8 @@ class ConnectWiseClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pools (idempotent)."""
-        for pool in self._pools:
-            await pool.aclose()
+        """Close the connection pool (idempotent)."""
+        await self._http.aclose()
 
     def __repr__(self) -> str:
         return (
@@ -375,21 +363,17 @@ class ConnectWiseClient:
             self.stats.requests += 1
             try:
                 async with self._in_flight:
-                    shard = min(range(len(self._pools)), key=self._pool_load.__getitem__)
-                    self._pool_load[shard] += 1
-                    try:
-                        response = await self._pools[shard].request(
-                            method,
-                            url,
-                            params=dict(params) if params else None,
-                            json=json_body,
-                            headers=self._headers(authenticated=authenticated, extra=headers),
-                        )
-                    finally:
-                        self._pool_load[shard] -= 1
+                    response = await self._http.request(
+                        method,
+                        url,
+                        params=dict(params) if params else None,
+                        json=json_body,
+                        headers=self._headers(authenticated=authenticated, extra=headers),
+                    )
+                    await response.aread()
             except httpx.HTTPError as exc:
                 CW_REQUESTS.labels(self._metric_tenant, "transport_error").inc()
-                may_retry = idempotent or isinstance(exc, _NOT_SENT_ERRORS)
+                may_retry = idempotent or request_not_sent(exc)
                 if may_retry and attempt < policy.max_attempts:
                     delay = policy.backoff(attempt, self._rng)
                     logger.warning(
@@ -410,7 +394,6 @@ class ConnectWiseClient:
                     method=method,
                     path=path,
                 ) from None
-            await response.aread()
             elapsed = time.perf_counter() - started
             status = response.status_code
             CW_REQUESTS.labels(self._metric_tenant, str(status)).inc()
@@ -468,7 +451,7 @@ class ConnectWiseClient:
         message: str | None = None
         errors: list[dict[str, Any]] = []
         try:
-            body = response.json()
+            body = loads(response.content)
         except ValueError:
             body = None
         if isinstance(body, dict):
@@ -519,7 +502,7 @@ class ConnectWiseClient:
 
     def _json(self, response: httpx.Response, method: str, path: str) -> Any:
         try:
-            return response.json()
+            return loads(response.content)
         except ValueError:
             raise ConnectWiseProtocolError(
                 f"answer is not JSON (content-type {response.headers.get('content-type')!r})",
