@@ -164,7 +164,10 @@ async def bench() -> None:
             tenant, env = tenant_for(sim, f"bench-{run}-big", requests_per_minute=1_000_000)
             tenants.append(tenant.id)
             per_request: dict[str, float] = {}
-            for label, transport in (("httpcore (previous)", httpcore_transport()), ("aiohttp (default)", None)):
+            for label, transport in (
+                ("httpcore (previous)", httpcore_transport()),
+                ("aiohttp (default)", None),
+            ):
                 baseline_client = ConnectWiseClient(connection_for(tenant, environ=env), transport=transport)
                 ceiling_s, ceiling_requests, cpu_s = await read_only_ceiling(baseline_client)
                 await baseline_client.aclose()

@@ -212,8 +212,7 @@ class ConnectWiseClient:
             pool=connection.pool_timeout,
         )
         self._http = httpx.AsyncClient(
-            transport=transport
-            or new_transport(verify=verify, max_connections=connection.max_connections),
+            transport=transport or new_transport(verify=verify, max_connections=connection.max_connections),
             timeout=timeout,
             follow_redirects=False,
             headers={"User-Agent": "contract-sync-poller/0.1"},
