@@ -11,6 +11,13 @@ Guarantees:
   can never claim one client in its envelope and touch another in its payload.
 - Models are frozen; payload models forbid unknown fields (strict on produce), while the
   envelope ignores unknown extension attributes (CloudEvents allows them).
+- On the wire a producer must send `specversion`, `id`, `source`, `type`, `time`, `subject`,
+  `tenantid` and `data` (`REQUIRED_ATTRIBUTES`); validation refuses a message lacking any of them
+  (consumers dead-letter it with reason `validation_error`). `time` is optional in CloudEvents but
+  required here: consumers order auto-sync changes and edits by it, and a time filled in on receipt
+  would make a replayed command look new. Only `datacontenttype` (JSON when absent, as the
+  CloudEvents JSON format says) and `correlationid` may be omitted. `build` fills in a fresh `id`,
+  the current `time` and `specversion` for producers written in Python.
 """
 
 from __future__ import annotations
@@ -73,20 +80,41 @@ class Payload(WireModel):
     client_id: ClientId
 
 
+REQUIRED_ATTRIBUTES: tuple[str, ...] = (
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "time",
+    "subject",
+    "tenantid",
+    "data",
+)
+"""What every message on the wire must carry (CloudEvents' required attributes plus `time`, `subject`
+and the `tenantid` extension, which this contract requires too)."""
+
+
+def _require_attributes(schema: dict[str, Any]) -> None:
+    """List every `REQUIRED_ATTRIBUTES` as required in the exported JSON Schema: `type` has a default
+    in Python (each message class pins it), yet a producer must send it."""
+    others = [name for name in schema.get("required", []) if name not in REQUIRED_ATTRIBUTES]
+    schema["required"] = [*REQUIRED_ATTRIBUTES, *others]
+
+
 class CloudEvent(BaseModel):
     """CloudEvents 1.0 structured-mode envelope (DESIGN.md §3.1)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", json_schema_extra=_require_attributes)
 
     content_type: ClassVar[str] = "application/cloudevents+json"
 
-    specversion: Annotated[str, Field(pattern=r"^1\.0$")] = "1.0"
-    id: UUID = Field(default_factory=uuid4, description="Unique per event; consumers de-duplicate on it")
+    specversion: Annotated[str, Field(pattern=r"^1\.0$", description="Always `1.0`")]
+    id: UUID = Field(description="Unique per event; consumers de-duplicate on it")
     source: str = Field(
         min_length=1, max_length=200, description="Producing component, e.g. contract-sync/poller"
     )
     type: str
-    time: UtcDatetime = Field(default_factory=utcnow)
+    time: UtcDatetime = Field(description="When the event happened (RFC 3339, with an offset)")
     subject: str = Field(description="`{tenant_id}:{client_id}`")
     datacontenttype: Annotated[str, Field(pattern=r"^application/json$")] = "application/json"
     tenantid: TenantId
@@ -108,6 +136,9 @@ class CloudEvent(BaseModel):
     def build(cls, data: Any, *, source: str, correlationid: str | UUID | None = None, **extra: Any) -> Self:
         """Wrap `data` in a new envelope with a fresh id, the current time and derived subject/tenant."""
         return cls(
+            specversion=extra.pop("specversion", "1.0"),
+            id=extra.pop("id", None) or uuid4(),
+            time=extra.pop("time", None) or utcnow(),
             source=source,
             subject=subject_of(data.tenant_id, data.client_id),
             tenantid=data.tenant_id,

@@ -69,6 +69,12 @@ class CommandRejectedData(Payload):
     message: str = Field(max_length=2000)
     agreement_ids: list[int] = Field(default_factory=list)
     addition_ids: list[int] = Field(default_factory=list)
+    error_paths: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="reason `malformed`: the dotted paths of the fields that failed validation "
+        "(`data.client_id`, `id`, `<root>` for the whole message)",
+    )
 
 
 class EditRejectedData(Payload):

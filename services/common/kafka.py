@@ -138,9 +138,42 @@ async def dead_letter(
     )
 
 
-def recover_client(raw: bytes | None) -> tuple[str, str, str | None, str | None] | None:
+_TYPE_NAMES: frozenset[str] = frozenset(
+    str(message_type.model_fields["type"].default) for topic in TOPICS for message_type in topic.message_types
+)
+
+
+def error_paths(error: Exception) -> list[str]:
+    """The dotted paths of the fields a `ValidationError` names (`data.client_id`, `id`, ...), at most
+    20, without the message-type tag a discriminated union puts first; `<root>` for the whole message
+    (pure). Empty for any other error."""
+    if not isinstance(error, ValidationError):
+        return []
+    paths: list[str] = []
+    for item in error.errors():
+        loc = list(item["loc"])
+        if len(loc) > 1 and loc[0] in _TYPE_NAMES:
+            loc = loc[1:]
+        path = ".".join(str(part) for part in loc) or "<root>"
+        if path not in paths:
+            paths.append(path[:200])
+        if len(paths) == 20:
+            break
+    return paths
+
+
+def _first_match(pattern: str, *candidates: object) -> str | None:
+    for candidate in candidates:
+        if isinstance(candidate, str) and re.match(pattern, candidate):
+            return candidate
+    return None
+
+
+def recover_addressee(raw: bytes | None) -> tuple[str, str | None, str | None, str | None] | None:
     """Best effort on a message that failed validation: `(tenant_id, client_id, id, type)` when the
-    bytes are a JSON object naming a well-formed tenant and client, else None (pure).
+    bytes are a JSON object naming a well-formed tenant, else None (pure). The tenant is the first
+    well-formed one of `data.tenant_id`, `tenantid` and the subject's tenant; the client likewise of
+    `data.client_id` and the subject's client, None when neither is well-formed.
 
     Used to address a rejection event to the producer of a bad command.
     """
@@ -154,14 +187,14 @@ def recover_client(raw: bytes | None) -> tuple[str, str, str | None, str | None]
         return None
     data = document.get("data")
     data = data if isinstance(data, dict) else {}
-    tenant = data.get("tenant_id", document.get("tenantid"))
-    client = data.get("client_id")
-    if client is None and isinstance(document.get("subject"), str) and ":" in document["subject"]:
-        client = document["subject"].split(":", 1)[1]
-    if not isinstance(tenant, str) or not isinstance(client, str):
+    subject = document.get("subject")
+    subject_tenant, subject_client = (
+        subject.split(":", 1) if isinstance(subject, str) and ":" in subject else (None, None)
+    )
+    tenant = _first_match(TENANT_ID_PATTERN, data.get("tenant_id"), document.get("tenantid"), subject_tenant)
+    if tenant is None:
         return None
-    if not re.match(TENANT_ID_PATTERN, tenant) or not re.match(CLIENT_ID_PATTERN, client):
-        return None
+    client = _first_match(CLIENT_ID_PATTERN, data.get("client_id"), subject_client)
     event_id = document.get("id")
     event_type = document.get("type")
     return (
@@ -170,6 +203,15 @@ def recover_client(raw: bytes | None) -> tuple[str, str, str | None, str | None]
         str(event_id)[:200] if event_id is not None else None,
         str(event_type)[:200] if event_type is not None else None,
     )
+
+
+def recover_client(raw: bytes | None) -> tuple[str, str, str | None, str | None] | None:
+    """`recover_addressee` when it finds a client too, else None (pure)."""
+    recovered = recover_addressee(raw)
+    if recovered is None:
+        return None
+    tenant, client, event_id, event_type = recovered
+    return None if client is None else (tenant, client, event_id, event_type)
 
 
 async def ensure_topics(

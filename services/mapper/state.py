@@ -25,8 +25,9 @@ Behaviour (DESIGN.md §1, §3):
 - removed (agreement or addition) of a linked item: `contract.record.retired`. A removed
   agreement also retires its linked additions (ConnectWise deletes them with it).
 - Malformed input (bad JSON, unknown type, failed validation, Kafka key not matching the
-  subject): dead-letter the original bytes plus `sync.command.rejected` (commands, when a client
-  can be recovered) or `sync.failed`. A mapping error of one item: dead-letter the snapshot plus
+  subject): dead-letter the original bytes plus `sync.command.rejected` (commands whose tenant can
+  be read, reason `malformed` with the failed fields' `error_paths`; client `*` when none can be read)
+  or `sync.failed` (PSA events whose tenant and client can be read). A mapping error of one item: dead-letter the snapshot plus
   `sync.failed`; the other items still map.
 - Unknown tenant (a tenant registry is configured, `MAPPER_TENANTS_FILE`, and the message's tenant is
   not in it): every command (refresh and edit too) and every PSA event is dead-lettered with reason
@@ -51,7 +52,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.commands import SelectCommand, SetAutoSyncCommand
-from schemas.envelope import CloudEvent, utcnow
+from schemas.envelope import ALL_CLIENTS, CloudEvent, utcnow
 from schemas.events import (
     AutoSyncChanged,
     AutoSyncChangedData,
@@ -69,7 +70,13 @@ from schemas.records import (
     contract_key,
 )
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
-from services.common.kafka import classify_parse_error, deadletter_headers, describe_error, recover_client
+from services.common.kafka import (
+    classify_parse_error,
+    deadletter_headers,
+    describe_error,
+    error_paths,
+    recover_addressee,
+)
 from services.mapper.inputs import parse_input
 from services.mapper.mapping import MappingError, map_items_fields
 from services.mapper.wire import MAPPED_TYPE, encode_mapped
@@ -287,7 +294,10 @@ def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = Non
     try:
         event = parse_input(message.topic, message.value)
     except (ValidationError, ValueError) as error:
-        return Decision("malformed", _malformed(message, classify_parse_error(error), describe_error(error)))
+        return Decision(
+            "malformed",
+            _malformed(message, classify_parse_error(error), describe_error(error), paths=error_paths(error)),
+        )
     if message.key is not None and message.key != event.key:
         error_text = f"Kafka key {message.key[:200]!r} does not match the subject {event.subject!r}"
         return Decision("malformed", _malformed(message, "key_mismatch", error_text, event=event))
@@ -318,11 +328,19 @@ def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = Non
 
 
 def _malformed(
-    message: Incoming, reason: str, error: str, *, event: CloudEvent | None = None, stage: str = STAGE_PARSE
+    message: Incoming,
+    reason: str,
+    error: str,
+    *,
+    event: CloudEvent | None = None,
+    stage: str = STAGE_PARSE,
+    paths: list[str] | None = None,
 ) -> list[Output]:
     """Dead-letter `message` (reason and `stage` in its headers) and answer it: a command with
-    `sync.command.rejected` (reason `unknown_type` / `unknown_tenant` / `malformed`), a PSA event
-    with `sync.failed`; when no client can be read from the bytes, the dead letter alone."""
+    `sync.command.rejected` (reason `unknown_type` / `unknown_tenant` / `malformed`, the failed
+    fields' `paths` as `error_paths`) whenever its tenant can be read from the bytes (client `*`
+    when no well-formed client can), a PSA event with `sync.failed` when its tenant and client can;
+    otherwise the dead letter alone."""
     outputs: list[Output] = [
         DeadLetter(
             key=message.key,
@@ -342,14 +360,16 @@ def _malformed(
         tenant, client = event.tenantid, event.subject.split(":", 1)[1]
         command_id, command_type = str(event.id), event.type
     else:
-        recovered = recover_client(message.value)
-        if recovered is None:
+        recovered = recover_addressee(message.value)
+        if recovered is not None and recovered[1] is None and message.topic == SYNC_COMMANDS:
+            recovered = (recovered[0], ALL_CLIENTS, recovered[2], recovered[3])
+        if recovered is None or recovered[1] is None:
             log.warning(
                 "unaddressable malformed message",
                 extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
             )
             return outputs  # no client to address an event to: the dead letter is the record
-        tenant, client, maybe_id, maybe_type = recovered
+        tenant, client, maybe_id, maybe_type = recovered[0], recovered[1], recovered[2], recovered[3]
         command_id, command_type = maybe_id or "unknown", maybe_type or "unknown"
     where = f"{message.real_topic}[{message.partition}]@{message.offset}"
     what = "unreadable" if stage == STAGE_PARSE else "refused"
@@ -372,6 +392,7 @@ def _malformed(
                         command_type=command_type[:200],
                         reason=rejection_reason,
                         message=f"command rejected ({reason}): {error}"[:2000],
+                        error_paths=list(paths or []),
                     ),
                     source=SOURCE,
                     correlationid=command_id[:200],

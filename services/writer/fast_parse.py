@@ -85,6 +85,7 @@ class _Data(Struct, forbid_unknown_fields=True):
 class _Envelope(Struct):
     """The CloudEvent envelope (unknown attributes ignored, as the pydantic model does)."""
 
+    specversion: Literal["1.0"]
     type: Literal["contract.record.mapped"]
     id: UUID  # hyphenated or 32 hex digits, any case: a subset of what pydantic takes, same value
     source: Annotated[str, Meta(min_length=1, max_length=200)]
@@ -92,7 +93,6 @@ class _Envelope(Struct):
     subject: str
     tenantid: str
     data: _Data
-    specversion: Literal["1.0"] = "1.0"
     datacontenttype: Literal["application/json"] = "application/json"
     correlationid: Annotated[str, Meta(max_length=200)] | None = None
 

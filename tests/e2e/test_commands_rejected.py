@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from e2e_support import E2E, REQUESTED_BY, TailRecord
 
 from schemas.topics import (
+    DLQ_ERROR,
     DLQ_REASON,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
@@ -154,6 +155,61 @@ def test_a_malformed_command_is_dead_lettered_and_rejected_and_every_service_kee
     e2e.wait_applied(follow_up, 1)
     assert e2e.contract(e2e.agreement_key(target)) is not None
     assert all(e2e.pipeline.alive().values()), e2e.pipeline.alive()
+
+
+def command_document(e2e: E2E, client: str, command_type: str, **data: object) -> dict[str, object]:
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "e2e-tests",
+        "type": command_type,
+        "subject": f"{e2e.tenant}:{client}",
+        "tenantid": e2e.tenant,
+        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "data": {"tenant_id": e2e.tenant, "client_id": client, "requested_by": REQUESTED_BY, **data},
+    }
+
+
+def test_a_command_with_a_numeric_client_id_is_answered_malformed_naming_the_field_and_dead_lettered(
+    e2e: E2E, manual_client: str
+) -> None:
+    document = command_document(e2e, manual_client, "sync.command.select", agreement_ids=[1])
+    document["data"]["client_id"] = int(manual_client)  # type: ignore[index]
+    value = json.dumps(document).encode()
+    publish_raw(e2e, f"{e2e.tenant}:{manual_client}".encode(), value)
+    rejected = e2e.wait_event("the rejection", "sync.command.rejected", correlationid=document["id"])
+    assert rejected["data"]["reason"] == "malformed"
+    assert rejected["data"]["error_paths"] == ["data.client_id"]
+    assert rejected["data"]["command_id"] == document["id"]
+    assert rejected["subject"] == f"{e2e.tenant}:{manual_client}"
+    letter = e2e.wait_for("its dead letter", lambda: [r for r in e2e.deadletters() if r.value == value])[0]
+    assert letter.headers[DLQ_REASON] == b"validation_error"
+
+
+def test_a_command_without_an_id_is_dead_lettered_and_never_applied(e2e: E2E, manual_client: str) -> None:
+    agreements = e2e.pipeline.psa_agreements(int(manual_client))
+    unsynced = [a["id"] for a in agreements if e2e.contract(e2e.agreement_key(a["id"])) is None]
+    assert unsynced, "the manual client has an agreement without a contract"
+    target = unsynced[0]
+    document = command_document(e2e, manual_client, "sync.command.select", agreement_ids=[target])
+    del document["id"]
+    value = json.dumps(document).encode()
+    publish_raw(e2e, f"{e2e.tenant}:{manual_client}".encode(), value)
+    letter = e2e.wait_for("its dead letter", lambda: [r for r in e2e.deadletters() if r.value == value])[0]
+    assert letter.headers[DLQ_REASON] == b"validation_error"
+    assert b"id" in letter.headers[DLQ_ERROR]
+    rejected = e2e.wait_for(
+        "the rejection naming `id`",
+        lambda: [
+            r
+            for r in e2e.events("sync.command.rejected", subject=f"{e2e.tenant}:{manual_client}")
+            if r["data"].get("error_paths") == ["id"]
+        ],
+    )
+    assert rejected[-1]["data"]["reason"] == "malformed"
+    assert rejected[-1]["data"]["command_id"] == "unknown"
+    time.sleep(1.0)
+    assert e2e.contract(e2e.agreement_key(target)) is None
 
 
 def test_an_edit_naming_another_clients_contract_is_rejected_as_cross_tenant_and_changes_nothing(
