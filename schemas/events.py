@@ -85,6 +85,14 @@ class EditRejectedData(Payload):
     message: str = Field(max_length=2000)
 
 
+class EditAppliedData(Payload):
+    """A local edit was applied to the contract (its outcome; a refused edit gives `EditRejected`)."""
+
+    command_id: str
+    contract_id: str
+    fields: list[str] = Field(description="The fields the edit changed")
+
+
 class SyncFailedData(Payload):
     stage: str = Field(description="e.g. poller.reconcile, mapper.command, writer.apply")
     error_code: str
@@ -128,6 +136,11 @@ class CommandRejected(CloudEvent):
 class EditRejected(CloudEvent):
     type: Literal["sync.edit.rejected"] = "sync.edit.rejected"
     data: EditRejectedData
+
+
+class EditApplied(CloudEvent):
+    type: Literal["sync.edit.applied"] = "sync.edit.applied"
+    data: EditAppliedData
 
 
 class SyncFailed(CloudEvent):

@@ -20,6 +20,7 @@ from schemas.events import (
     CatalogChanged,
     CommandRejected,
     ContractsApplied,
+    EditApplied,
     EditRejected,
     Heartbeat,
     PollCompleted,
@@ -49,6 +50,7 @@ SyncEvent = Annotated[
     | AutoSyncChanged
     | CommandRejected
     | EditRejected
+    | EditApplied
     | SyncFailed
     | Heartbeat,
     Field(discriminator="type"),
@@ -105,6 +107,7 @@ TOPICS: tuple[TopicSpec, ...] = (
             AutoSyncChanged,
             CommandRejected,
             EditRejected,
+            EditApplied,
             SyncFailed,
             Heartbeat,
         ),

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "command": "services.common.command_cli",
     "events": "services.common.events_cli",
     "run": "services.launcher.cli",
+    "gateway": "services.gateway.cli",
     "demo": "services.demo",
 }
 

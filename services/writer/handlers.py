@@ -37,6 +37,8 @@ from schemas.events import (
     CatalogChangedData,
     ContractsApplied,
     ContractsAppliedData,
+    EditApplied,
+    EditAppliedData,
     EditRejected,
     EditRejectedData,
     SyncFailed,
@@ -361,9 +363,24 @@ def events_for(result: BatchResult, dead_letters: Sequence[DeadLetter]) -> list[
         )
     for outcome in result.edits:
         decision = outcome.decision
-        if decision.accepted or decision.reason is None:
-            continue
         data = outcome.command.data
+        if decision.accepted:
+            out.append(
+                EditApplied.build(
+                    EditAppliedData(
+                        tenant_id=data.tenant_id,
+                        client_id=data.client_id,
+                        command_id=str(outcome.command.id),
+                        contract_id=data.contract_id,
+                        fields=sorted(data.changes),
+                    ),
+                    source=SOURCE,
+                    correlationid=outcome.command.id,
+                )
+            )
+            continue
+        if decision.reason is None:
+            continue
         out.append(
             EditRejected.build(
                 EditRejectedData(

@@ -13,6 +13,8 @@ Tables:
 - `writer_outbox`: messages (sync events, dead letters) a committed batch still owes Kafka; written in
   the batch's transaction, deleted once the broker acknowledged them (`seq` = publication order).
 - `poller_cursors`, `poller_snapshots`: the poller's watermarks and last emitted snapshots.
+- `gateway_commands`, `gateway_command_events`: the commands the Sync API published (with their
+  Idempotency-Key) and the sync events that carry their outcome (by `correlationid`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, CHAR, JSONB, UUID
@@ -177,6 +180,36 @@ poller_snapshots = Table(
     Column("addition_ids", ARRAY(BigInteger)),  # additions of the last emitted snapshot
     Column("emitted_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
     PrimaryKeyConstraint("tenant_id", "agreement_id", name="pk_poller_snapshots"),
+)
+
+gateway_commands = Table(
+    "gateway_commands",
+    metadata,
+    Column("command_id", UUID(as_uuid=True), primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("command_type", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("idempotency_key", Text),
+    Column("request_hash", Text, nullable=False),
+    Column("contract_key", Text),
+    Column("published_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
+    UniqueConstraint("tenant_id", "idempotency_key", name="uq_gateway_commands_idempotency"),
+    Index("ix_gateway_commands_created_at", "created_at"),
+)
+
+gateway_command_events = Table(
+    "gateway_command_events",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("command_id", UUID(as_uuid=True), nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
+    Index("ix_gateway_command_events_command", "command_id"),
 )
 
 CATALOG_STATES = ("new", "updated", "synced", "removed")
