@@ -8,8 +8,7 @@ import uuid
 from typing import Any
 
 import httpx
-from conftest import GatewayRig
-from gateway_support import bearer
+from gateway_support import GatewayRig, bearer
 
 from schemas.envelope import subject_of
 from services.gateway import models

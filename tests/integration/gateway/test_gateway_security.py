@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import GatewayRig
-from gateway_support import SseReader, bearer
+from gateway_support import GatewayRig, SseReader, bearer
 
 from schemas.envelope import subject_of
 

@@ -62,7 +62,7 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_while_its_batch_ap
     async with running_writer(kafka_bootstrap, migrated_url, writer_settings(writer_topics)):
         await eventually(lambda: count_contracts(migrated_url, tenant) == 3)
         dead = await read_all(kafka_bootstrap, writer_topics["dlq"], expect=3)
-        events = sync_events(await read_all(kafka_bootstrap, writer_topics["events"], expect=3), tenant)
+        events = sync_events(await read_all(kafka_bootstrap, writer_topics["events"], expect=4), tenant)
 
     headers = [dict(r.headers) for r in dead]
     assert sorted(h[DLQ_REASON].decode() for h in headers) == [
@@ -149,6 +149,12 @@ async def test_edit_commands_are_applied_or_rejected_with_an_event_naming_the_fi
     )
     assert rejected[str(cross.id)].reason == "cross_tenant"
     assert str(allowed.id) not in rejected
+    applied = {e.correlationid: e.data for e in events if e.type == "sync.edit.applied"}
+    assert list(applied) == [str(allowed.id)]
+    assert (applied[str(allowed.id)].contract_id, applied[str(allowed.id)].fields) == (
+        key,
+        ["description", "tags"],
+    )
     assert [dict(r.headers)[DLQ_REASON] for r in dead] == [b"cross_tenant"]
     store = PostgresStore(migrated_url)
     try:
