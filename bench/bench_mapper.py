@@ -9,7 +9,7 @@ Measured in one run, on fresh topics (`bench-<id>.` prefix, 4 partitions), with 
    changelog writes, batched produce).
 2. the baseline of the final JSON line: a raw aiokafka loop over the same backlog doing the same
    work without faust and without state: consume -> `schemas.topics.parse` -> `map_items_fields`
-   -> `wire.encode_mapped` (the mapper's hot path) -> produce the same 6 records per agreement,
+   -> `schemas.fast.encode_mapped` (the mapper's hot path) -> produce the same 6 records per agreement,
    with the same batched producer the mapper uses
    (so the ratio isolates what faust, the state table and its changelog cost).
 3. a ceiling, printed only: raw aiokafka consume -> parse -> produce one message per input
@@ -45,6 +45,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.report import report
 from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
+from schemas.fast import encode_mapped
 from schemas.psa import AgreementObserved, AgreementObservedData
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, TOPICS, parse
 from services.common.kafka import CONTENT_TYPE_HEADER, ensure_topics
@@ -52,7 +53,6 @@ from services.common.settings import KafkaSettings
 from services.mapper.app import OutMessage, OutputProducer
 from services.mapper.mapping import MappingError, map_items_fields
 from services.mapper.settings import MapperSettings
-from services.mapper.wire import encode_mapped
 
 PARTITIONS = 4
 CLIENTS = 200

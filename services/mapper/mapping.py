@@ -364,7 +364,7 @@ def _check_id(value: int, what: str, *, kind: str, item_id: int) -> None:
 RecordFields = dict[str, Any]
 """A contract record's `data` as plain values, in the wire's field order, absent fields omitted
 (never None): Decimal amount, `date` dates, UTC `datetime` version. `ContractRecordData` validates
-it into the model (`_build`); `services.mapper.wire` encodes it straight to JSON (hot path)."""
+it into the model (`_build`); `schemas.fast.encode_mapped` encodes it straight to JSON (hot path)."""
 
 
 def _optional(fields: RecordFields, **values: Any) -> RecordFields:
@@ -619,7 +619,7 @@ def map_items_fields(
 ) -> list[FieldsResult]:
     """`map_items` returning unvalidated `RecordFields` (the same rules, no pydantic per record).
 
-    For the hot path: `services.mapper.wire` encodes them; a property test asserts that those
+    For the hot path: `schemas.fast.encode_mapped` encodes them; a property test asserts that those
     bytes parse into exactly the record `map_items` builds.
     """
     results: list[FieldsResult] = []

@@ -62,6 +62,7 @@ from schemas.events import (
     SyncFailed,
     SyncFailedData,
 )
+from schemas.fast import MAPPED_TYPE, encode_mapped
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import (
     ContractRecordRetired,
@@ -79,7 +80,6 @@ from services.common.kafka import (
 )
 from services.mapper.inputs import parse_input
 from services.mapper.mapping import MappingError, map_items_fields
-from services.mapper.wire import MAPPED_TYPE, encode_mapped
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +437,7 @@ def _map(
 ) -> list[Output]:
     """Map the named items of one snapshot, record them as mapped (= linked) at its version.
 
-    Records are encoded straight to bytes (`services.mapper.wire`), not built as pydantic models.
+    Records are encoded straight to bytes (`schemas.fast.encode_mapped`), not built as pydantic models.
     """
     outputs: list[Output] = []
     now = utcnow()

@@ -28,6 +28,7 @@ from uuid import UUID
 
 import orjson
 
+from schemas.fast import MappedRecord
 from schemas.ownership import LOCAL, PSA_OWNED, PSA_OWNED_COLUMNS, PSA_SEEDED, field_class, split_edit
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import BillingCycle, ContractRecordMapped, ContractRecordRetired, Status
@@ -138,7 +139,7 @@ MAPPED_TYPE = "contract.record.mapped"
 
 class StagedRecord(NamedTuple):
     """A validated `contract.record.mapped`, reduced to what the writer stores and counts (one
-    tuple per record instead of five pydantic models; built by `services.writer.fast_parse` or,
+    tuple per record instead of five pydantic models; built by `staged_from_record` or,
     for a record pydantic validated, by `staged_from_event`).
 
     `values` are the stage columns in `STAGE_COLUMNS` order (`explanation` as JSON text, the event
@@ -155,6 +156,46 @@ class StagedRecord(NamedTuple):
     @property
     def type(self) -> str:
         return MAPPED_TYPE
+
+
+def staged_from_record(record: MappedRecord) -> StagedRecord:
+    """The staged form of a record decoded by the compiled codec (`schemas.fast.decode_mapped`)."""
+    data = record.data
+    source = data.source
+    money = data.billing_cost
+    explanation = data.explanation
+    values = (
+        data.contract_key,
+        data.tenant_id,
+        data.client_id,
+        "connectwise",
+        source.kind,
+        source.agreement_id,
+        source.addition_id,
+        record.psa_last_updated,
+        data.parent_contract_key,
+        data.status,
+        record.amount,
+        money.currency,
+        data.billing_cycle,
+        data.name,
+        data.contract_type,
+        record.start_date,
+        record.end_date,
+        data.description,
+        data.category,
+        orjson.dumps(explanation).decode() if explanation else "{}",
+        record.id,
+    )
+    return StagedRecord(
+        record.id,
+        record.correlationid,
+        data.tenant_id,
+        data.client_id,
+        data.contract_key,
+        record.psa_last_updated,
+        values,
+    )
 
 
 def staged_from_event(event: ContractRecordMapped) -> StagedRecord:

@@ -44,6 +44,7 @@ from schemas.events import (
     SyncFailed,
     SyncFailedData,
 )
+from schemas.fast import decode_mapped
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import ContractRecordMapped, ContractRecordRetired
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, parse
@@ -54,8 +55,13 @@ from services.common.kafka import (
     describe_error,
     recover_client,
 )
-from services.writer.apply import EditDecision, StagedRecord, key_matches_tenant, staged_from_event
-from services.writer.fast_parse import parse_mapped
+from services.writer.apply import (
+    EditDecision,
+    StagedRecord,
+    key_matches_tenant,
+    staged_from_event,
+    staged_from_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +172,8 @@ def plan_batch(
         kind = kinds.get(message.topic, message.topic)
         parsed: CloudEvent | StagedRecord | DeadLetter | None = None
         if kind == CONTRACT_RECORDS and message.value is not None:
-            parsed = parse_mapped(message.value)  # the canonical bulk: no pydantic models
+            record = decode_mapped(message.value)  # the canonical bulk: no pydantic models
+            parsed = None if record is None else staged_from_record(record)
         if parsed is None:
             parsed = parse_message(message, kind)
             if isinstance(parsed, ContractRecordMapped):

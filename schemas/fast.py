@@ -1,35 +1,49 @@
-"""A fast parse of `contract.record.mapped` messages straight into the row the writer stages (pure).
+"""Compiled (msgspec) codecs for the hot message `contract.record.mapped`, shared by the mapper
+(encodes) and the writer (decodes). The pydantic models in `schemas.records` stay the definition
+(JSON Schema, AsyncAPI, every other message); this module is a faster path that never disagrees
+with them.
 
-The writer's bulk input is contract records, and validating each with pydantic
-(`schemas.topics.parse`) cost about 3/4 of its per-record CPU. `parse_mapped` decodes the bytes
-with msgspec into plain structs (required/unknown fields, JSON types, literals, lengths and the
-contract-key pattern checked in C while decoding), then checks the rest in Python, and accepts only
-the *canonical* form the mapper produces: every constraint of `schemas.records.ContractRecordMapped`
-is checked on the way (the same patterns, lengths, literals and value conversions). Anything it is not sure about it declines (returns None) and the caller falls
-back to `schemas.topics.parse`, which then accepts or rejects it with its usual reasons.
+* `encode_mapped(fields, ...)` wraps a record's plain `data` (`RecordFields`: the wire's field
+  order, absent values omitted, Decimal amounts, `date` dates, UTC `datetime` version) in the
+  CloudEvents envelope and serialises it with msgspec. The bytes are exactly what
+  `ContractRecordMapped.build(ContractRecordData(**fields), ...).to_bytes()` writes for the same
+  event id and time. Nothing is validated: the caller (the mapper's rules) builds valid fields.
+* `decode_mapped(raw)` decodes the *canonical* form of a `contract.record.mapped` message: the
+  structure (required and unknown fields, JSON types, literals, lengths, the key pattern) is checked
+  in C while decoding, the rest (patterns, dates, subject) in Python. It returns a
+  `MappedRecord`, or None for anything it is not sure about - another type, a non-canonical
+  spelling, an invalid message - and then `schemas.topics.parse` decides, with its usual reasons.
 
-Contract: when `parse_mapped(raw)` returns a record, `schemas.topics.parse(CONTRACT_RECORDS, raw)`
-accepts `raw` and `services.writer.apply.staged_from_event` of its result is equal to it (checked by a property test
-over generated valid and mutated messages, `tests/unit/writer/test_writer_fast_parse.py`).
-So accept/reject decisions, dead-letter reasons and stored values never depend on which path ran.
+Contract (property tests in `tests/unit/writer/test_writer_fast_decode.py` and
+`tests/unit/mapper/test_mapper_mapping_properties.py`): `decode_mapped` returns a
+record only for messages pydantic accepts, with the values pydantic gives them, and it returns one
+for every message `encode_mapped` or the pydantic model writes; `encode_mapped` is byte-identical to
+the pydantic model's JSON. So the combined decoder (fast path, else pydantic) accepts and rejects
+exactly what pydantic accepts and rejects.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
-import orjson
 from msgspec import Meta, Struct
 
 from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN
-from services.writer.apply import StagedRecord
+from schemas.records import ContractRecordMapped
 
-__all__ = ["StagedRecord", "parse_mapped"]
+__all__ = ["MAPPED_TYPE", "MappedRecord", "RecordFields", "decode_mapped", "encode_mapped", "new_event_id"]
+
+MAPPED_TYPE: Final[str] = ContractRecordMapped.model_fields["type"].default
+
+RecordFields = dict[str, Any]
+"""A contract record's `data` as plain values, in the wire's field order, absent fields omitted
+(never None): Decimal amount, `date` dates, UTC `datetime` version."""
 
 
 # The constraints of schemas.records / schemas.envelope, as compiled patterns used with fullmatch
@@ -183,26 +197,36 @@ def _subject(tenant: Any, client: Any) -> str:
     return subject
 
 
-def parse_mapped(raw: bytes) -> StagedRecord | None:
-    """The staged record of a canonical `contract.record.mapped` message, or None when the message
-    is anything else (another type, not canonical, or invalid): then use `schemas.topics.parse`."""
+class MappedRecord(NamedTuple):
+    """A `contract.record.mapped` that pydantic would accept, with the values it would give:
+    `data` as decoded, plus the converted version, amount and dates."""
+
+    id: UUID
+    correlationid: str | None
+    data: _Data
+    psa_last_updated: datetime
+    amount: Decimal
+    start_date: date | None
+    end_date: date | None
+
+
+def decode_mapped(raw: bytes) -> MappedRecord | None:
+    """The record of a canonical `contract.record.mapped` message, or None when the message is
+    anything else (another type, not canonical, or invalid): then use `schemas.topics.parse`."""
     try:
-        return _parse(raw)
+        return _decode(raw)
     except (_Decline, ValueError, TypeError, KeyError, AttributeError, msgspec.MsgspecError):
         return None
 
 
-def _parse(raw: bytes) -> StagedRecord:
+def _decode(raw: bytes) -> MappedRecord:
     doc = _DECODE(raw)  # msgspec.ValidationError / DecodeError (ValueErrors): declined by the caller
     data = doc.data
     source = data.source
     money = data.billing_cost
-    # envelope
-    event_id = doc.id
     _check_time(doc.time)
     tenant = data.tenant_id
-    client = data.client_id
-    if doc.subject != _subject(tenant, client) or doc.tenantid != tenant:
+    if doc.subject != _subject(tenant, data.client_id) or doc.tenantid != tenant:
         raise _Decline
     # payload (the key pattern, literals and lengths were checked while decoding)
     version = _datetime(source.psa_last_updated)
@@ -218,31 +242,59 @@ def _parse(raw: bytes) -> StagedRecord:
         _match(_CURRENCY, currency)
         if len(_CURRENCIES) < _CACHE_MAX:
             _CURRENCIES.add(currency)
-    key = data.contract_key
     start = data.start_date
     end = data.end_date
-    explanation = data.explanation
-    values = (
-        key,
-        tenant,
-        client,
-        "connectwise",
-        source.kind,
-        source.agreement_id,
-        source.addition_id,
+    return MappedRecord(
+        doc.id,
+        doc.correlationid,
+        data,
         version,
-        data.parent_contract_key,
-        data.status,
         amount,
-        currency,
-        data.billing_cycle,
-        data.name,
-        data.contract_type,
         None if start is None else _date(start),
         None if end is None else _date(end),
-        data.description,
-        data.category,
-        orjson.dumps(explanation).decode() if explanation else "{}",
-        event_id,
     )
-    return StagedRecord(event_id, doc.correlationid, tenant, client, key, version, values)
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+_ENCODE = msgspec.json.Encoder(decimal_format="string").encode
+"""Decimal as its `str` (DecimalString), dates as `YYYY-MM-DD`, UTC datetimes with `Z`, strings
+escaped as pydantic's serialiser escapes them (checked byte for byte by the property tests)."""
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID as text, without building a `uuid.UUID`."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def encode_mapped(
+    fields: RecordFields,
+    *,
+    source: str,
+    time: datetime,
+    correlationid: str | None = None,
+    event_id: str | None = None,
+) -> bytes:
+    """The Kafka value of one `contract.record.mapped` event (compact JSON).
+
+    `time` must be timezone-aware (it is written in UTC); `event_id` defaults to a fresh UUID;
+    `fields` are not checked again.
+    """
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id or new_event_id(),
+        "source": source,
+        "type": MAPPED_TYPE,
+        "time": time.astimezone(UTC),
+        "subject": f"{fields['tenant_id']}:{fields['client_id']}",
+        "datacontenttype": "application/json",
+        "tenantid": fields["tenant_id"],
+    }
+    if correlationid is not None:
+        envelope["correlationid"] = correlationid
+    envelope["data"] = fields
+    return _ENCODE(envelope)
