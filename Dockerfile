@@ -41,7 +41,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     LOG_FORMAT=json \
-    HEALTH_PORT=8081
+    HEALTH_PORT=8081 \
+    CONTRACT_SYNC_STATE_DIR=/var/lib/contract-sync
 RUN groupadd --system --gid 10001 contract-sync \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/contract-sync --create-home \
         --shell /usr/sbin/nologin contract-sync \

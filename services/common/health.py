@@ -87,6 +87,7 @@ class HealthServer:
             host=self.host,
             port=self.port,
             log_level="warning",
+            log_config=None,  # uvicorn logs through the service's handler (services.common.logging)
             access_log=False,
             lifespan="off",
         )

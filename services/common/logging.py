@@ -2,6 +2,9 @@
 
 `configure_logging` also installs a redaction filter: any registered secret value is replaced
 by `***` in every record, so a credential that slips into a message still never reaches a log.
+With the json format every line a service writes is one JSON object: Python warnings and uncaught
+exceptions are logged through the same handler (never printed raw), and the libraries' own
+handlers (uvicorn's) are not used (`uvicorn.Config(log_config=None)` everywhere).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
 
 _SECRETS: set[str] = set()
@@ -67,5 +71,15 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook: an uncaught exception becomes one log record (with its traceback), not raw text."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("uncaught").critical("uncaught exception: %s", error, exc_info=(kind, error, tb))

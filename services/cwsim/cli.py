@@ -13,11 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
 from datetime import date
 from typing import Any
+
+from services.common.logging import JsonFormatter, configure_logging
+from services.common.settings import ObservabilitySettings
+
+SERVICE = "cw-sim"
 
 DEFAULTS = {
     "host": "127.0.0.1",
@@ -115,9 +121,27 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ctl.set_defaults(func=_ctl)
 
 
+def ready_line(public_url: str, codebase: str, counts: tuple[int, int, int], log_format: str) -> str:
+    """The line `serve` prints on stdout once it answers: `cwsim ready url=... api=... companies=...`,
+    as the message of one JSON log object when LOG_FORMAT=json (pure)."""
+    text = (
+        f"cwsim ready url={public_url} api={public_url}/{codebase}/apis/3.0 "
+        f"companies={counts[0]} agreements={counts[1]} additions={counts[2]}"
+    )
+    if log_format != "json":
+        return text
+    record = logging.LogRecord("services.cwsim", logging.INFO, __file__, 0, text, None, None)
+    record.url = public_url
+    return JsonFormatter(SERVICE).format(record)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from services.cwsim.app import SimConfig
     from services.cwsim.server import ServeOptions, build
+
+    observability = ObservabilitySettings()
+    log_format = observability.log_format
+    configure_logging(SERVICE, observability.log_level, log_format)
 
     config = SimConfig(
         company_id=args.company_id,
@@ -152,12 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
                 len(simulator.store.agreements),
                 len(simulator.store.addition_parent),
             )
-            print(
-                f"cwsim ready url={simulator.config.public_url} "
-                f"api={simulator.config.public_url}/{config.codebase}/apis/3.0 "
-                f"companies={counts[0]} agreements={counts[1]} additions={counts[2]}",
-                flush=True,
-            )
+            print(ready_line(simulator.config.public_url, config.codebase, counts, log_format), flush=True)
         await task
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = server.config.get_loop_factory()

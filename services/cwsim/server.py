@@ -48,6 +48,7 @@ def build(config: SimConfig, options: ServeOptions) -> tuple[Simulator, uvicorn.
     uv_config = uvicorn.Config(
         simulator,
         log_level=options.log_level,
+        log_config=None,  # uvicorn logs through the simulator's handler (services.common.logging)
         access_log=False,
         lifespan="on",
         http="httptools",

@@ -19,5 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("demo", help="walk through the whole feature on the local stack")
     parser.add_argument("--keep", action="store_true", help="leave the pipeline running at the end")
     parser.add_argument("--stop", action="store_true", help="stop a pipeline left running by --keep")
-    parser.add_argument("--dir", default=None, help="stack directory (default .stack)")
+    parser.add_argument(
+        "--dir", default=None, help="stack directory (env CONTRACT_SYNC_STACK_DIR; default <repo>/.stack)"
+    )
     parser.set_defaults(func=_run)

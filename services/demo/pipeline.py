@@ -86,6 +86,8 @@ class PipelineOptions:
     """Run the three services on topics of their own (`{prefix}psa.agreements.v1`, ...; the caller
     creates them): a benchmark's volume then never reaches, nor is replayed by, other pipelines."""
     extra_env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    """Working directory of the simulator and the services (None: this process's)."""
 
 
 def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
@@ -150,7 +152,7 @@ class LocalPipeline:
                 {"MAPPER_TOPIC_PREFIX": prefix, "POLLER_TOPIC_PREFIX": prefix}
                 | {f"WRITER_{kind}_TOPIC": f"{prefix}{topic}" for kind, topic in _WRITER_TOPICS.items()}
             )
-        self.group = ProcessGroup(options.work_dir / "logs", self.env)
+        self.group = ProcessGroup(options.work_dir / "logs", self.env, cwd=options.cwd)
         self.sim_port = free_port()
         self.sim_site = f"http://127.0.0.1:{self.sim_port}"
         self.control = SimControl(self.sim_site)

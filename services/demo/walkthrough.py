@@ -281,7 +281,7 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
     console.print(f"  topics ensured ({len(created)} created)")
     run_id = time.strftime("%Y%m%d-%H%M%S")
     tenant = f"demo-{secrets.token_hex(2)}"
-    work_dir = (stack_dir or Path(".stack")).resolve() / "demo" / run_id
+    work_dir = stack.directory / "demo" / run_id
     pipeline = LocalPipeline(
         PipelineOptions(
             tenant_id=tenant,
@@ -329,7 +329,9 @@ def stop_kept(stack_dir: Path | None = None) -> int:
     import os
     import signal
 
-    pid_file = (stack_dir or Path(".stack")).resolve() / "demo" / "kept.pids"
+    from services.stack.local import stack_directory
+
+    pid_file = stack_directory(stack_dir) / "demo" / "kept.pids"
     if not pid_file.exists():
         print("no pipeline kept by a demo")
         return 0

@@ -10,12 +10,18 @@ a tenant it does not name is dead-lettered and rejected, never applied.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import time
 from pathlib import Path
 from types import FrameType
 
+from services.common.logging import configure_logging
+from services.common.settings import ObservabilitySettings
+from services.common.state_dir import run_log_dir
 from services.launcher.group import ProcessGroup, contract_sync_command
+
+log = logging.getLogger("services.launcher")
 
 
 def registry_env(config: Path) -> dict[str, str]:
@@ -25,7 +31,10 @@ def registry_env(config: Path) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    group = ProcessGroup(Path(args.log_dir), registry_env(Path(args.config)))
+    observability = ObservabilitySettings()
+    configure_logging("run", observability.log_level, observability.log_format)
+    log_dir = (args.log_dir or run_log_dir()).resolve()
+    group = ProcessGroup(log_dir, registry_env(Path(args.config)))
     stopping = False
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -42,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         contract_sync_command("poller", "--config", str(args.config)),
         health_port=(base + 2) if base else None,
     )
-    print(f"running writer, mapper, poller; logs in {args.log_dir}", flush=True)
+    log.info("running writer, mapper, poller; logs in %s", log_dir, extra={"log_dir": str(log_dir)})
     exit_code = 0
     try:
         while not stopping:
@@ -50,7 +59,13 @@ def _run(args: argparse.Namespace) -> int:
             if dead:
                 for member in dead:
                     code = member.process.returncode if member.process else None
-                    print(f"{member.name} exited with {code}:\n{member.log_tail()}", flush=True)
+                    log.error(
+                        "%s exited with %s:\n%s",
+                        member.name,
+                        code,
+                        member.log_tail(),
+                        extra={"member": member.name, "exit_code": code},
+                    )
                 exit_code = 1
                 break
             time.sleep(0.5)
@@ -67,7 +82,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         type=Path,
         help="tenants TOML file (the poller's tenants; the mapper's and writer's registry)",
     )
-    parser.add_argument("--log-dir", default="logs", help="one log file per service (default ./logs)")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="one log file per service, created if missing (default <state dir>/logs: CONTRACT_SYNC_STATE_DIR, "
+        "else $XDG_STATE_HOME/contract-sync, else ~/.local/state/contract-sync)",
+    )
     parser.add_argument(
         "--health-port-base",
         type=int,

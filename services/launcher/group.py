@@ -88,8 +88,16 @@ class ServiceProcess:
 class ProcessGroup:
     """Start named child processes; stop them all (SIGTERM, then SIGKILL) exactly once."""
 
-    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None, grace_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        env: Mapping[str, str] | None = None,
+        grace_s: float = 20.0,
+        cwd: Path | None = None,
+    ) -> None:
         self.log_dir = log_dir
+        self.cwd = cwd
+        """Working directory of the children (None: this process's)."""
         self.env = {**os.environ, **(env or {})}
         self.grace_s = grace_s
         self.members: dict[str, ServiceProcess] = {}
@@ -115,6 +123,7 @@ class ProcessGroup:
             stdout=member._log,
             stderr=subprocess.STDOUT,
             env=child_env,
+            cwd=self.cwd,
             start_new_session=True,
         )
         self.members[name] = member

@@ -738,10 +738,15 @@ class MapperApp:
     # ------------------------------------------------------------------------------------------
 
     def worker(self, loglevel: str = "info") -> faust.Worker:
-        """A faust Worker for this app. Its `execute_from_commandline()` owns and closes the loop."""
-        return faust.Worker(
+        """A faust Worker for this app. Its `execute_from_commandline()` owns and closes the loop.
+
+        Without its terminal spinner: the spinner writes cursor escapes (ESC[?25h) to stdout even when
+        stdout is no terminal, which would break the one-JSON-object-per-line log."""
+        worker = faust.Worker(
             self.app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False
         )
+        worker.spinner = None
+        return worker
 
     def is_ready(self) -> bool:
         """Ready = the agent runs, no rebalance is in progress and the state table is recovered."""

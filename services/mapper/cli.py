@@ -3,7 +3,8 @@
 Before the worker starts: the wire topics are created when missing (idempotent; `--no-create-topics`
 to skip) and the state changelog is given as many partitions as `psa.agreements.v1` has.
 Exit codes: 0 after a clean stop, 1 when Kafka is unreachable or the topics are inconsistent.
-Exit code 2 when MAPPER_TENANTS_FILE names a file that gives no usable tenant ids.
+Exit code 2 when MAPPER_TENANTS_FILE names a file that gives no usable tenant ids, or MAPPER_DATADIR
+(default `<state dir>/mapper`, see services.common.state_dir) cannot be created.
 Environment: KAFKA_BOOTSTRAP_SERVERS (+ KAFKA_*), MAPPER_* (services.mapper.settings; MAPPER_TENANTS_FILE
 turns on the unknown-tenant check), LOG_LEVEL, LOG_FORMAT, HEALTH_PORT (0 = no health server).
 """
@@ -14,7 +15,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import sys
+from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -55,15 +56,20 @@ def run(args: argparse.Namespace) -> int:
         observability = observability.model_copy(update={"health_port": args.health_port})
     configure_logging("mapper", args.log_level or observability.log_level, observability.log_format)
     settings, kafka = MapperSettings(), KafkaSettings()
+    try:  # faust creates only the last level itself
+        Path(settings.datadir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        log.error("cannot create MAPPER_DATADIR", extra={"datadir": settings.datadir, "error": str(error)})
+        return 2
     try:
         tenants = tenant_registry(settings.tenants_file, "mapper")
     except TenantRegistryError as error:
-        print(f"mapper: {error}", file=sys.stderr)
+        log.error("invalid tenant registry: %s", error)
         return 2
     try:
         partitions = asyncio.run(prepare_topics(settings, kafka, create=not args.no_create_topics))
     except Exception as error:
-        print(f"mapper: cannot prepare topics on {kafka.bootstrap_servers}: {error}", file=sys.stderr)
+        log.error("cannot prepare topics on %s: %s", kafka.bootstrap_servers, error)
         return 1
     if partitions != settings.partitions:
         log.info("state changelog follows the source topics", extra={"partitions": partitions})

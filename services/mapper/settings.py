@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import DEFAULT_PARTITIONS
+from services.common.state_dir import mapper_datadir
 
 
 class MapperSettings(BaseSettings):
@@ -32,7 +33,12 @@ class MapperSettings(BaseSettings):
         description="faust table store: memory:// (rebuilt from the changelog at start) or rocksdb://",
     )
     datadir: str = Field(
-        default=".stack/mapper", description="faust data directory (rocksdb stores, worker state)"
+        default_factory=mapper_datadir,
+        description=(
+            "faust data directory (rocksdb stores, worker state); created with its parents at start. "
+            "Default `<state dir>/mapper`: CONTRACT_SYNC_STATE_DIR, else $XDG_STATE_HOME/contract-sync, "
+            "else ~/.local/state/contract-sync"
+        ),
     )
     batch_max: int = Field(default=500, ge=1, le=100_000, description="Most messages handled per batch")
     batch_within_s: float = Field(

@@ -169,6 +169,7 @@ async def run_poller(
                 host=settings.callbacks_host,
                 port=settings.callbacks_port,
                 log_level="warning",
+                log_config=None,  # uvicorn logs through the service's handler (services.common.logging)
                 access_log=False,
                 lifespan="off",
             )
