@@ -1,9 +1,9 @@
 # contract-sync developer tasks. Everything runs from ./.venv (created by `make venv`).
 #
 #   make venv        create .venv (python3) and pip install -e '.[dev]' when pyproject.toml changed
-#   make test        ruff check, mypy, then pytest tests/ against the real local stack
+#   make test        ruff check, mypy, lint-imports, then pytest tests/ against the real local stack
 #   make test-unit   pytest tests/unit only (no services)
-#   make lint        ruff check, ruff format --check, mypy
+#   make lint        ruff check, ruff format --check, mypy, lint-imports (layering)
 #   make demo ARGS=  contract-sync demo $(ARGS)
 #   make bench ARGS= python -m bench $(ARGS) against the real local stack
 #   make stack-up / stack-down   the local Kafka + PostgreSQL (.stack/)
@@ -59,6 +59,7 @@ test: venv
 	@rc=0; \
 	echo "== ruff check ."; $(BIN)/ruff check . || rc=$$?; \
 	echo "== mypy"; $(BIN)/mypy || rc=$$?; \
+	echo "== lint-imports"; $(BIN)/lint-imports --no-cache || rc=$$?; \
 	echo "== pytest tests"; \
 	$(with_stack) \
 	prc=0; $(BIN)/pytest $(PYTEST_FLAGS) tests || prc=$$?; \
@@ -77,6 +78,7 @@ lint: venv
 	$(BIN)/ruff check . || rc=$$?; \
 	$(BIN)/ruff format --check . || rc=$$?; \
 	$(BIN)/mypy || rc=$$?; \
+	$(BIN)/lint-imports --no-cache || rc=$$?; \
 	exit $$rc
 
 demo: venv

@@ -537,7 +537,7 @@ class MapperApp:
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient),
-            wait=wait_exponential_jitter(initial=PRODUCE_RETRY_INITIAL_S, max=PRODUCE_RETRY_MAX_S),
+            wait=wait_exponential_jitter(multiplier=PRODUCE_RETRY_INITIAL_S, max=PRODUCE_RETRY_MAX_S),
             before_sleep=before_sleep,
             reraise=True,
         ):

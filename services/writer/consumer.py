@@ -306,7 +306,7 @@ class Writer:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential_jitter(
-                initial=self.settings.retry_initial_s, max=self.settings.retry_max_s
+                multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s
             ),
             before_sleep=before_sleep,
             reraise=True,
@@ -371,7 +371,7 @@ class Writer:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential_jitter(
-                initial=self.settings.retry_initial_s, max=self.settings.retry_max_s
+                multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s
             ),
             reraise=True,
         ):

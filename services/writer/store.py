@@ -61,7 +61,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
@@ -209,7 +209,7 @@ def _merge_statement(*, distinct: bool = True) -> Any:
     # (without duplicate keys in the batch the sort is skipped: `distinct=False`)
     newest = (
         select(stage)
-        .distinct(stage.c.contract_key)
+        .ext(distinct_on(stage.c.contract_key))
         .order_by(stage.c.contract_key, stage.c.psa_last_updated.desc(), stage.c.pos.desc())
         .subquery("s")
         if distinct
