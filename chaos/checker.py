@@ -4,7 +4,7 @@ Contract:
 - `read_psa` reads every agreement and addition of the tenant through the simulator's
   ConnectWise API (the same API the poller uses, never its control API or the mapper).
 - `expected_store` applies the commands the harness issued (`Intent`: auto-sync clients, explicit
-  selections, removals it caused, local edits it made) to that data with the independent §5 rules
+  selections, removals it caused, local edits it made) to that data with the independent mapping rules (docs/design.md#mapping-rules)
   of `chaos.rules`.
 - `compare` reads nothing and decides nothing beyond its inputs: every expected key must be
   present exactly once with every compared field right; anything else is reported as lost,

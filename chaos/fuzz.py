@@ -2,17 +2,17 @@
 
 Every input carries a unique marker (in its bytes, usually `requested_by`) and, when it has one,
 a unique envelope `id`. After producing them all with aiokafka, the run reads `sync.deadletter.v1`
-and `sync.events.v1` and checks, per input, what DESIGN.md §6 promises:
+and `sync.events.v1` and checks, per input, what docs/design.md#ground-rules promises:
 
 | category | topic | must end in the DLQ | must be answered by an event |
 |---|---|---|---|
 | malformed_json | commands | yes | no (no producer can be identified) |
 | wrong_envelope, unknown_type, wrong_field_types, huge | commands | yes | when the bytes name a well-formed tenant and client |
-| unknown_tenant (valid commands for a tenant no one configured) | commands | yes (§6 "unknown tenant") | yes |
+| unknown_tenant (valid commands for a tenant no one configured) | commands | yes (ground rules: "unknown tenant") | yes |
 | cross_tenant_edit (edit of another tenant's contract) | commands | yes | yes (`sync.edit.rejected`) |
 | key_mismatch (Kafka key of one tenant, payload of another) | commands | yes | yes |
 | unknown_contract edit | commands | yes | yes |
-| psa_owned_edit (edit of status / billing of a synced contract) | commands | no (§4: a rejection) | yes (`sync.edit.rejected`) |
+| psa_owned_edit (edit of status / billing of a synced contract) | commands | no (ownership: a rejection) | yes (`sync.edit.rejected`) |
 | bad_psa_event | psa.agreements.v1 | yes | when identifiable (`sync.failed`) |
 | bad_record (invalid or cross-tenant contract record) | contracts.records.v1 | yes | when identifiable |
 
@@ -93,7 +93,7 @@ class Target:
 
 def _identifiable(document: Any) -> bool:
     """The bytes name a well-formed tenant and client (so a rejection can be addressed). Restated
-    from DESIGN.md §6 "where the producer can be identified", not imported from the services."""
+    from docs/design.md#ground-rules "where the producer can be identified", not imported from the services."""
     if not isinstance(document, dict):
         return False
     raw = document.get("data")
@@ -505,7 +505,7 @@ class FuzzReport:
     dlq_without_reason: int = 0
     examples: list[str] = field(default_factory=list)
     ghost_rows: int | None = None
-    """`client_sync_settings` rows the unknown_tenant commands left (DESIGN.md §6: nothing is
+    """`client_sync_settings` rows the unknown_tenant commands left (docs/design.md#ground-rules: nothing is
     applied for a tenant nobody configured); None until `ghost_settings_rows` was run."""
 
     def problems(self) -> list[str]:

@@ -1,10 +1,10 @@
-"""DESIGN.md §5 mapping rules, written again independently of `services.mapper` (pure).
+"""docs/design.md#mapping-rules mapping rules, written again independently of `services.mapper` (pure).
 
 The checker uses these to say what the contract store must hold for a ConnectWise snapshot. They
 read ConnectWise JSON as plain dicts (as the simulator's API returns it) and never import the
 mapper, so a bug in the mapper cannot hide itself by being reused here.
 
-Where DESIGN.md §5 is silent, the checker states the product's documented choice explicitly
+Where docs/design.md#mapping-rules is silent, the checker states the product's documented choice explicitly
 (docs/chaos.md, "What the checker expects"): seeded texts (name, type, description), the status
 precedence applied to additions too (cancelled > expired > inactive > pending > active), and
 amounts rounded half-up to the currency's decimals.
@@ -95,7 +95,7 @@ def clean(text: str | None, limit: int) -> str | None:
 
 
 def agreement_status(agreement: dict[str, Any], today: date, zone: ZoneInfo) -> str:
-    """cancelled > expired > inactive > pending > active (DESIGN.md §5)."""
+    """cancelled > expired > inactive > pending > active (docs/design.md#mapping-rules)."""
     raw = agreement.get("agreementStatus")
     if agreement.get("cancelledFlag") or raw == "Cancelled":
         return "cancelled"
@@ -112,7 +112,7 @@ def agreement_status(agreement: dict[str, Any], today: date, zone: ZoneInfo) -> 
 
 def addition_status(addition: dict[str, Any], parent_status: str, today: date, zone: ZoneInfo) -> str:
     """Cancelled once `cancelledDate` is reached, pending before `effectiveDate`, else the agreement's;
-    the highest by the §5 precedence when several hold."""
+    the highest by the status precedence when several hold."""
     status = parent_status
     effective = calendar_day(addition.get("effectiveDate"), zone)
     cancelled = calendar_day(addition.get("cancelledDate"), zone)

@@ -1,4 +1,4 @@
-"""Commands on `sync.commands.v1`, published by UIs and the CLI (DESIGN.md §3.5).
+"""Commands on `sync.commands.v1`, published by UIs and the CLI (docs/design.md#commands).
 
 Every command's envelope `id` is its command id: the events it causes carry it as
 `correlationid`, and rejections name it.

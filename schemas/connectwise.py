@@ -1,4 +1,4 @@
-"""ConnectWise Manage shapes as carried inside `psa.agreement.observed` (connectwise-api.md §4).
+"""ConnectWise Manage shapes as carried inside `psa.agreement.observed` (docs/connectwise.md#models).
 
 Tolerant by design: ConnectWise adds fields between releases and omits nulls, so every model
 keeps unknown fields (`extra="allow"`) and treats missing keys as null. Only the fields the

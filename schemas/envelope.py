@@ -1,4 +1,4 @@
-"""The CloudEvents 1.0 envelope every message on every topic carries (DESIGN.md §3.1).
+"""The CloudEvents 1.0 envelope every message on every topic carries (docs/design.md#envelope).
 
 Structured mode, `application/cloudevents+json`. Each concrete message type is a subclass of
 `CloudEvent` that pins `type` to a literal and `data` to its payload model, so one
@@ -102,7 +102,7 @@ def _require_attributes(schema: dict[str, Any]) -> None:
 
 
 class CloudEvent(BaseModel):
-    """CloudEvents 1.0 structured-mode envelope (DESIGN.md §3.1)."""
+    """CloudEvents 1.0 structured-mode envelope (docs/design.md#envelope)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", json_schema_extra=_require_attributes)
 
@@ -149,7 +149,7 @@ class CloudEvent(BaseModel):
 
     @property
     def key(self) -> bytes:
-        """The Kafka message key: UTF-8 `{tenant_id}:{client_id}` (DESIGN.md §3.2)."""
+        """The Kafka message key: UTF-8 `{tenant_id}:{client_id}` (docs/design.md#keys-and-partitioning)."""
         return self.subject.encode()
 
     def to_bytes(self) -> bytes:

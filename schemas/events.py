@@ -1,4 +1,4 @@
-"""Sync events on `sync.events.v1`, for dashboards and UIs (DESIGN.md §3.6).
+"""Sync events on `sync.events.v1`, for dashboards and UIs (docs/design.md#sync-events).
 
 Tenant-wide events (poll runs, heartbeats) use `client_id = "*"`.
 """

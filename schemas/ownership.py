@@ -1,4 +1,4 @@
-"""Field ownership of a contract (DESIGN.md §4): the one rule list every service uses.
+"""Field ownership of a contract (docs/design.md#field-ownership): the one rule list every service uses.
 
 | class      | fields                                                    | sync writes it?  | local edit |
 |------------|-----------------------------------------------------------|------------------|------------|

@@ -1,4 +1,4 @@
-"""PSA events on `psa.agreements.v1`, produced by the poller (DESIGN.md §3.4)."""
+"""PSA events on `psa.agreements.v1`, produced by the poller (docs/design.md#psa-events)."""
 
 from __future__ import annotations
 

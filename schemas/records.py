@@ -1,4 +1,4 @@
-"""Contract records on `contracts.records.v1`, produced by the mapper (DESIGN.md §3.7)."""
+"""Contract records on `contracts.records.v1`, produced by the mapper (docs/design.md#contract-records)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The topic registry, the key function and one discriminated union per topic (DESIGN.md §3.2-3.3).
+"""The topic registry, the key function and one discriminated union per topic (docs/design.md#keys-and-partitioning, docs/design.md#topics).
 
 Parse any message of a topic with `parse(topic, raw_bytes)`; it raises
 `pydantic.ValidationError` (or `ValueError` for an unknown topic) and never returns a
@@ -142,7 +142,7 @@ def parse(topic: str, raw: bytes | str) -> CloudEvent:
     return message
 
 
-# Dead-letter headers (DESIGN.md §3.3): the value is the original bytes, unchanged.
+# Dead-letter headers (docs/design.md#topics): the value is the original bytes, unchanged.
 DLQ_REASON = "cs-dlq-reason"  # short machine code, e.g. malformed_json, validation_error, unknown_type
 DLQ_ERROR = "cs-dlq-error"  # human-readable error (never contains credentials)
 DLQ_STAGE = "cs-dlq-stage"  # service.stage, e.g. writer.apply

@@ -2,7 +2,7 @@
 
 The poller's tenants file (services/poller/tenants.py) names every tenant the deployment serves.
 The mapper and the writer read the same file through `load_tenant_ids` to refuse input for a
-tenant nobody configured (DESIGN.md §6: "unknown tenant" goes to the dead-letter topic).
+tenant nobody configured (docs/design.md#ground-rules: "unknown tenant" goes to the dead-letter topic).
 
 Guarantees:
 - Only each `[[tenants]]` table's `id` is read: no site, no credential reference, no secret

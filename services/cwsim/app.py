@@ -127,7 +127,7 @@ def _not_found_endpoint() -> Answer:
 
 
 def _bad_request(message: str, resource: str, field_name: str) -> Answer:
-    """400 for a malformed query parameter. The real body is UNCONFIRMED (connectwise-api.md §9.1); this
+    """400 for a malformed query parameter. The real body is UNCONFIRMED (docs/connectwise.md#unconfirmed-points); this
     uses the documented ErrorResponseMessage shape with one ValidationError naming the parameter."""
     return Answer(
         400,

@@ -1,4 +1,4 @@
-"""Callbacks (webhooks): registration rules, payload and signature (connectwise-api.md §6), async delivery.
+"""Callbacks (webhooks): registration rules, payload and signature (docs/connectwise.md#callbacks), async delivery.
 
 Pure parts: `validate_entry`, `matches`, `build_payload`, `sign`. `Dispatcher` is the adapter: it
 queues deliveries without blocking and POSTs them from the event loop with ConnectWise's retry policy

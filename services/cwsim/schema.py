@@ -1,4 +1,4 @@
-"""Filterable/sortable field tables of the models the simulator serves (connectwise-api.md §4).
+"""Filterable/sortable field tables of the models the simulator serves (docs/connectwise.md#models).
 
 Each table maps a field path to its JSON kind; reference fields (`company`, `type`, …) are `ref` and
 their sub-fields (`company/id`, `company/name`, …) are listed explicitly. `lastUpdated` is an alias of

@@ -13,7 +13,7 @@ client lives in the changelog partition of that client's messages):
                                  raw `psa.agreement.observed` bytes of the newest snapshot - one
                                  changelog write per observed agreement
 
-Behaviour (DESIGN.md §1, §3):
+Behaviour (docs/design.md#what-a-user-sees, docs/design.md#wire-contract):
 - observed: stores the snapshot unless it is older than the stored one (`psa_last_updated`
   guard). With auto-sync on, maps every item of the snapshot not yet mapped at this version.
   With auto-sync off nothing is emitted: the writer's catalog shows the change as "updated".

@@ -3,7 +3,7 @@
 A callback is only a hint: after verifying it, the poller re-reads that agreement and its
 additions (a `deleted` one is confirmed by a GET answering 404). Its `Entity` is never trusted.
 
-Verification (connectwise-api.md §6.2): `x-content-signature` must equal
+Verification (docs/connectwise.md#callbacks): `x-content-signature` must equal
 base64(HMAC-SHA256(key = SHA256(signing_key), msg = raw body)), where `signing_key` is fetched from
 the payload's `Metadata.key_url` **only if that URL's host is allowed** (the tenant's site host or
 one of its `callback_key_hosts`, HTTPS, or plain HTTP on a loopback host). Keys are cached per URL.

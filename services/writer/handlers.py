@@ -13,7 +13,7 @@ the writer only counts and skips what it cannot parse there (`skipped_unparseabl
 owns the dead letters of `contracts.records.v1` and of events it refuses after parsing (a
 cross-tenant contract key, an edit of an unknown or foreign contract, data PostgreSQL refuses).
 
-Unknown tenants (DESIGN.md §6): given the configured tenant ids (`WRITER_TENANTS_FILE`, read by
+Unknown tenants (docs/design.md#ground-rules): given the configured tenant ids (`WRITER_TENANTS_FILE`, read by
 `services.common.tenants`), the writer applies nothing for any other tenant: a contract record is
 dead-lettered (`unknown_tenant`, answered with `sync.failed`); a command or PSA event is skipped,
 because the mapper dead-letters and rejects it (one dead letter per bad message, not two).
@@ -199,7 +199,7 @@ def plan_batch(
             else parsed.key
         )
         if message.key is not None and message.key != subject_key:
-            # Routed as another client than it names: never applied (DESIGN.md §6, a command can only
+            # Routed as another client than it names: never applied (docs/design.md#ground-rules, a command can only
             # touch its own tenant's and client's data). The mapper dead-letters its own topics' ones.
             if kind in DEADLETTERED_HERE:
                 plan.dead_letters.append(_key_mismatch(message, subject_key, parsed))

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 """Range first: with several instances, partition p of every input topic (all have the same
-partition count and are keyed by client, DESIGN §3.2) goes to the same instance, so one client's
+partition count and are keyed by client, docs/design.md#keys-and-partitioning) goes to the same instance, so one client's
 records, catalog events and commands are applied by one writer, in one batch order. Round-robin
 stays listed so a group can be upgraded instance by instance (the group uses a protocol all
 members support)."""

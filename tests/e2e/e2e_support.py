@@ -12,7 +12,7 @@ mapper, poller as processes) per session, driven only through the wire contract.
   died), `events(...)` / `wait_event(...)` / `wait_applied(...)` read the tail,
   `catalog(client)` the import dialog's rows (view `catalog_item_states`), `contracts(client)` the
   contract rows, `settings(client)` the per-client sync settings.
-- `expected_agreement` / `expected_addition`: DESIGN.md §5's mapping rules written here on purpose,
+- `expected_agreement` / `expected_addition`: docs/design.md#mapping-rules's mapping rules written here on purpose,
   independently of `services.mapper`, from the simulator's ConnectWise answers.
 """
 
@@ -287,7 +287,7 @@ class E2E:
 
 
 # ------------------------------------------------------------------------------------------------
-# DESIGN.md §5, written independently of services.mapper
+# docs/design.md#mapping-rules, written independently of services.mapper
 
 
 CYCLES = {

@@ -1,6 +1,6 @@
 """Agreements and additions of every shape, made in the simulator through its control API, then
 refreshed and selected through the wire contract; expected values come from the simulator's
-ConnectWise answers and DESIGN.md §5 (e2e_support, independent of the mapper).
+ConnectWise answers and docs/design.md#mapping-rules (e2e_support, independent of the mapper).
 
 Two companies are created for this module: a USD one holding the special cases and an EUR one.
 """

@@ -1,4 +1,4 @@
-"""Commands for a tenant nobody configured (DESIGN.md §6; docs/chaos.md finding 2) on the running
+"""Commands for a tenant nobody configured (docs/design.md#ground-rules; docs/chaos.md finding 2) on the running
 pipeline, whose mapper and writer get the poller's tenants file as their registry: each command is
 dead-lettered once (`unknown_tenant`), answered with `sync.command.rejected`, and the writer, which
 has consumed past them, stored nothing for the ghost tenant."""

@@ -4,7 +4,7 @@
     q = cond.eq("company/id", 42) & cond.ge("lastUpdated", datetime(2026, 1, 1, tzinfo=UTC))
     str(q)  # 'company/id = 42 and lastUpdated >= [2026-01-01T00:00:00Z]'
 
-Grammar (connectwise-api.md §3.2): `field op value`, joined by `and`/`or`, parentheses to group.
+Grammar (docs/connectwise.md#conditions): `field op value`, joined by `and`/`or`, parentheses to group.
 Values are rendered here, never by string formatting at call sites:
 
 * `str`  → a quoted literal. Double quotes by default; single quotes when the value contains a

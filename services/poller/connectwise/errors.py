@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# ConnectWise security-role permissions per API area (connectwise-api.md §7). Keys are URL-path
+# ConnectWise security-role permissions per API area (docs/connectwise.md#permissions). Keys are URL-path
 # prefixes below /apis/3.0; the longest matching prefix wins.
 _PERMISSIONS: dict[str, str] = {
     "/finance/agreements/types": (

@@ -1,4 +1,4 @@
-"""Tolerant models of what ConnectWise returns (connectwise-api.md §4).
+"""Tolerant models of what ConnectWise returns (docs/connectwise.md#models).
 
 Guarantees:
 * Every field is optional (ConnectWise omits nulls, `fields=` trims answers) and unknown fields are

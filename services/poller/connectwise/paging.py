@@ -1,6 +1,6 @@
 """Paging rules for ConnectWise list endpoints (pure functions).
 
-Two modes (connectwise-api.md §3.3/§3.4):
+Two modes (docs/connectwise.md#paging):
 
 * navigable (default): `page` (1-based) and `pageSize` (≤ 1,000). The client stops after a short
   page, an empty page, or a page whose `Link` header is present but has no `rel="next"`. A missing

@@ -1,6 +1,6 @@
 """Retry policy: which answers are retried, and how long to wait (pure functions).
 
-ConnectWise's own guidance (connectwise-api.md §5.2): cancel on 400/401/403/404; exponential
+ConnectWise's own guidance (docs/connectwise.md#errors-and-retries): cancel on 400/401/403/404; exponential
 backoff with jitter on transient faults (5xx, timeouts, connection errors); on 429 honour
 `Retry-After`, else back off.
 """

@@ -1,4 +1,4 @@
-"""Callback registration rules, matching, payload shape and the `x-content-signature` (connectwise-api.md §6)."""
+"""Callback registration rules, matching, payload shape and the `x-content-signature` (docs/connectwise.md#callbacks)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Conformance: every model the simulator serves has only the field names, with the JSON types, that
-connectwise-api.md §4/§5 lists (Agreement, Addition, Company, BillingCycle, AgreementType, Count, error bodies).
+docs/connectwise.md#models and docs/connectwise.md#errors-and-retries lists (Agreement, Addition, Company, BillingCycle, AgreementType, Count, error bodies).
 
 The tables below are transcribed from the spec document, not from the simulator's code. Served through the
 real ASGI app in process (httpx.ASGITransport); tests/integration/cwsim covers the same app over sockets.
@@ -53,7 +53,7 @@ COMP_RATE = enum("Actual", "Hourly")
 COMP_NOT_EXCEED = enum("Billing", "Amount", "Percent")
 INVOICING_CYCLE = enum("ContractYear", "CalendarYear")
 
-# -- §4.1 Agreement ---------------------------------------------------------------------------------------
+# -- Agreement ---------------------------------------------------------------------------------------
 AGREEMENT: dict[str, Any] = {
     "id": INT, "name": STRING, "type": REF, "company": COMPANY_REF, "contact": REF, "site": REF,
     "subContractCompany": COMPANY_REF, "subContractContact": REF, "parentAgreement": AGREEMENT_REF,
@@ -79,7 +79,7 @@ AGREEMENT: dict[str, Any] = {
     "_info": INFO, "customFields": CUSTOM_FIELDS,
 }  # fmt: skip
 
-# -- §4.2 Addition ----------------------------------------------------------------------------------------
+# -- Addition ----------------------------------------------------------------------------------------
 ADDITION: dict[str, Any] = {
     "id": INT, "product": IV_ITEM_REF, "quantity": NUMBER, "lessIncluded": NUMBER, "unitPrice": NUMBER,
     "unitCost": NUMBER, "billCustomer": enum("Billable", "DoNotBill", "NoCharge"), "effectiveDate": DATETIME_T,
@@ -92,7 +92,7 @@ ADDITION: dict[str, Any] = {
     "customFields": CUSTOM_FIELDS,
 }  # fmt: skip
 
-# -- §4.3 AgreementType (field list from the doc; types as the doc's names/Agreement equivalents imply) ------
+# -- AgreementType (field list from the doc; types as the doc's names/Agreement equivalents imply) ------
 AGREEMENT_TYPE: dict[str, Any] = {
     "id": INT, "name": STRING, "prefixSuffixOption": enum("Prefix", "Suffix"), "defaultFlag": BOOL,
     "inactiveFlag": BOOL, "prePaymentFlag": BOOL, "invoicePreSuffix": STRING, "location": REF,
@@ -115,7 +115,7 @@ AGREEMENT_TYPE: dict[str, Any] = {
     "_info": INFO, "connectWiseId": STRING,
 }  # fmt: skip
 
-# -- §4.4 BillingCycle ------------------------------------------------------------------------------------
+# -- BillingCycle ------------------------------------------------------------------------------------
 BILLING_CYCLE: dict[str, Any] = {
     "id": INT, "identifier": STRING, "name": STRING, "defaultFlag": BOOL,
     "billingOptions": enum("BiMonthly", "BiWeekly", "Monthly", "NotRecurring", "Quarterly", "SemiAnnual",
@@ -123,7 +123,7 @@ BILLING_CYCLE: dict[str, Any] = {
     "_info": INFO,
 }  # fmt: skip
 
-# -- §4.5 Company -----------------------------------------------------------------------------------------
+# -- Company -----------------------------------------------------------------------------------------
 COMPANY: dict[str, Any] = {
     "id": INT, "identifier": STRING, "name": STRING, "status": REF, "addressLine1": STRING,
     "addressLine2": STRING, "city": STRING, "state": STRING, "zip": STRING, "country": REF,
@@ -142,7 +142,7 @@ COMPANY: dict[str, Any] = {
     "types": REF_LIST, "site": REF, "integratorTags": STRING_LIST, "_info": INFO, "customFields": CUSTOM_FIELDS,
 }  # fmt: skip
 
-# -- §4.6 / §5 small schemas ------------------------------------------------------------------------------
+# -- small schemas ------------------------------------------------------------------------------
 COUNT: dict[str, Any] = {"count": INT}
 ERROR: dict[str, Any] = {"code": STRING, "message": STRING, "errors": "validation_errors"}
 VALIDATION_ERROR = {"code", "message", "resource", "field", "details"}

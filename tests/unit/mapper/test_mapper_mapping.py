@@ -1,4 +1,4 @@
-"""Table-driven tests of the pure mapping rules (DESIGN.md §5), one row per rule and edge."""
+"""Table-driven tests of the pure mapping rules (docs/design.md#mapping-rules), one row per rule and edge."""
 
 from __future__ import annotations
 

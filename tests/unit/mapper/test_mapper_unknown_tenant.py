@@ -1,4 +1,4 @@
-"""The mapper refuses input for a tenant nobody configured (DESIGN.md §6, docs/chaos.md finding 2):
+"""The mapper refuses input for a tenant nobody configured (docs/design.md#ground-rules, docs/chaos.md finding 2):
 with a tenant registry, every command and PSA event of another tenant is dead-lettered
 (`unknown_tenant`) and answered; without one, behaviour is unchanged."""
 

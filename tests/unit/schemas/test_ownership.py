@@ -1,4 +1,4 @@
-"""The field-ownership rule list (DESIGN.md §4)."""
+"""The field-ownership rule list (docs/design.md#field-ownership)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The writer applies nothing for a tenant nobody configured (DESIGN.md §6, docs/chaos.md finding
+"""The writer applies nothing for a tenant nobody configured (docs/design.md#ground-rules, docs/chaos.md finding
 2): its contract records are dead-lettered (`unknown_tenant`) and answered with `sync.failed`; its
 commands and PSA events are skipped (the mapper dead-letters and rejects them)."""
 
