@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import DEFAULT_PARTITIONS
@@ -30,7 +30,10 @@ class MapperSettings(BaseSettings):
     )
     store: str = Field(
         default="memory://",
-        description="faust table store: memory:// (rebuilt from the changelog at start) or rocksdb://",
+        description=(
+            "faust table store; only memory:// (rebuilt from the changelog at start) is supported "
+            "(docs/mapper.md#state-store)"
+        ),
     )
     datadir: str = Field(
         default_factory=mapper_datadir,
@@ -54,6 +57,18 @@ class MapperSettings(BaseSettings):
             "any other tenant are dead-lettered (unknown_tenant) and rejected; unset = no tenant check"
         ),
     )
+
+    @field_validator("store")
+    @classmethod
+    def _supported_store(cls, value: str) -> str:
+        """Refuse stores the mapper cannot run on, at start-up instead of in a crash loop."""
+        if value.split("://", 1)[0].lower() != "memory":
+            raise ValueError(
+                f"MAPPER_STORE={value!r} is not supported: the mapper writes its state outside faust's "
+                "event context, which faust's rocksdb store cannot place in a partition; use memory:// "
+                "(docs/mapper.md#state-store)"
+            )
+        return value
 
     def topic(self, canonical: str) -> str:
         return f"{self.topic_prefix}{canonical}"
