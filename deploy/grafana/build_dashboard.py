@@ -214,6 +214,68 @@ def panels() -> list[dict[str, Any]]:
             kind="stat",
             thresholds=[(None, "green"), (1, "red")],
         ),
+        _row("Sync API (gateway)"),
+        _panel(
+            "Gateway requests per second, by route and status",
+            "contract_sync_gateway_requests_total: HTTP requests answered (route = the path template).",
+            [
+                (
+                    f"sum by (route, status) (rate(contract_sync_gateway_requests_total[{RATE}]))",
+                    "{{route}} {{status}}",
+                )
+            ],
+            unit="reqps",
+        ),
+        _panel(
+            "Gateway latency p50 / p99, by route",
+            "contract_sync_gateway_request_seconds: time to the response's first byte.",
+            [
+                (
+                    f"histogram_quantile(0.5, sum by (le, route) (rate(contract_sync_gateway_request_seconds_bucket[{RATE}])))",
+                    "p50 {{route}}",
+                ),
+                (
+                    f"histogram_quantile(0.99, sum by (le, route) (rate(contract_sync_gateway_request_seconds_bucket[{RATE}])))",
+                    "p99 {{route}}",
+                ),
+            ],
+            unit="s",
+        ),
+        _panel(
+            "Commands published per second, by type; Idempotency-Key replays",
+            "contract_sync_gateway_commands_published_total and contract_sync_gateway_idempotent_replays_total "
+            "(retries answered with the earlier command id, nothing published).",
+            [
+                (f"sum by (type) (rate(contract_sync_gateway_commands_published_total[{RATE}]))", "{{type}}"),
+                (f"sum(rate(contract_sync_gateway_idempotent_replays_total[{RATE}]))", "replays"),
+            ],
+            unit="ops",
+            width=8,
+        ),
+        _panel(
+            "Refused requests per second: 401/403 and 429 by tenant",
+            "contract_sync_gateway_auth_failures_total (invalid token 401, missing scope 403) and "
+            "contract_sync_gateway_rate_limited_total (per-tenant rate limit, 429).",
+            [
+                (f"sum by (status) (rate(contract_sync_gateway_auth_failures_total[{RATE}]))", "{{status}}"),
+                (
+                    f"sum by (tenant) (rate(contract_sync_gateway_rate_limited_total{{{TENANT}}}[{RATE}]))",
+                    "429 {{tenant}}",
+                ),
+            ],
+            unit="ops",
+            width=8,
+        ),
+        _panel(
+            "Open event streams; outcomes recorded per second",
+            "contract_sync_gateway_sse_connections (open /v1/events streams) and "
+            "contract_sync_gateway_outcomes_recorded_total (command outcome events stored).",
+            [
+                ("sum(contract_sync_gateway_sse_connections)", "SSE streams"),
+                (f"sum(rate(contract_sync_gateway_outcomes_recorded_total[{RATE}]))", "outcomes/s"),
+            ],
+            width=8,
+        ),
         _row("Errors"),
         _panel(
             "Dead-lettered messages per second, by service, stage and reason",

@@ -88,6 +88,12 @@ class PipelineOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     """Working directory of the simulator and the services (None: this process's)."""
+    extra_tenants: tuple[str, ...] = ()
+    """More tenants on the same simulator (each sees the same companies under its own contract keys):
+    tests of tenant isolation run with two tenants active at once."""
+    gateway: bool = False
+    """Also run the Sync API (`contract-sync gateway`) on the pipeline's topics, verifying tokens
+    signed with a key pair under `work_dir/gateway-keys` (`gateway_token()` mints them)."""
 
 
 def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
@@ -99,19 +105,22 @@ def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
         'overlap = "2m"',
         f'reconcile_interval = "{options.reconcile_interval}"',
         "requests_per_minute = 60000",
-        "",
-        "[[tenants]]",
-        f'id = "{options.tenant_id}"',
-        f'site = "{sim_site}"',
-        f'company_id = "{SIM_COMPANY}"',
-        'clients = "all"',
-        'time_zone = "UTC"',
-        'default_currency = "USD"',
-        "[tenants.credentials]",
-        'public_key = { env = "SIM_CW_PUBLIC_KEY" }',
-        'private_key = { env = "SIM_CW_PRIVATE_KEY" }',
-        'client_id = { env = "SIM_CW_CLIENT_ID" }',
     ]
+    for tenant_id in (options.tenant_id, *options.extra_tenants):
+        lines += [
+            "",
+            "[[tenants]]",
+            f'id = "{tenant_id}"',
+            f'site = "{sim_site}"',
+            f'company_id = "{SIM_COMPANY}"',
+            'clients = "all"',
+            'time_zone = "UTC"',
+            'default_currency = "USD"',
+            "[tenants.credentials]",
+            'public_key = { env = "SIM_CW_PUBLIC_KEY" }',
+            'private_key = { env = "SIM_CW_PRIVATE_KEY" }',
+            'client_id = { env = "SIM_CW_CLIENT_ID" }',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +167,10 @@ class LocalPipeline:
         self.control = SimControl(self.sim_site)
         self.callbacks_port = free_port() if options.callbacks else None
         self.health_ports = {name: free_port() for name in ("writer", "mapper", "poller")}
+        self.gateway_port = free_port() if options.gateway else None
+        if options.gateway:
+            self.health_ports["gateway"] = free_port()
+        self.gateway_url = f"http://127.0.0.1:{self.gateway_port}" if self.gateway_port else None
         self._engine: sa.Engine | None = None
         self._positioned_groups: set[str] = set()
 
@@ -229,6 +242,8 @@ class LocalPipeline:
         self.config_path.write_text(tenants_toml(self.options, self.sim_site))
         for name in ("writer", "mapper", "poller"):
             self.start_service(name)
+        if self.gateway_port:
+            self.start_gateway()
         self.wait_ready(timeout_s)
         if self.callbacks_port:
             self.register_callback()
@@ -306,8 +321,57 @@ class LocalPipeline:
         )
         return self.group.start(name, self.service_argv(name), env=env, health_port=self.health_ports[name])
 
+    # ---------------------------------------------------------------- the Sync API (gateway)
+    GATEWAY_ISSUER = "contract-sync-local"
+    GATEWAY_AUDIENCE = "contract-sync-gateway"
+
+    def start_gateway(self) -> ServiceProcess:
+        """Start `contract-sync gateway` on the pipeline's topics (API on `gateway_port`, `/readyz` also
+        on its health port)."""
+        from services.gateway.local_issuer import ensure_keys
+
+        keys = ensure_keys(self.options.work_dir / "gateway-keys")
+        env = {
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.gateway_port),
+            "GATEWAY_JWKS_FILE": str(keys.jwks_path),
+            "GATEWAY_ISSUER": self.GATEWAY_ISSUER,
+            "GATEWAY_AUDIENCE": self.GATEWAY_AUDIENCE,
+            "GATEWAY_COMMANDS_TOPIC": self.topic(SYNC_COMMANDS),
+            "GATEWAY_EVENTS_TOPIC": self.topic(SYNC_EVENTS),
+        }
+        if self.options.unique_groups:
+            env["GATEWAY_OUTCOMES_GROUP_ID"] = f"contract-sync-gateway-{self.options.tenant_id}"
+        return self.group.start(
+            "gateway", contract_sync_command("gateway"), env=env, health_port=self.health_ports["gateway"]
+        )
+
+    def gateway_token(
+        self,
+        scopes: list[str] | None = None,
+        tenant_id: str | None = None,
+        subject: str = "demo-user",
+        ttl_s: int = 3600,
+    ) -> str:
+        """A token of the pipeline's local issuer for its gateway (all scopes unless given)."""
+        from services.gateway.local_issuer import ensure_keys, mint_token
+        from services.gateway.settings import SCOPES
+
+        return mint_token(
+            ensure_keys(self.options.work_dir / "gateway-keys"),
+            tenant_id=tenant_id or self.options.tenant_id,
+            subject=subject,
+            scopes=list(SCOPES) if scopes is None else scopes,
+            issuer=self.GATEWAY_ISSUER,
+            audience=self.GATEWAY_AUDIENCE,
+            ttl_seconds=ttl_s,
+        )
+
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        services = [self.group.members[n] for n in ("writer", "mapper", "poller")]
+        names = (
+            ("writer", "mapper", "poller", "gateway") if self.gateway_port else ("writer", "mapper", "poller")
+        )
+        services = [self.group.members[n] for n in names]
         if not wait_until(lambda: all(s.ready() for s in services), timeout_s=timeout_s, interval_s=0.5):
             tails = "\n".join(f"--- {s.name} (alive={s.alive()})\n{s.log_tail()}" for s in services)
             raise RuntimeError(f"pipeline not ready within {timeout_s:.0f} s:\n{tails}")

@@ -21,6 +21,11 @@ def _serve(args: argparse.Namespace) -> int:
         from services.gateway.local_issuer import default_keys_dir, ensure_keys
 
         overrides["jwks_file"] = ensure_keys(default_keys_dir()).jwks_path
+        print(
+            f"gateway: no GATEWAY_JWKS_FILE/GATEWAY_JWKS_URL: verifying tokens of the local key pair "
+            f"{overrides['jwks_file']} (mint one with `contract-sync gateway token`); set one for production",
+            file=sys.stderr,
+        )
     main(GatewaySettings(**overrides))
     return 0
 

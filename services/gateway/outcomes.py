@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from psycopg_pool import AsyncConnectionPool
 
+from services.common.metrics import OUTCOMES_RECORDED
 from services.gateway.command_store import OUTCOME_TYPES
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class OutcomeRecorder:
                 if rows:
                     await self._store(rows)
                     self.recorded += len(rows)
+                    OUTCOMES_RECORDED.inc(len(rows))
                 if batch:
                     await self.consumer.commit()
                 backoff = 0.2

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
 
 from schemas.envelope import CloudEvent
+from services.common.health import HealthServer
 from services.common.kafka import new_consumer, new_producer, publish
 from services.common.logging import configure_logging
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
@@ -61,9 +62,13 @@ def create_app(
     settings: GatewaySettings | None = None,
     kafka: KafkaSettings | None = None,
     database: DatabaseSettings | None = None,
+    observability: ObservabilitySettings | None = None,
 ) -> FastAPI:
-    """The gateway app with its real adapters, started and stopped by the app's lifespan."""
+    """The gateway app with its real adapters, started and stopped by the app's lifespan. The API
+    port also answers /healthz /readyz /metrics; with HEALTH_PORT they are served there too, like
+    every other service (the chart probes that port)."""
     settings = settings or GatewaySettings()
+    obs = observability or ObservabilitySettings()
     kafka = kafka or KafkaSettings()
     database = database or DatabaseSettings()
     verifier = verifier_for(settings)
@@ -111,10 +116,13 @@ def create_app(
         state["recorder"] = recorder
         recorder_task = asyncio.create_task(recorder.run())
         prune_task = asyncio.create_task(_prune_forever(gateway.commands, settings))
+        health = HealthServer("gateway", obs.health_host, obs.health_port, dict(gateway.ready_checks))
+        await health.start()
         log.info("gateway started", extra={"port": settings.port})
         try:
             yield
         finally:
+            await health.stop()
             recorder.stop()
             prune_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -143,7 +151,7 @@ def main(settings: GatewaySettings | None = None) -> None:
     configure_logging("gateway", obs.log_level, obs.log_format)
     settings = settings or GatewaySettings()
     try:
-        app = create_app(settings)
+        app = create_app(settings, observability=obs)
     except ConfigurationError as error:
         log.error("gateway: %s", error)
         raise SystemExit(2) from None

@@ -1,4 +1,4 @@
-"""`contract-sync run --config tenants.toml`: writer, mapper and poller as one process group.
+"""`contract-sync run --config tenants.toml`: writer, mapper, poller and the gateway as one process group.
 
 For small installs: each service still runs as its own process (and can run alone); this
 command starts all three, forwards SIGTERM/SIGINT to them, and exits when any of them exits
@@ -51,7 +51,12 @@ def _run(args: argparse.Namespace) -> int:
         contract_sync_command("poller", "--config", str(args.config)),
         health_port=(base + 2) if base else None,
     )
-    log.info("running writer, mapper, poller; logs in %s", log_dir, extra={"log_dir": str(log_dir)})
+    names = "writer, mapper, poller"
+    if not args.no_gateway:
+        gateway_argv = contract_sync_command("gateway", "--port", str(args.gateway_port))
+        group.start("gateway", gateway_argv, health_port=(base + 3) if base else None)
+        names += f", gateway (http://127.0.0.1:{args.gateway_port})"
+    log.info("running %s; logs in %s", names, log_dir, extra={"log_dir": str(log_dir)})
     exit_code = 0
     try:
         while not stopping:
@@ -75,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("run", help="run writer, mapper and poller as one process group")
+    parser = subparsers.add_parser("run", help="run writer, mapper, poller and gateway as one process group")
     parser.add_argument(
         "--config",
         required=True,
@@ -93,6 +98,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--health-port-base",
         type=int,
         default=0,
-        help="writer/mapper/poller health servers on this port and the next two (0 = off)",
+        help="writer/mapper/poller/gateway health servers on this port and the next three (0 = off)",
     )
+    parser.add_argument(
+        "--gateway-port", type=int, default=8080, help="port of the Sync API (gateway; default 8080)"
+    )
+    parser.add_argument("--no-gateway", action="store_true", help="do not start the gateway")
     parser.set_defaults(func=_run)

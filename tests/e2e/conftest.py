@@ -33,6 +33,9 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
     this session's commands and emit a second outcome event for each; and a new consumer group
     would first replay the topics' whole history."""
     tenant = f"e2e-{secrets.token_hex(4)}"
+    other_tenant = f"e2f-{secrets.token_hex(4)}"
+    # A second tenant on the same simulator, active at the same time (the gateway isolation tests);
+    # its id shares no prefix with `tenant`, so the tails below never keep its records.
     topic_prefix = f"{tenant}."
     key_prefix = f"{tenant}:".encode()
 
@@ -54,6 +57,8 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
             reconcile_interval="3s",
             unique_groups=True,
             topic_prefix=topic_prefix,
+            extra_tenants=(other_tenant,),
+            gateway=True,
         )
     )
     pipeline.create_topics()
@@ -72,7 +77,8 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
         engine = sa.create_engine(database_url)
         with engine.begin() as connection:
             for table in ("poller_snapshots", "poller_cursors"):
-                connection.execute(sa.text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": tenant})
+                for t in (tenant, other_tenant):
+                    connection.execute(sa.text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": t})
         engine.dispose()
         left = [pid for pid in pids if not _process_group_gone(pid)]
         assert not left, f"processes of the pipeline left running after stop(): {left}"

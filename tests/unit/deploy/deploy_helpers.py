@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[3]
 CHART_DIR = ROOT / "deploy" / "helm" / "contract-sync"
 COMPOSE_FILE = ROOT / "deploy" / "compose" / "docker-compose.yml"
-SERVICES = ("poller", "mapper", "writer")
+SERVICES = ("poller", "mapper", "writer", "gateway")
 RELEASE = "cs"
 NAMESPACE = "sync"
 
@@ -53,6 +53,15 @@ FULL_VALUES: dict[str, Any] = {
         "ensureJob": {"enabled": True},
     },
     "serviceMonitor": {"enabled": True},
+    "gateway": {
+        "auth": {"jwksUrl": "", "jwksConfigMap": {"name": "idp-jwks", "key": "jwks.json"}},
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "sync.msp.example",
+            "tlsSecret": "sync-tls",
+        },
+    },
 }
 
 

@@ -389,7 +389,14 @@ def test_the_chart_passes_helm_lint_in_strict_mode(values: dict[str, Any]) -> No
 
 
 def test_services_with_several_replicas_get_a_disruption_budget_selecting_their_pods() -> None:
-    objects = render({"poller": {"replicas": 1}, "mapper": {"replicas": 2}, "writer": {"replicas": 3}})
+    objects = render(
+        {
+            "poller": {"replicas": 1},
+            "mapper": {"replicas": 2},
+            "writer": {"replicas": 3},
+            "gateway": {"replicas": 1},
+        }
+    )
     budgets = {
         b["metadata"]["labels"]["app.kubernetes.io/component"]: b
         for b in of_kind(objects, "PodDisruptionBudget")
