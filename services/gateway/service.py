@@ -110,7 +110,11 @@ def create_app(
         producer = new_producer(kafka)
         await producer.start()
         state["producer"] = producer
-        consumer = new_consumer(kafka, settings.events_topic, group_id=settings.outcomes_group_id)
+        # a new group starts at the end: no command of this gateway can precede its first assignment
+        # (readiness waits for it); later starts resume from the group's commits
+        consumer = new_consumer(
+            kafka, settings.events_topic, group_id=settings.outcomes_group_id, auto_offset_reset="latest"
+        )
         await consumer.start()
         recorder = OutcomeRecorder(consumer, pool)
         state["recorder"] = recorder

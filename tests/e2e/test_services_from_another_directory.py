@@ -96,7 +96,7 @@ def foreign_run(
     env = {k: v for k, v in {**os.environ, **pipeline.env}.items() if not k.startswith("CONTRACT_SYNC_STATE")}
     env.pop("MAPPER_DATADIR")  # the default is under test
     env |= {"XDG_STATE_HOME": str(state_home), "LOG_FORMAT": "json"}
-    base = consecutive_free_ports(3)
+    base = consecutive_free_ports(5)  # health of writer, mapper, poller, gateway; the gateway's API
     launcher_out, launcher_err = work / "run.stdout", work / "run.stderr"
     run: subprocess.Popen[bytes] | None = None
     try:
@@ -105,7 +105,13 @@ def foreign_run(
         with launcher_out.open("wb") as out, launcher_err.open("wb") as err:
             run = subprocess.Popen(
                 contract_sync_command(
-                    "run", "--config", str(pipeline.config_path), "--health-port-base", str(base)
+                    "run",
+                    "--config",
+                    str(pipeline.config_path),
+                    "--health-port-base",
+                    str(base),
+                    "--gateway-port",
+                    str(base + 4),
                 ),
                 cwd=cwd,
                 env=env,
@@ -114,7 +120,7 @@ def foreign_run(
                 stderr=err,
                 start_new_session=True,
             )
-        ports = range(base, base + 3)
+        ports = range(base, base + 4)
         ready = wait_until(lambda: all(readyz(p) for p in ports), timeout_s=120, interval_s=0.5)
         engine = sa.create_engine(database_url)
         count_sql = sa.text("SELECT count(*) FROM catalog_items WHERE tenant_id = :t")
@@ -169,6 +175,7 @@ def test_the_services_leave_the_working_directory_untouched_and_keep_state_in_th
     assert list(foreign_run.cwd.iterdir()) == []
     assert (foreign_run.state_dir / "mapper").is_dir()
     assert sorted(p.name for p in (foreign_run.state_dir / "logs").iterdir()) == [
+        "gateway.log",
         "mapper.log",
         "poller.log",
         "writer.log",
