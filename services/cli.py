@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "db": "services.common.db_cli",
     "cw-sim": "services.cwsim.cli",
     "poller": "services.poller.cli",
+    "callbacks": "services.poller.callbacks_cli",
     "mapper": "services.mapper.cli",
     "writer": "services.writer.cli",
     "catalog": "services.writer.cli_catalog",
