@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.topics import TOPICS
+from schemas.topics import DLQ_REASONS, TOPICS
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "asyncapi.json"
 
@@ -66,9 +66,16 @@ def build_document() -> dict[str, Any]:
                 "headers": {
                     "type": "object",
                     "properties": {
+                        "cs-dlq-reason": {
+                            "type": "string",
+                            "enum": list(DLQ_REASONS),
+                            "description": "Why the message was dead-lettered: "
+                            + "; ".join(f"`{reason}`: {meaning}" for reason, meaning in DLQ_REASONS.items()),
+                        }
+                    }
+                    | {
                         h: {"type": "string"}
                         for h in (
-                            "cs-dlq-reason",
                             "cs-dlq-error",
                             "cs-dlq-stage",
                             "cs-dlq-source-topic",

@@ -142,11 +142,39 @@ def parse(topic: str, raw: bytes | str) -> CloudEvent:
     return message
 
 
-# Dead-letter headers (docs/design.md#topics): the value is the original bytes, unchanged.
-DLQ_REASON = "cs-dlq-reason"  # short machine code, e.g. malformed_json, validation_error, unknown_type
+# Dead-letter headers: the value is the original bytes, unchanged.
+DLQ_REASON = "cs-dlq-reason"  # short machine code, one of DLQ_REASONS
 DLQ_ERROR = "cs-dlq-error"  # human-readable error (never contains credentials)
 DLQ_STAGE = "cs-dlq-stage"  # service.stage, e.g. writer.apply
 DLQ_SOURCE_TOPIC = "cs-dlq-source-topic"
 DLQ_SOURCE_PARTITION = "cs-dlq-source-partition"
 DLQ_SOURCE_OFFSET = "cs-dlq-source-offset"
+_MAPPING_CODES: dict[str, str] = {
+    "addition_agreement_mismatch": "an addition's agreementId is not the snapshot's agreement",
+    "addition_not_in_snapshot": "a selected or linked addition id is not in the agreement's snapshot",
+    "amount_out_of_range": "an amount cannot be represented, or its absolute value is 10^15 or more",
+    "invalid_currency": "the currency code (the agreement's, else the tenant default) is not three letters",
+    "invalid_id": "an agreement, parent agreement or addition id is outside 1..2147483647",
+    "invalid_record": "the mapped record failed validation (a bug)",
+    "invalid_time_zone": "the tenant's time_zone is not an IANA zone",
+    "missing_bill_customer": "an addition has no billCustomer",
+    "missing_billing_cycle": "the agreement has no billingCycle and billOneTimeFlag is not true",
+    "unknown_billing_cycle": "billingCycle is none of Weekly, BiWeekly, Monthly, BiMonthly, Quarterly, "
+    "SemiAnnual, Yearly, NotRecurring",
+    "unsupported_currency_decimals": "the currency's numberOfDecimals is outside 0..6",
+}
+DLQ_REASONS: dict[str, str] = {
+    "malformed_json": "the value is not UTF-8 JSON, or there is no value (tombstone)",
+    "unknown_type": "the CloudEvents `type` is none this topic carries",
+    "validation_error": "JSON, but not a valid message of the topic: a missing envelope attribute "
+    "(`specversion`, `id`, `source`, `type`, `time`, `subject`, `tenantid`, `data`) or an invalid field",
+    "key_mismatch": "the Kafka key is not the message's `{tenant_id}:{client_id}` subject",
+    "unknown_tenant": "the tenant is not in the tenants file (the registry)",
+    "cross_tenant": "an edit names a contract of another tenant",
+    "unknown_contract": "an edit names a contract that does not exist",
+    "db_rejected": "PostgreSQL refused the event (a constraint or trigger)",
+    "internal_error": "the mapper failed unexpectedly on this message (a bug); the error header has the cause",
+    **{f"mapping.{code}": f"a PSA item could not be mapped: {text}" for code, text in _MAPPING_CODES.items()},
+}
+"""The `cs-dlq-reason` vocabulary: every reason a service dead-letters with, and what it means."""
 DLQ_HEADERS = (DLQ_REASON, DLQ_ERROR, DLQ_STAGE, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET)

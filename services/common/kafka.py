@@ -89,7 +89,7 @@ def classify_parse_error(error: Exception) -> str:
         return "validation_error"
     if isinstance(error, UnicodeDecodeError | json.JSONDecodeError):
         return "malformed_json"
-    return type(error).__name__
+    return "validation_error"
 
 
 def describe_error(error: Exception) -> str:

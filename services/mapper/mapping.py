@@ -1,4 +1,4 @@
-"""ConnectWise agreement snapshots -> contract records (docs/design.md#mapping-rules). Pure: no I/O, no clock.
+"""ConnectWise agreement snapshots -> contract records (docs/mapper.md). Pure: no I/O, no clock.
 
 Contract:
 - Deterministic: the same `psa.agreement.observed` data always maps to the same records.
