@@ -34,6 +34,7 @@ from schemas.topics import (
     TOPICS,
     parse,
 )
+from services.common.db.roles import SERVICE_ROLES, role_url
 from services.common.db.tables import client_sync_settings, contracts
 from services.common.kafka import (
     delete_matching,
@@ -94,6 +95,17 @@ class PipelineOptions:
     gateway: bool = False
     """Also run the Sync API (`contract-sync gateway`) on the pipeline's topics, verifying tokens
     signed with a key pair under `work_dir/gateway-keys` (`gateway_token()` mints them)."""
+    service_roles: bool = True
+    """Connect the writer, the poller and the gateway to PostgreSQL as their own roles (`services.common.db.roles`;
+    the local stack's trust authentication needs no passwords), not as `database_url`'s user."""
+
+
+def service_database_url(options: PipelineOptions, service: str) -> str:
+    """The DATABASE_URL a service of the pipeline connects with: its role's (pure)."""
+    role = SERVICE_ROLES.get(service)
+    if not options.service_roles or role is None:
+        return options.database_url
+    return role_url(options.database_url, role)
 
 
 def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
@@ -135,7 +147,6 @@ class LocalPipeline:
         other tenant is dead-lettered (`unknown_tenant`) and rejected, never applied."""
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": options.kafka_bootstrap,
-            "DATABASE_URL": options.database_url,
             "LOG_FORMAT": "json",
             "SIM_CW_PUBLIC_KEY": SIM_PUBLIC_KEY,
             "SIM_CW_PRIVATE_KEY": SIM_PRIVATE_KEY,
@@ -319,6 +330,8 @@ class LocalPipeline:
             if name == "poller" and self.callbacks_port
             else {}
         )
+        if name in ("writer", "poller"):
+            env["DATABASE_URL"] = service_database_url(self.options, name)
         return self.group.start(name, self.service_argv(name), env=env, health_port=self.health_ports[name])
 
     # ---------------------------------------------------------------- the Sync API (gateway)
@@ -339,6 +352,7 @@ class LocalPipeline:
             "GATEWAY_AUDIENCE": self.GATEWAY_AUDIENCE,
             "GATEWAY_COMMANDS_TOPIC": self.topic(SYNC_COMMANDS),
             "GATEWAY_EVENTS_TOPIC": self.topic(SYNC_EVENTS),
+            "DATABASE_URL": service_database_url(self.options, "gateway"),
         }
         if self.options.unique_groups:
             env["GATEWAY_OUTCOMES_GROUP_ID"] = f"contract-sync-gateway-{self.options.tenant_id}"

@@ -4,8 +4,10 @@ for the schema, reads and the merge statement).
 `AsyncPostgresStore.apply(plan)` (the writer; `PostgresStore.apply` is the same for tools and
 tests) applies one batch in ONE transaction:
 
-1. `SET LOCAL contract_sync.sync_path = 'on'`: this transaction is the sync path, the only one
-   the `contracts_psa_owned_guard` trigger lets change PSA-owned columns of synced contracts;
+1. `SET LOCAL ROLE contract_sync_sync_path`: this transaction is the sync path, the only one
+   the `contracts_psa_owned_guard` trigger lets change PSA-owned columns of synced contracts (only
+   members of that role, i.e. the writer's `contract_sync_writer`, may assume it; see
+   `services.common.db.roles`);
 2. records every event id in `processed_events`; ids already there are skipped: replaying a
    batch changes nothing (exactly-once effects). Mapped records are first COPYed (binary) into the
    session's temporary stage (created once per connection, `ON COMMIT DELETE ROWS`) and their ids
@@ -17,7 +19,7 @@ tests) applies one batch in ONE transaction:
    statement (created / updated / unchanged per client and correlation id: a few rows per batch
    reach Python, not one per record); retirements in one `UPDATE ... FROM unnest(...)`;
 4. the catalog (one upsert, set-based removals), auto-sync flags, "last synced" per client;
-5. local edits, with the sync path switched off again (`SET LOCAL ... 'off'`), row by row;
+5. local edits, with the sync path left again (`SET LOCAL ROLE NONE`: the login role), row by row;
 6. catalog state counts of the touched clients, remembered to tell when they change;
 7. (with an `OutboxTopics`) the batch's dead letters and sync events into `writer_outbox` (COPY):
    they commit with the batch, so a crash before Kafka acknowledged them loses nothing.
@@ -70,7 +72,8 @@ from schemas.ownership import PSA_OWNED_COLUMNS, PSA_SEEDED
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import ContractRecordRetired
 from services.common.db import make_engine, sqlalchemy_url
-from services.common.db.tables import SYNC_PATH_SETTING, contracts
+from services.common.db.roles import SYNC_PATH
+from services.common.db.tables import contracts
 from services.writer.apply import (
     MAPPING_COLUMNS,
     SEEDED_PSA_COLUMNS,
@@ -427,18 +430,23 @@ def _stored(row: Sequence[Any]) -> StoredContract:
     )
 
 
-_BEGIN_SYNC_PATH = f"SELECT now(), set_config('{SYNC_PATH_SETTING}', 'on', true)"
-"""Starts a batch: the transaction's time, and `SET LOCAL contract_sync.sync_path = 'on'`."""
+_BEGIN_SYNC_PATH = f"SELECT now(), set_config('role', '{SYNC_PATH}', true)"
+"""Starts a batch: the transaction's time, and `SET LOCAL ROLE contract_sync_sync_path`."""
 
 
 async def _prepare_session(conn: psycopg.AsyncConnection[Any]) -> None:
     """Once per connection (autocommit, outside any batch transaction, so a rolled-back batch
-    cannot take it along): the session's temporary stage table (`ON COMMIT DELETE ROWS`)."""
-    await conn.execute(STAGE_DDL)
+    cannot take it along): the session's temporary stage table (`ON COMMIT DELETE ROWS`), owned by
+    the sync path role, which fills it."""
+    await conn.execute(f'SET ROLE "{SYNC_PATH}"')
+    try:
+        await conn.execute(STAGE_DDL)
+    finally:
+        await conn.execute("RESET ROLE")
 
 
 async def _set_sync_path(cur: psycopg.AsyncCursor[Any], on: bool) -> None:
-    await cur.execute("SELECT set_config(%s, %s, true)", (SYNC_PATH_SETTING, "on" if on else "off"))
+    await cur.execute(f'SET LOCAL ROLE "{SYNC_PATH}"' if on else "SET LOCAL ROLE NONE")
 
 
 def _json(value: Any) -> str:

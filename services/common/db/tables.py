@@ -213,7 +213,3 @@ gateway_command_events = Table(
 )
 
 CATALOG_STATES = ("new", "updated", "synced", "removed")
-
-SYNC_PATH_SETTING = "contract_sync.sync_path"
-"""`SET LOCAL contract_sync.sync_path = 'on'` marks a transaction as the writer's sync path: the
-only one allowed to change PSA-owned columns of a PSA-synced contract."""

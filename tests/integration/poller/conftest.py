@@ -6,6 +6,7 @@ import pytest
 from poller_support import KafkaTap
 from sqlalchemy import create_engine, text
 
+from services.common.db.roles import POLLER, role_url
 from services.common.kafka import new_producer
 from services.common.settings import KafkaSettings
 from services.cwsim.testing import SimHandle, run_simulator
@@ -21,7 +22,7 @@ def sim() -> Iterator[SimHandle]:
 
 @pytest.fixture(scope="session")
 def poller_store(database_url: str) -> Iterator[PostgresPollerStore]:
-    store = PostgresPollerStore.from_url(database_url)
+    store = PostgresPollerStore.from_url(role_url(database_url, POLLER))
     yield store
     store.dispose()
 

@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "writer"))
 
 from services.common.db import migrate
+from services.common.db.roles import WRITER, role_url
 from services.writer.store import PostgresStore
 
 
@@ -24,7 +25,8 @@ def migrated_url(database_url: str) -> str:
 
 @pytest.fixture
 def store(migrated_url: str) -> Iterator[PostgresStore]:
-    store = PostgresStore(migrated_url)
+    """The writer's store, connected as the writer's role."""
+    store = PostgresStore(role_url(migrated_url, WRITER))
     yield store
     store.close()
 

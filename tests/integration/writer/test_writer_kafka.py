@@ -25,6 +25,7 @@ from schemas.topics import (
     parse,
 )
 from services.common.db import migrate
+from services.common.db.roles import WRITER, apply_roles, role_url
 from services.writer.store import PostgresStore, get_contract, list_catalog, list_contracts
 
 
@@ -203,12 +204,13 @@ async def test_postgres_stopped_and_restarted_mid_stream_loses_nothing_and_dupli
     kafka_bootstrap: str, writer_topics: dict[str, str], own_postgres: Any
 ) -> None:
     url = own_postgres.config.url
+    apply_roles(url)
     migrate(url)
     tenant = unique_tenant()
     first = [make_record(tenant, client=str(100 + i % 3), agreement_id=i) for i in range(1, 201)]
     second = [make_record(tenant, client=str(100 + i % 3), agreement_id=i) for i in range(201, 401)]
     settings = writer_settings(writer_topics)
-    async with running_writer(kafka_bootstrap, url, settings) as writer:
+    async with running_writer(kafka_bootstrap, role_url(url, WRITER), settings) as writer:
         await produce(kafka_bootstrap, writer_topics["records"], first)
         await eventually(lambda: count_contracts(url, tenant) == 200)
 
