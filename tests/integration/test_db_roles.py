@@ -62,7 +62,9 @@ def status_of(conn: psycopg.Connection, key: str) -> str:
     return str(row[0])
 
 
-def test_the_writer_role_cannot_disable_the_guard_trigger(writer: psycopg.Connection, synced_key: str) -> None:
+def test_the_writer_role_cannot_disable_the_guard_trigger(
+    writer: psycopg.Connection, synced_key: str
+) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner"):
         writer.execute("ALTER TABLE contracts DISABLE TRIGGER contracts_psa_owned_guard")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -115,27 +115,27 @@ def ownership_statements(database: str) -> list[str]:
     ]
 
 
-ADOPT_OBJECTS = f"""
+ADOPT_OBJECTS = """
 DO $$
 DECLARE item record;
 BEGIN
     FOR item IN
         SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'p')
-          AND pg_get_userbyid(c.relowner) <> {_literal(OWNER)}
+          AND pg_get_userbyid(c.relowner) <> 'OWNER_ROLE'
     LOOP
-        EXECUTE format('ALTER %s %I OWNER TO {OWNER}',
+        EXECUTE format('ALTER %s %I OWNER TO OWNER_ROLE',
                        CASE item.relkind WHEN 'v' THEN 'VIEW' ELSE 'TABLE' END,
                        item.relname);
     END LOOP;
     FOR item IN
         SELECT p.oid::regprocedure AS signature FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> {_literal(OWNER)}
+        WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> 'OWNER_ROLE'
     LOOP
-        EXECUTE format('ALTER FUNCTION %s OWNER TO {OWNER}', item.signature);
+        EXECUTE format('ALTER FUNCTION %s OWNER TO OWNER_ROLE', item.signature);
     END LOOP;
 END $$
-"""
+""".replace("OWNER_ROLE", OWNER)
 """Objects created before the roles existed (by an administrator's migration) pass to the owner
 (a table's identity sequences follow their table)."""
 

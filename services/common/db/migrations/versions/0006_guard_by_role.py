@@ -16,10 +16,8 @@ down_revision = "0005_gateway_commands"
 branch_labels = None
 depends_on = None
 
-# the role name of services.common.db.roles.SYNC_PATH at the time of this revision
-_SYNC_PATH = "contract_sync_sync_path"
-
-_GUARD_FUNCTION = f"""
+# 'contract_sync_sync_path' is services.common.db.roles.SYNC_PATH at the time of this revision
+_GUARD_FUNCTION = """
 CREATE OR REPLACE FUNCTION contracts_guard_psa_owned() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     table_owner name := (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = TG_RELID);
@@ -40,7 +38,7 @@ BEGIN
             USING ERRCODE = 'CS403',
                   HINT = 'a removal in the PSA retires the contract (removed_in_psa_at)';
     END IF;
-    IF current_user = '{_SYNC_PATH}' THEN
+    IF current_user = 'contract_sync_sync_path' THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'PSA-owned fields of PSA-synced contract % are read-only (status, billing_amount, '
