@@ -1,15 +1,25 @@
 """Connection settings shared by every service, read from the environment (pydantic-settings).
 
-Secrets are `SecretStr`: they never appear in reprs, logs or events.
+Secrets are `SecretStr`: they never appear in reprs, logs or events. Building a settings object
+also registers its secrets (the SASL password, the database password of `DATABASE_URL` or
+`PGPASSWORD`) for log redaction (`services.common.logging.register_secret`), as the tenants file
+does with the ConnectWise keys: a secret that slips into a log line is printed as `***`.
+A SASL protocol without a mechanism, user name or password is refused (no silent default).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from services.common.logging import register_secret
 
 
 class KafkaSettings(BaseSettings):
@@ -24,12 +34,33 @@ class KafkaSettings(BaseSettings):
         default="PLAINTEXT", description="Kafka security protocol"
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        default=None, description="SASL mechanism when security_protocol is SASL_*"
+        default=None, description="SASL mechanism; required when security_protocol is SASL_* (no default)"
     )
     sasl_username: str | None = Field(default=None, description="SASL user name")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
     ssl_cafile: str | None = Field(default=None, description="CA bundle to verify the brokers' certificates")
     client_id: str = Field(default="contract-sync", description="Kafka client.id prefix")
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> KafkaSettings:
+        """SASL needs an explicit mechanism, a user and a password; registers the password for redaction."""
+        if self.sasl_password is not None:
+            register_secret(self.sasl_password.get_secret_value())
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+                    ("KAFKA_SASL_USERNAME", self.sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs {', '.join(missing)}"
+                )
+        return self
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka producers, consumers and admin clients."""
@@ -40,7 +71,7 @@ class KafkaSettings(BaseSettings):
         if self.security_protocol in ("SSL", "SASL_SSL"):
             kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
         if self.security_protocol.startswith("SASL"):
-            kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
             kwargs["sasl_plain_username"] = self.sasl_username
             kwargs["sasl_plain_password"] = (
                 self.sasl_password.get_secret_value() if self.sasl_password else None
@@ -61,6 +92,14 @@ class DatabaseSettings(BaseSettings):
         default=SecretStr("postgresql+psycopg://postgres@127.0.0.1:15432/contract_sync"),
         description="SQLAlchemy URL of the contract store (postgresql+psycopg://user:pass@host:port/db?sslmode=...)",
     )
+
+    @model_validator(mode="after")
+    def _register_password(self) -> DatabaseSettings:
+        """The password of the URL and libpq's `PGPASSWORD` never reach a log line."""
+        register_secret(os.environ.get("PGPASSWORD"))
+        with contextlib.suppress(ArgumentError):  # not a URL: the connection attempt reports it
+            register_secret(make_url(self.url).password)
+        return self
 
     @property
     def url(self) -> str:

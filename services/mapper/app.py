@@ -84,7 +84,7 @@ def _credentials(kafka: KafkaSettings) -> Any:
         return faust.SASLCredentials(
             username=kafka.sasl_username,
             password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-            mechanism=kafka.sasl_mechanism or "PLAIN",
+            mechanism=kafka.sasl_mechanism,
             ssl_context=ssl_context,
         )
     return faust.SSLCredentials(ssl_context)
