@@ -64,6 +64,7 @@ from sqlalchemy import text
 from bench.report import report
 from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS
+from services.common.db.roles import OWNER
 from services.common.kafka import CONTENT_TYPE_HEADER, new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.demo.pipeline import (
@@ -411,7 +412,7 @@ def _copy_rows(dsn: str, n: int) -> float:
                 )  # fmt: skip
         conn.commit()
         seconds = time.perf_counter() - started
-        conn.execute("SELECT set_config('contract_sync.sync_path', 'on', true)")
+        conn.execute(f'SET LOCAL ROLE "{OWNER}"')  # only the owner deletes synced contracts
         conn.execute("DELETE FROM contracts WHERE tenant_id = %s", (tenant,))
         conn.commit()
     return seconds
@@ -640,7 +641,7 @@ def freshness(p: LocalPipeline, dsn: str, changes: int, interval_s: float) -> No
 def _cleanup(p: LocalPipeline, dsn: str) -> None:
     tenant = p.options.tenant_id
     with psycopg.connect(dsn) as conn:
-        conn.execute("SELECT set_config('contract_sync.sync_path', 'on', true)")
+        conn.execute(f'SET LOCAL ROLE "{OWNER}"')  # only the owner deletes synced contracts
         conn.execute(
             "DELETE FROM processed_events WHERE event_id IN "
             "(SELECT last_event_id FROM contracts WHERE tenant_id = %s)",

@@ -34,6 +34,7 @@ from bench.report import report
 from schemas import ContractRecordData, ContractRecordMapped, Money, RecordSource
 from schemas.topics import CONTRACT_RECORDS, parse
 from services.common.db import migrate
+from services.common.db.roles import OWNER
 from services.common.kafka import new_consumer, new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.writer.consumer import Writer
@@ -198,7 +199,9 @@ async def _run_naive(kafka: KafkaSettings, dsn: str, topic: str, tenant: str, co
                     event: Any = parse(CONTRACT_RECORDS, record.value)
                     d = event.data
                     async with conn.transaction():
-                        await conn.execute("SELECT set_config('contract_sync.sync_path', 'on', true)")
+                        await conn.execute(
+                            f'SET LOCAL ROLE "{OWNER}"'
+                        )  # only the owner deletes synced contracts
                         await conn.execute(
                             'INSERT INTO processed_events (event_id, event_type, topic, "partition", "offset") '
                             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -301,7 +304,7 @@ async def _bench() -> None:
         await admin.delete_topics(list(topics.values()))
         await admin.close()
         with psycopg.connect(dsn) as conn:
-            conn.execute("SELECT set_config('contract_sync.sync_path', 'on', true)")
+            conn.execute(f'SET LOCAL ROLE "{OWNER}"')  # only the owner deletes synced contracts
             tenant_list = list(tenants.values())
             conn.execute(
                 "DELETE FROM processed_events WHERE event_id IN "

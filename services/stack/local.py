@@ -11,7 +11,8 @@ stack).
 Guarantees:
 - `up()` is idempotent: a component whose pid is alive and whose port answers is left alone.
   It returns only when Kafka answers metadata and PostgreSQL accepts connections with the
-  database created and migrated (migrations are skipped with a warning while no
+  database created, the roles of `services.common.db.roles` set up (trust authentication: no
+  passwords locally) and the schema migrated as the owner role (migrations are skipped with a warning while no
   `migrate(database_url)` exists in `services.common.database` or `services.common.db`).
 - `down()` and `stop_*()` stop only processes this stack started, by pid.
 - `up()` records the ports it uses in `ports.json` and the endpoints in `stack.env`; a port the
@@ -69,8 +70,17 @@ class Endpoints:
     database_url: str
 
     def env_lines(self) -> str:
-        """Shell-sourceable `NAME=value` lines (values contain no shell metacharacters)."""
-        return f"KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap}\nDATABASE_URL={self.database_url}\n"
+        """Shell-sourceable `NAME=value` lines (values contain no shell metacharacters):
+        `DATABASE_URL` is the administrator's (migrations, tests, tools); `WRITER_DATABASE_URL`,
+        `POLLER_DATABASE_URL` and `GATEWAY_DATABASE_URL` connect as those services' own roles."""
+        from services.common.db.roles import SERVICE_ROLES, role_url
+
+        lines = [f"KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap}", f"DATABASE_URL={self.database_url}"]
+        lines += [
+            f"{service.upper()}_DATABASE_URL={role_url(self.database_url, SERVICE_ROLES[service])}"
+            for service in ("writer", "poller", "gateway")
+        ]
+        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -428,6 +438,13 @@ class LocalStack:
         )
 
     def _migrate(self) -> None:
+        from services.common.db.roles import apply_roles
+
+        try:
+            apply_roles(self.endpoints.database_url)
+        except Exception as error:
+            raise StackError(f"database roles failed: {error}") from error
+        self._report("postgres roles and grants applied (services.common.db.roles)")
         if apply_migrations(self.endpoints.database_url, self._report):
             self._report("postgres migrations applied")
 

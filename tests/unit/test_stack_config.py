@@ -124,6 +124,18 @@ def test_env_file_lines_are_sourceable_by_a_shell(tmp_path: Path) -> None:
     assert shown == f"{endpoints.kafka_bootstrap}|{endpoints.database_url}"
 
 
+def test_env_file_names_a_database_url_per_service_role() -> None:
+    endpoints = Endpoints("127.0.0.1:19092", "postgresql+psycopg://postgres@127.0.0.1:15432/contract_sync")
+    lines = dict(line.split("=", 1) for line in endpoints.env_lines().splitlines())
+
+    assert (
+        lines["WRITER_DATABASE_URL"]
+        == "postgresql+psycopg://contract_sync_writer@127.0.0.1:15432/contract_sync"
+    )
+    assert lines["POLLER_DATABASE_URL"].startswith("postgresql+psycopg://contract_sync_poller@")
+    assert lines["GATEWAY_DATABASE_URL"].startswith("postgresql+psycopg://contract_sync_reader@")
+
+
 def in_picked_range(port: int) -> bool:
     return PICKED_PORT_RANGE[0] <= port <= PICKED_PORT_RANGE[1]
 
