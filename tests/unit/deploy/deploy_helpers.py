@@ -65,10 +65,28 @@ FULL_VALUES: dict[str, Any] = {
 }
 
 
-def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    """Template path -> rendered text (raises `helm_python.HelmError` on schema or template errors)."""
+# The one value a release must add to the defaults: the CA Secret that the default
+# `database.sslmode: verify-full` needs (the chart refuses to render without it).
+REQUIRED_VALUES: dict[str, Any] = {"database": {"sslRootCertSecret": {"name": "cs-postgres-ca"}}}
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` deep-merged onto `base` (pure; like Helm merges values files)."""
+    result = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def render_files(values: dict[str, Any] | None = None, *, required: bool = True) -> dict[str, str]:
+    """Template path -> rendered text (raises `helm_python.HelmError` on schema or template errors).
+    `values` are merged onto `REQUIRED_VALUES` unless `required` is False."""
+    values = merged(REQUIRED_VALUES, values or {}) if required else (values or {})
     with helm_python.Chart.load(str(CHART_DIR)) as chart:
-        return chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

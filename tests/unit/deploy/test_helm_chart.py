@@ -16,6 +16,7 @@ from deploy_helpers import (
     SERVICES,
     env_of,
     load_script,
+    merged,
     of_kind,
     pod_specs,
     render,
@@ -192,8 +193,11 @@ def test_no_secret_value_is_inlined_and_every_credential_is_a_secret_reference(
 def test_the_database_url_can_come_whole_from_an_existing_secret() -> None:
     objects = render({"database": {"urlSecret": {"name": "cs-db-url", "key": "url"}}})
 
-    for _, spec in pod_specs(objects):
+    for name, spec in pod_specs(objects):
         env = env_of(spec["containers"][0])
+        if name.endswith(("mapper", "topics")):
+            assert "DATABASE_URL" not in env, name
+            continue
         assert env["DATABASE_URL"] == {
             "name": "DATABASE_URL",
             "valueFrom": {"secretKeyRef": {"name": "cs-db-url", "key": "url"}},
@@ -264,14 +268,82 @@ def test_kafka_sasl_and_tls_and_postgres_sslmode_reach_every_process(
         env = env_of(container)
         mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
         volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        if name.endswith("migrate"):  # the migrate Job talks to PostgreSQL only
+            assert not any(key.startswith("KAFKA_") for key in env), name
+            assert env["PGSSLMODE"]["value"] == "verify-full", name
+            continue
         assert env["KAFKA_SECURITY_PROTOCOL"]["value"] == "SASL_SSL", name
         assert env["KAFKA_SASL_MECHANISM"]["value"] == "SCRAM-SHA-512", name
-        assert env["KAFKA_SASL_USERNAME"]["value"] == "contract-sync", name
+        assert env["KAFKA_SASL_USERNAME"]["value"].startswith("contract-sync-"), name
         assert env["KAFKA_SSL_CAFILE"]["value"] == mounts["kafka-ca"] + "/ca.crt", name
         assert volumes["kafka-ca"]["secret"]["secretName"] == "my-cluster-cluster-ca-cert", name
+        if name.endswith(("mapper", "topics")):
+            assert "DATABASE_URL" not in env, name
+            continue
         assert env["DATABASE_URL"]["value"].endswith("?sslmode=verify-full"), name
         assert env["PGSSLMODE"]["value"] == "verify-full", name
         assert env["PGSSLROOTCERT"]["value"] == mounts["postgres-ca"] + "/ca.crt", name
+
+
+PASSWORD_KEYS = {"migrate": "owner-password", "poller": "poller-password", "writer": "writer-password"}
+
+
+def test_each_component_connects_to_postgres_as_its_own_role_and_the_mapper_not_at_all(
+    full_objects: list[dict[str, Any]],
+) -> None:
+    roles = {}
+    for name, spec in pod_specs(full_objects):
+        env = env_of(spec["containers"][0])
+        component = name.removeprefix("cs-contract-sync-")
+        if "DATABASE_URL" not in env:
+            roles[component] = None
+            continue
+        roles[component] = env["DATABASE_URL"]["value"].split("//", 1)[1].split("@", 1)[0]
+        secret = env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert secret == {"name": "cs-postgres", "key": PASSWORD_KEYS[component]}, name
+
+    assert roles == {
+        "migrate": "contract_sync_owner",
+        "topics": None,
+        "poller": "contract_sync_poller",
+        "mapper": None,
+        "writer": "contract_sync_writer",
+    }
+
+
+def test_each_component_authenticates_to_kafka_as_its_own_principal() -> None:
+    values = merged(
+        FULL_VALUES,
+        {"kafka": {"sasl": {"users": {"writer": {"username": "w", "existingSecret": "w-secret"}}}}},
+    )
+    users = {}
+    for name, spec in pod_specs(render(values)):
+        env = env_of(spec["containers"][0])
+        if "KAFKA_SASL_USERNAME" not in env:
+            continue
+        users[name.removeprefix("cs-contract-sync-")] = (
+            env["KAFKA_SASL_USERNAME"]["value"],
+            env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"],
+        )
+
+    assert users == {
+        "topics": ("contract-sync-admin", "cs-kafka-user"),
+        "poller": ("contract-sync-poller", "cs-kafka-user"),
+        "mapper": ("contract-sync-mapper", "cs-kafka-user"),
+        "writer": ("w", "w-secret"),
+    }
+
+
+def test_the_default_verify_full_sslmode_refuses_to_render_without_the_database_ca_secret() -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="sslRootCertSecret"):
+        render_files({}, required=False)
+    env = env_of(workloads(render())["writer"]["spec"]["template"]["spec"]["containers"][0])
+    assert env["PGSSLMODE"]["value"] == "verify-full"
+
+
+def test_a_sasl_protocol_without_a_mechanism_refuses_to_render() -> None:
+    with pytest.raises(helm_python.HelmRenderError, match="mechanism"):
+        render_files({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"existingSecret": "s"}}})
 
 
 # ---- scaling ----------------------------------------------------------------------------------

@@ -66,63 +66,84 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Database URL built from its parts (never with a password: that is PGPASSWORD). */}}
-{{- define "contract-sync.databaseUrl" -}}
-{{- $db := .Values.database }}
-{{- printf "postgresql+psycopg://%s@%s:%v/%s?sslmode=%s" (urlquery $db.user) $db.host $db.port $db.name $db.sslmode }}
+{{/* The database role of a component ({root, component}): its database.users entry (user,
+     passwordSecret falling back to database.passwordSecret.name); empty for components without one. */}}
+{{- define "contract-sync.databaseUser" -}}
+{{- $users := .root.Values.database.users }}
+{{- if hasKey $users .component }}{{ toYaml (index $users .component) }}{{ end }}
 {{- end }}
 
-{{/* Environment shared by every process (Kafka, PostgreSQL, logging, health). Secrets only by reference. */}}
-{{- define "contract-sync.env" -}}
-- name: KAFKA_BOOTSTRAP_SERVERS
-  value: {{ .Values.kafka.bootstrapServers | quote }}
-- name: KAFKA_SECURITY_PROTOCOL
-  value: {{ .Values.kafka.securityProtocol | quote }}
-- name: KAFKA_CLIENT_ID
-  value: {{ .Values.kafka.clientId | quote }}
-{{- if hasPrefix "SASL" .Values.kafka.securityProtocol }}
-{{- with .Values.kafka.sasl }}
-{{- if .mechanism }}
-- name: KAFKA_SASL_MECHANISM
-  value: {{ .mechanism | quote }}
+{{/* Database URL built from its parts for a component's role (never with a password: that is PGPASSWORD). */}}
+{{- define "contract-sync.databaseUrl" -}}
+{{- $db := .root.Values.database }}
+{{- $user := (include "contract-sync.databaseUser" . | fromYaml).user | default $db.user }}
+{{- printf "postgresql+psycopg://%s@%s:%v/%s?sslmode=%s" (urlquery $user) $db.host $db.port $db.name $db.sslmode }}
 {{- end }}
-{{- if .usernameKey }}
+
+{{/* Environment of one process ({root, component}): Kafka as the component's own principal
+     (kafka.sasl.users; none for the migrate Job), PostgreSQL as its own role (database.users; components without a role, the
+     mapper and the topics Job, get no database settings at all), logging, health. Secrets only by
+     reference. */}}
+{{- define "contract-sync.env" -}}
+{{- $root := .root }}
+{{- $component := .component }}
+{{- if ne $component "migrate" }}
+- name: KAFKA_BOOTSTRAP_SERVERS
+  value: {{ $root.Values.kafka.bootstrapServers | quote }}
+- name: KAFKA_SECURITY_PROTOCOL
+  value: {{ $root.Values.kafka.securityProtocol | quote }}
+- name: KAFKA_CLIENT_ID
+  value: {{ $root.Values.kafka.clientId | quote }}
+{{- if hasPrefix "SASL" $root.Values.kafka.securityProtocol }}
+{{- $sasl := $root.Values.kafka.sasl }}
+{{- $own := index $sasl.users $component | default dict }}
+- name: KAFKA_SASL_MECHANISM
+  value: {{ required "kafka.sasl.mechanism is required when kafka.securityProtocol is SASL_* (no default)" $sasl.mechanism | quote }}
+{{- $secret := $own.existingSecret | default $sasl.existingSecret }}
+{{- if $own.username }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ $own.username | quote }}
+{{- else if $sasl.usernameKey }}
 - name: KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
-      name: {{ required "kafka.sasl.existingSecret is required with kafka.sasl.usernameKey" .existingSecret | quote }}
-      key: {{ .usernameKey | quote }}
-{{- else if .username }}
+      name: {{ required "kafka.sasl.existingSecret is required with kafka.sasl.usernameKey" $secret | quote }}
+      key: {{ $sasl.usernameKey | quote }}
+{{- else if $sasl.username }}
 - name: KAFKA_SASL_USERNAME
-  value: {{ .username | quote }}
+  value: {{ $sasl.username | quote }}
 {{- end }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ required "kafka.sasl.existingSecret is required when kafka.securityProtocol is SASL_*" .existingSecret | quote }}
-      key: {{ .passwordKey | quote }}
+      name: {{ required "kafka.sasl.existingSecret (or kafka.sasl.users.<component>.existingSecret) is required when kafka.securityProtocol is SASL_*" $secret | quote }}
+      key: {{ $own.passwordKey | default $sasl.passwordKey | quote }}
 {{- end }}
-{{- end }}
-{{- if .Values.kafka.tls.caSecret }}
+{{- if $root.Values.kafka.tls.caSecret }}
 - name: KAFKA_SSL_CAFILE
-  value: "/etc/contract-sync/kafka-ca/{{ .Values.kafka.tls.caKey }}"
+  value: "/etc/contract-sync/kafka-ca/{{ $root.Values.kafka.tls.caKey }}"
 {{- end }}
-{{- with .Values.database }}
+{{- end }}
+{{- $dbUser := include "contract-sync.databaseUser" . | fromYaml }}
+{{- if $dbUser }}
+{{- with $root.Values.database }}
 {{- if .urlSecret.name }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ .urlSecret.name | quote }}
-      key: {{ .urlSecret.key | quote }}
+      key: {{ $dbUser.urlKey | default .urlSecret.key | quote }}
 {{- else }}
 - name: DATABASE_URL
-  value: {{ include "contract-sync.databaseUrl" $ | quote }}
-{{- if .passwordSecret.name }}
+  value: {{ include "contract-sync.databaseUrl" (dict "root" $root "component" $component) | quote }}
+{{- $passwordSecret := $dbUser.passwordSecret | default dict }}
+{{- $passwordSecretName := $passwordSecret.name | default .passwordSecret.name }}
+{{- if $passwordSecretName }}
 - name: PGPASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ .passwordSecret.name | quote }}
-      key: {{ .passwordSecret.key | quote }}
+      name: {{ $passwordSecretName | quote }}
+      key: {{ $passwordSecret.key | default .passwordSecret.key | quote }}
 {{- end }}
 {{- end }}
 - name: PGSSLMODE
@@ -130,15 +151,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .sslRootCertSecret.name }}
 - name: PGSSLROOTCERT
   value: "/etc/contract-sync/postgres-ca/{{ .sslRootCertSecret.key }}"
+{{- else if has .sslmode (list "verify-ca" "verify-full") }}
+{{- fail (printf "database.sslmode %s needs database.sslRootCertSecret.name (the Secret with the CA that signed the server's certificate)" .sslmode) }}
+{{- end }}
 {{- end }}
 {{- end }}
 - name: LOG_LEVEL
-  value: {{ .Values.logging.level | quote }}
+  value: {{ $root.Values.logging.level | quote }}
 - name: LOG_FORMAT
-  value: {{ .Values.logging.format | quote }}
+  value: {{ $root.Values.logging.format | quote }}
 - name: HEALTH_PORT
-  value: {{ .Values.health.port | quote }}
-{{- with .Values.extraEnv }}
+  value: {{ $root.Values.health.port | quote }}
+{{- with $root.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
