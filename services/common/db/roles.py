@@ -67,7 +67,7 @@ GRANTS: tuple[TableGrant, ...] = (
     ),
     TableGrant(READER, _DML, ("gateway_commands", "gateway_command_events")),
 )
-"""Table privileges per role (pure data; `tests/unit/test_db_roles.py` checks every table is covered)."""
+"""Table privileges per role (pure data; `tests/unit/test_db_role_model.py` checks every table is covered)."""
 
 SEQUENCE_GRANTS: tuple[tuple[str, str], ...] = ((SYNC_PATH, "writer_outbox_seq_seq"),)
 
