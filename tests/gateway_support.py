@@ -34,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.common.db.roles import OWNER, READER, role_url
 from services.common.db.tables import catalog_items, client_sync_settings, contracts
 from services.gateway.local_issuer import LocalKeys, ensure_keys, mint_token
 from services.gateway.settings import SCOPES
@@ -60,7 +61,7 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "DATABASE_URL": database_url,
+            "DATABASE_URL": role_url(database_url, READER),  # the gateway's own, least-privileged role
             "GATEWAY_JWKS_FILE": str(self.keys.jwks_path),
             "GATEWAY_ISSUER": ISSUER,
             "GATEWAY_AUDIENCE": AUDIENCE,
@@ -407,7 +408,7 @@ def seed(engine: sa.Engine, tenant: str, clients: list[str], auto_sync_client: s
 
 def unseed(engine: sa.Engine, tenant: str) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.text("SET LOCAL contract_sync.sync_path = 'on'"))
+        conn.execute(sa.text(f'SET LOCAL ROLE "{OWNER}"'))  # only the owner deletes synced contracts
         for table in ("contracts", "catalog_items", "client_sync_settings", "gateway_commands",
                       "gateway_command_events"):  # fmt: skip
             conn.execute(sa.text(f"DELETE FROM {table} WHERE tenant_id = :t"), {"t": tenant})
