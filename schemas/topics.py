@@ -73,6 +73,10 @@ class TopicSpec:
     replication_factor: int = 1
     config: dict[str, str] = field(default_factory=dict)
     adapter: TypeAdapter[Any] | None = None
+    producers: tuple[str, ...] = ()
+    """The services that write the topic (their Kafka principals get WRITE: `services.common.kafka_acls`)."""
+    consumers: tuple[str, ...] = ()
+    """The services that read it (READ on the topic and on their consumer groups)."""
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -82,6 +86,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         (AgreementObserved, AgreementRemoved, AdditionRemoved),
         config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS), "max.message.bytes": "4194304"},
         adapter=PSA_EVENT_ADAPTER,
+        producers=("poller",),
+        consumers=("mapper", "writer"),
     ),
     TopicSpec(
         SYNC_COMMANDS,
@@ -89,6 +95,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         (SelectCommand, SetAutoSyncCommand, RefreshCommand, EditCommand),
         config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)},
         adapter=COMMAND_ADAPTER,
+        producers=("gateway",),
+        consumers=("poller", "mapper", "writer"),
     ),
     TopicSpec(
         CONTRACT_RECORDS,
@@ -96,6 +104,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         (ContractRecordMapped, ContractRecordRetired),
         config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)},
         adapter=CONTRACT_RECORD_ADAPTER,
+        producers=("mapper",),
+        consumers=("writer",),
     ),
     TopicSpec(
         SYNC_EVENTS,
@@ -113,6 +123,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         ),
         config={"cleanup.policy": "delete", "retention.ms": str(3 * _DAY_MS)},
         adapter=SYNC_EVENT_ADAPTER,
+        producers=("poller", "mapper", "writer"),
+        consumers=("gateway", "dashboard"),
     ),
     TopicSpec(
         DEADLETTER,
@@ -123,6 +135,8 @@ TOPICS: tuple[TopicSpec, ...] = (
             "retention.ms": str(30 * _DAY_MS),
             "max.message.bytes": "8388608",
         },
+        producers=("mapper", "writer"),
+        consumers=(),
     ),
 )
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}

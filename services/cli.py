@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "stack": "services.stack.cli",
     "topics": "services.common.topics_cli",
     "db": "services.common.db_cli",
+    "kafka": "services.common.kafka_acls_cli",
     "cw-sim": "services.cwsim.cli",
     "poller": "services.poller.cli",
     "callbacks": "services.poller.callbacks_cli",

@@ -1,7 +1,8 @@
-"""Copy the topic registry (`schemas.topics.TOPICS`) into the chart as `files/topics.yaml`.
+"""Copy the topic registry (`schemas.topics.TOPICS`) into the chart as `files/topics.yaml`, and the
+Kafka ACLs derived from it (`services.common.kafka_acls`) as `files/kafka-users.yaml`.
 
-The chart's KafkaTopic resources and the `topics ensure` Job read that file, so the registry stays
-the one source of truth for names, partitions, replicas and config.
+The chart's KafkaTopic and KafkaUser resources and the `topics ensure` Job read those files, so the
+registry stays the one source of truth for names, partitions, replicas, config and permissions.
 
     python deploy/helm/generate.py           # write the file
     python deploy/helm/generate.py --check   # exit 1 when the committed file is stale
@@ -19,6 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPICS_FILE = ROOT / "deploy" / "helm" / "contract-sync" / "files" / "topics.yaml"
+USERS_FILE = ROOT / "deploy" / "helm" / "contract-sync" / "files" / "kafka-users.yaml"
 
 HEADER = (
     "# GENERATED from schemas/topics.py by `python deploy/helm/generate.py`; do not edit.\n"
@@ -46,22 +48,40 @@ def render_topics() -> str:
     return HEADER + body
 
 
+def render_users() -> str:
+    """The YAML text of the per-service KafkaUser specs (name, ACLs), from the registry."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from services.common.kafka_acls import acl_bindings, strimzi_users
+
+    users = [
+        {"name": user["metadata"]["name"], "acls": user["spec"]["authorization"]["acls"]}
+        for user in strimzi_users(acl_bindings())
+    ]
+    header = HEADER.replace(
+        "KafkaTopic resources are made from this list", "KafkaUser resources are made from this list"
+    )
+    return header + yaml.safe_dump({"users": users}, sort_keys=False, default_flow_style=False, width=120)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--check", action="store_true", help="fail when the committed file is stale")
     args = parser.parse_args(argv)
-    text = render_topics()
-    if args.check:
-        current = TOPICS_FILE.read_text(encoding="utf-8") if TOPICS_FILE.exists() else ""
-        if current != text:
-            print(f"{TOPICS_FILE.relative_to(ROOT)} is stale: run python deploy/helm/generate.py")
-            return 1
-        print(f"{TOPICS_FILE.relative_to(ROOT)} is current")
-        return 0
-    TOPICS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    TOPICS_FILE.write_text(text, encoding="utf-8")
-    print(f"wrote {TOPICS_FILE.relative_to(ROOT)}")
-    return 0
+    stale = 0
+    for path, text in ((TOPICS_FILE, render_topics()), (USERS_FILE, render_users())):
+        if args.check:
+            current = path.read_text(encoding="utf-8") if path.exists() else ""
+            if current != text:
+                print(f"{path.relative_to(ROOT)} is stale: run python deploy/helm/generate.py")
+                stale = 1
+            else:
+                print(f"{path.relative_to(ROOT)} is current")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
+    return stale
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def test_every_table_of_the_schema_is_granted_to_some_service_role() -> None:
 
 
 def test_the_reader_role_only_reads_the_contract_store_and_writes_only_the_gateway_command_log() -> None:
-    written = {t for grant in GRANTS if grant.role == READER and grant.privileges != "SELECT" for t in grant.tables}
+    written = {
+        t for grant in GRANTS if grant.role == READER and grant.privileges != "SELECT" for t in grant.tables
+    }
     assert written == {"gateway_commands", "gateway_command_events"}
 
 

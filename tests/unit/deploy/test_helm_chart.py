@@ -98,6 +98,23 @@ def test_the_chart_topics_file_is_generated_from_the_current_registry() -> None:
     generate = load_script("deploy/helm/generate.py")
 
     assert (CHART_DIR / "files" / "topics.yaml").read_text(encoding="utf-8") == generate.render_topics()
+    assert (CHART_DIR / "files" / "kafka-users.yaml").read_text(encoding="utf-8") == generate.render_users()
+
+
+def test_kafka_users_with_the_acls_derived_from_the_registry_are_rendered_when_enabled(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    from services.common.kafka_acls import acl_bindings, strimzi_users
+
+    assert of_kind(default_objects, "KafkaUser") == []
+    users = of_kind(
+        render({"kafkaUsers": {"enabled": True, "clusterName": "kc", "namespace": "kafka"}}), "KafkaUser"
+    )
+    expected = {u["metadata"]["name"]: u["spec"] for u in strimzi_users(acl_bindings())}
+
+    assert {u["metadata"]["name"]: u["spec"] for u in users} == expected
+    assert {u["metadata"]["labels"]["strimzi.io/cluster"] for u in users} == {"kc"}
+    assert {u["metadata"]["namespace"] for u in users} == {"kafka"}
 
 
 # ---- workloads: probes, resources, security ---------------------------------------------------
@@ -437,7 +454,7 @@ def test_the_service_monitor_scrapes_metrics_of_every_service(full_objects: list
 def test_rendered_manifests_validate_against_the_kubernetes_schemas(values: dict[str, Any]) -> None:
     validated = set()
     for obj in render(values):
-        if obj["kind"] in ("KafkaTopic", "ServiceMonitor"):
+        if obj["kind"] in ("KafkaTopic", "KafkaUser", "ServiceMonitor"):
             continue  # CRDs: kubernetes-validate ships only the built-in kinds' schemas
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
         validated.add(obj["kind"])
