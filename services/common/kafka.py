@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -217,7 +218,8 @@ def recover_client(raw: bytes | None) -> tuple[str, str, str | None, str | None]
 async def ensure_topics(
     settings: KafkaSettings, specs: Sequence[TopicSpec] = TOPICS, *, partitions: int | None = None
 ) -> list[str]:
-    """Create every missing topic with its configured settings; idempotent. Returns the names created."""
+    """Create every missing topic with its registry config, the settings' replication factor and
+    `min.insync.replicas`; idempotent. Returns the names created."""
     admin = AIOKafkaAdminClient(**settings.client_kwargs())
     await admin.start()
     try:
@@ -226,8 +228,8 @@ async def ensure_topics(
             NewTopic(
                 name=spec.name,
                 num_partitions=partitions or spec.partitions,
-                replication_factor=spec.replication_factor,
-                topic_configs=dict(spec.config),
+                replication_factor=max(spec.replication_factor, settings.topic_replication_factor),
+                topic_configs=settings.topic_config(dict(spec.config)),
             )
             for spec in specs
             if spec.name not in existing
@@ -238,6 +240,109 @@ async def ensure_topics(
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(wanted)
         return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class TopicDrift:
+    """How an existing topic differs from what the registry and settings want."""
+
+    topic: str
+    partitions: tuple[int, int] | None = None  # (actual, wanted) when they differ
+    replication_factor: tuple[int, int] | None = None  # (actual, wanted) when they differ
+    config: dict[str, tuple[str | None, str]] = field(default_factory=dict)  # key -> (actual, wanted)
+
+    def describe(self) -> list[str]:
+        lines = []
+        if self.partitions:
+            lines.append(f"partitions {self.partitions[0]} (wanted {self.partitions[1]})")
+        if self.replication_factor:
+            lines.append(
+                f"replication factor {self.replication_factor[0]} (wanted {self.replication_factor[1]})"
+            )
+        lines += [
+            f"{key}={actual} (wanted {wanted})" for key, (actual, wanted) in sorted(self.config.items())
+        ]
+        return lines
+
+
+def topic_drift(
+    topic: str,
+    *,
+    wanted_partitions: int,
+    wanted_replication_factor: int,
+    wanted_config: dict[str, str],
+    actual_partitions: int,
+    actual_replication_factor: int,
+    actual_config: dict[str, str],
+) -> TopicDrift:
+    """Compare one topic with what is wanted (pure). More partitions than wanted is no drift."""
+    return TopicDrift(
+        topic,
+        partitions=(actual_partitions, wanted_partitions) if actual_partitions < wanted_partitions else None,
+        replication_factor=(actual_replication_factor, wanted_replication_factor)
+        if actual_replication_factor != wanted_replication_factor
+        else None,
+        config={
+            key: (actual_config.get(key), value)
+            for key, value in wanted_config.items()
+            if actual_config.get(key) != value
+        },
+    )
+
+
+async def reconcile_topics(
+    settings: KafkaSettings,
+    specs: Sequence[TopicSpec] = TOPICS,
+    *,
+    partitions: int | None = None,
+    apply_config: bool = True,
+) -> tuple[list[str], list[TopicDrift]]:
+    """Create missing topics (`ensure_topics`), then compare every topic with the registry and the
+    settings: config drift is corrected (`alter_configs` with the wanted entries, when `apply_config`);
+    a replication factor or partition count that differs is reported only (changing it needs a
+    partition reassignment or adds partitions, which re-keys clients: an operator's decision).
+    Returns (created, drift as found before correction)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    created = await ensure_topics(settings, specs, partitions=partitions)
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
+    try:
+        names = [spec.name for spec in specs]
+        described = {t["topic"]: t for t in await admin.describe_topics(names)}
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+        )
+        configs: dict[str, dict[str, str]] = {}
+        for response in responses:
+            for resource in response.to_object()["resources"]:
+                configs[resource["resource_name"]] = {
+                    entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]
+                }
+        drifts = []
+        for spec in specs:
+            topic = described.get(spec.name, {})
+            found = topic.get("partitions") or []
+            wanted_config = settings.topic_config(dict(spec.config))
+            drift = topic_drift(
+                spec.name,
+                wanted_partitions=partitions or spec.partitions,
+                wanted_replication_factor=max(spec.replication_factor, settings.topic_replication_factor),
+                wanted_config=wanted_config,
+                actual_partitions=len(found),
+                actual_replication_factor=min((len(p["replicas"]) for p in found), default=0),
+                actual_config=configs.get(spec.name, {}),
+            )
+            if drift.describe():
+                drifts.append(drift)
+            if drift.config and apply_config:
+                # non-incremental AlterConfigs: send the whole wanted set so none of it is reset
+                await admin.alter_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, spec.name, wanted_config)]
+                )
+        return created, drifts
     finally:
         await admin.close()
 

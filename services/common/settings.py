@@ -40,6 +40,25 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
     ssl_cafile: str | None = Field(default=None, description="CA bundle to verify the brokers' certificates")
     client_id: str = Field(default="contract-sync", description="Kafka client.id prefix")
+    topic_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication factor of every topic the services create, the mapper's changelog included (production: 3)",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="min.insync.replicas of every topic (production: 2); unset = the broker's default",
+    )
+
+    def topic_config(self, config: dict[str, str]) -> dict[str, str]:
+        """A topic's registry config plus the settings' `min.insync.replicas` (pure)."""
+        extra = (
+            {}
+            if self.topic_min_insync_replicas is None
+            else {"min.insync.replicas": str(self.topic_min_insync_replicas)}
+        )
+        return {**config, **extra}
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> KafkaSettings:

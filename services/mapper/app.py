@@ -374,7 +374,7 @@ class MapperApp:
             autodiscover=False,
             web_enabled=False,
             topic_partitions=settings.partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=kafka.topic_replication_factor,
             topic_disable_leader=True,
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
@@ -391,6 +391,7 @@ class MapperApp:
             key_type=str,  # -> json keys
             value_type=bytes,  # -> raw values, also when recovered from the changelog
             partitions=settings.partitions,
+            extra_topic_configs=kafka.topic_config({}),  # min.insync.replicas like every topic
             help="Per-client mapper state: snapshots, linked items, auto-sync flag",
         )
         self.store = StateStore(self.table)
