@@ -54,8 +54,21 @@ def test_every_registry_topic_has_a_kafka_topic_with_the_registry_settings(
         assert topic["apiVersion"] == "kafka.strimzi.io/v1beta2"
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "my-cluster"
         assert topic["spec"]["partitions"] == spec.partitions
-        assert topic["spec"]["replicas"] == spec.replication_factor
-        assert topic["spec"]["config"] == {key: str(value) for key, value in spec.config.items()}
+        assert topic["spec"]["replicas"] == 3  # the chart's default, over the registry's local 1
+        assert topic["spec"]["config"] == {key: str(value) for key, value in spec.config.items()} | {
+            "min.insync.replicas": "2"
+        }
+
+
+def test_every_process_creates_topics_with_the_charts_replication_factor_and_min_insync_replicas(
+    full_objects: list[dict[str, Any]],
+) -> None:
+    for name, spec in pod_specs(full_objects):
+        env = env_of(spec["containers"][0])
+        if name.endswith("migrate"):
+            continue
+        assert env["KAFKA_TOPIC_REPLICATION_FACTOR"]["value"] == "3", name
+        assert env["KAFKA_TOPIC_MIN_INSYNC_REPLICAS"]["value"] == "2", name
 
 
 def test_topic_overrides_apply_to_every_topic_and_merge_over_the_registry_config() -> None:

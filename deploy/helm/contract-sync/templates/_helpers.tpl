@@ -94,6 +94,14 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ $root.Values.kafka.securityProtocol | quote }}
 - name: KAFKA_CLIENT_ID
   value: {{ $root.Values.kafka.clientId | quote }}
+{{- with $root.Values.kafkaTopics.replicas }}
+- name: KAFKA_TOPIC_REPLICATION_FACTOR
+  value: {{ . | quote }}
+{{- end }}
+{{- with (index $root.Values.kafkaTopics.config "min.insync.replicas") }}
+- name: KAFKA_TOPIC_MIN_INSYNC_REPLICAS
+  value: {{ . | toString | quote }}
+{{- end }}
 {{- if hasPrefix "SASL" $root.Values.kafka.securityProtocol }}
 {{- $sasl := $root.Values.kafka.sasl }}
 {{- $own := index $sasl.users $component | default dict }}
