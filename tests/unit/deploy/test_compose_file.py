@@ -70,7 +70,7 @@ def test_services_start_after_the_schema_and_topics_exist(compose: dict[str, Any
     assert services["writer"]["depends_on"]["migrate"]["condition"] == done
     for name in SERVICES:
         assert services[name]["depends_on"]["topics"]["condition"] == done, name
-    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["db-roles"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
@@ -112,3 +112,17 @@ def test_mapper_and_writer_read_the_pollers_tenants_file_as_their_registry_witho
         assert not any(key.startswith(("SIM_CW_", "CW_")) for key in service["environment"])
         assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"  # the shared env is kept
     assert load_tenant_ids(COMPOSE_FILE.parent / source) == frozenset({"sim"})
+
+
+def test_every_published_port_is_bound_to_the_loopback_interface_only(compose: dict[str, Any]) -> None:
+    published = [port for service in compose["services"].values() for port in service.get("ports", [])]
+    assert published
+    assert all(str(port).startswith("127.0.0.1:") for port in published), published
+
+
+def test_the_writer_and_poller_connect_as_their_own_database_roles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "contract_sync_writer:" in services["writer"]["environment"]["DATABASE_URL"]
+    assert "contract_sync_poller:" in services["poller"]["environment"]["DATABASE_URL"]
+    assert services["db-roles"]["command"] == ["db", "roles", "--apply"]
+    assert services["migrate"]["depends_on"]["db-roles"] == {"condition": "service_completed_successfully"}
