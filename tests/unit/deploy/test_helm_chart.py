@@ -315,7 +315,12 @@ def test_kafka_sasl_and_tls_and_postgres_sslmode_reach_every_process(
         assert env["PGSSLROOTCERT"]["value"] == mounts["postgres-ca"] + "/ca.crt", name
 
 
-PASSWORD_KEYS = {"migrate": "owner-password", "poller": "poller-password", "writer": "writer-password"}
+PASSWORD_KEYS = {
+    "migrate": "owner-password",
+    "poller": "poller-password",
+    "writer": "writer-password",
+    "gateway": "reader-password",
+}
 
 
 def test_each_component_connects_to_postgres_as_its_own_role_and_the_mapper_not_at_all(
@@ -338,6 +343,7 @@ def test_each_component_connects_to_postgres_as_its_own_role_and_the_mapper_not_
         "poller": "contract_sync_poller",
         "mapper": None,
         "writer": "contract_sync_writer",
+        "gateway": "contract_sync_reader",
     }
 
 
@@ -361,6 +367,7 @@ def test_each_component_authenticates_to_kafka_as_its_own_principal() -> None:
         "poller": ("contract-sync-poller", "cs-kafka-user"),
         "mapper": ("contract-sync-mapper", "cs-kafka-user"),
         "writer": ("w", "w-secret"),
+        "gateway": ("contract-sync-gateway", "cs-kafka-user"),
     }
 
 
