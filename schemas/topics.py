@@ -182,13 +182,24 @@ DLQ_REASONS: dict[str, str] = {
     "unknown_type": "the CloudEvents `type` is none this topic carries",
     "validation_error": "JSON, but not a valid message of the topic: a missing envelope attribute "
     "(`specversion`, `id`, `source`, `type`, `time`, `subject`, `tenantid`, `data`) or an invalid field",
-    "key_mismatch": "the Kafka key is not the message's `{tenant_id}:{client_id}` subject",
+    "key_mismatch": "the Kafka key is missing (null) or not the message's `{tenant_id}:{client_id}` subject",
     "unknown_tenant": "the tenant is not in the tenants file (the registry)",
     "cross_tenant": "an edit names a contract of another tenant",
     "unknown_contract": "an edit names a contract that does not exist",
-    "db_rejected": "PostgreSQL refused the event (a constraint or trigger)",
-    "internal_error": "the mapper failed unexpectedly on this message (a bug); the error header has the cause",
+    "db_rejected": "PostgreSQL refused the event's data (SQLSTATE class 22 or 23, or the ownership guard's CS403)",
+    "internal_error": "a service failed unexpectedly on this message (a bug), twice for the writer; the error "
+    "and error-class headers have the cause",
+    "too_deeply_nested": "a JSON value nested deeper than a parser's recursion limit",
     **{f"mapping.{code}": f"a PSA item could not be mapped: {text}" for code, text in _MAPPING_CODES.items()},
 }
 """The `cs-dlq-reason` vocabulary: every reason a service dead-letters with, and what it means."""
-DLQ_HEADERS = (DLQ_REASON, DLQ_ERROR, DLQ_STAGE, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET)
+DLQ_ERROR_CLASS = "cs-dlq-error-class"  # the exception's class name, e.g. ValidationError, RecursionError
+DLQ_HEADERS = (
+    DLQ_REASON,
+    DLQ_ERROR,
+    DLQ_STAGE,
+    DLQ_SOURCE_TOPIC,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_OFFSET,
+    DLQ_ERROR_CLASS,
+)

@@ -26,6 +26,7 @@ from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN, CloudEvent
 from schemas.topics import (
     DEADLETTER,
     DLQ_ERROR,
+    DLQ_ERROR_CLASS,
     DLQ_REASON,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
@@ -104,10 +105,18 @@ def describe_error(error: Exception) -> str:
 
 
 def deadletter_headers(
-    *, reason: str, error: str, stage: str, topic: str, partition: int, offset: int
+    *,
+    reason: str,
+    error: str,
+    stage: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    error_class: str | None = None,
 ) -> list[tuple[str, bytes]]:
-    """The headers of a dead-letter record (pure)."""
-    return [
+    """The headers of a dead-letter record (pure); `error_class` (the exception's class name) adds
+    `cs-dlq-error-class`."""
+    headers = [
         (DLQ_REASON, reason.encode()),
         (DLQ_ERROR, redact(error)[:_MAX_ERROR_CHARS].encode()),
         (DLQ_STAGE, stage.encode()),
@@ -115,6 +124,9 @@ def deadletter_headers(
         (DLQ_SOURCE_PARTITION, str(partition).encode()),
         (DLQ_SOURCE_OFFSET, str(offset).encode()),
     ]
+    if error_class is not None:
+        headers.append((DLQ_ERROR_CLASS, error_class[:200].encode()))
+    return headers
 
 
 async def dead_letter(
@@ -128,10 +140,17 @@ async def dead_letter(
     topic: str,
     partition: int,
     offset: int,
+    error_class: str | None = None,
 ) -> None:
     """Send the original bytes to `sync.deadletter.v1` and wait for the acknowledgement."""
     headers = deadletter_headers(
-        reason=reason, error=error, stage=stage, topic=topic, partition=partition, offset=offset
+        reason=reason,
+        error=error,
+        stage=stage,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        error_class=error_class,
     )
     await producer.send_and_wait(DEADLETTER, value, key=key, headers=headers)
     log.warning(
@@ -176,13 +195,15 @@ def recover_addressee(raw: bytes | None) -> tuple[str, str | None, str | None, s
     well-formed one of `data.tenant_id`, `tenantid` and the subject's tenant; the client likewise of
     `data.client_id` and the subject's client, None when neither is well-formed.
 
-    Used to address a rejection event to the producer of a bad command.
+    Used to address a rejection event to the producer of a bad command. Never raises, whatever the
+    bytes (a value nested deeper than the parser's recursion, invalid UTF-8, `1e999999`: None).
+    Duplicate keys: the last one wins, as in every parser of the project.
     """
     if not raw:
         return None
     try:
         document = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError, MemoryError):
         return None
     if not isinstance(document, dict):
         return None

@@ -47,11 +47,11 @@ from services.common.health import HealthServer
 from services.common.kafka import (
     CONTENT_TYPE_HEADER,
     deadletter_headers,
-    describe_error,
     new_consumer,
     new_producer,
 )
 from services.common.metrics import DEADLETTERED, EVENTS_CONSUMED, EVENTS_PRODUCED
+from services.common.poison import failure_of, is_environmental
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
 from services.mapper.settings import MapperSettings
@@ -558,7 +558,9 @@ class MapperApp:
         self.store.partition = message.partition
         try:
             decision = decide(self.store, incoming, self.tenants)
-        except Exception as error:  # a bug must not stop the worker: park the message
+        except Exception as error:  # any failure of one message: park it, go on (services.common.poison)
+            if is_environmental(error):
+                raise
             log.exception(
                 "unexpected error handling a message",
                 extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
@@ -711,18 +713,21 @@ class MapperApp:
         return EVENTS_PRODUCED.labels(SERVICE, topic, message_type)
 
     def _internal_error(self, incoming: Incoming, error: Exception) -> DeadLetter:
+        """The dead letter of a message whose handling raised (`services.common.poison`)."""
+        failure = failure_of(error)
         return DeadLetter(
             key=incoming.key,
             value=incoming.value,
             headers=deadletter_headers(
-                reason="internal_error",
-                error=describe_error(error),
+                reason=failure.reason,
+                error=failure.error,
                 stage=STAGE_INTERNAL,
                 topic=incoming.real_topic,
                 partition=incoming.partition,
                 offset=incoming.offset,
+                error_class=failure.error_class,
             ),
-            reason="internal_error",
+            reason=failure.reason,
         )
 
     def _message(self, output: Output) -> OutMessage:

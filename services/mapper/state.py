@@ -298,8 +298,10 @@ def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = Non
             "malformed",
             _malformed(message, classify_parse_error(error), describe_error(error), paths=error_paths(error)),
         )
-    if message.key is not None and message.key != event.key:
-        error_text = f"Kafka key {message.key[:200]!r} does not match the subject {event.subject!r}"
+    if message.key != event.key:
+        # a null key too: the client's messages would land on an arbitrary partition, out of order
+        routed = "no Kafka key" if message.key is None else f"Kafka key {message.key[:200]!r}"
+        error_text = f"{routed} does not match the subject {event.subject!r}"
         return Decision("malformed", _malformed(message, "key_mismatch", error_text, event=event))
     if tenants is not None and event.tenantid not in tenants:
         error_text = f"tenant {event.tenantid!r} is not configured (not in the tenants file)"

@@ -9,8 +9,12 @@ are recorded, so they are not re-emitted).
 Commands (`sync.commands.v1`): each shard reads every command in its own consumer group
 (`{commands_group}-{i}of{n}`) and acts on those of its own tenants: `sync.command.refresh` queues a
 refresh of the client (skipped when older than `refresh_max_age_s`), `sync.command.set_auto_sync`
-puts the client on/off the fast cadence. Other types, and messages that do not parse, are skipped
-and logged (the mapper dead-letters bad commands). Offsets are committed once a batch is handed over.
+puts the client on/off the fast cadence. Other types, messages that do not parse and messages whose
+Kafka key is null or not their subject are skipped and logged (the mapper dead-letters bad commands).
+Any other failure of one message (an exception while acting on it) dead-letters that message here
+(`poller.commands`, reason and error class, `services.common.poison`) and the next one is handled;
+only cancellation and environmental errors (the broker away) stop the loop's current batch, which
+is then read again. Offsets are committed once a batch is handed over.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ from datetime import timedelta
 
 import httpx
 import uvicorn
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
 from schemas.commands import RefreshCommand, SetAutoSyncCommand
 from schemas.envelope import utcnow
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
 from services.common.health import HealthServer
-from services.common.kafka import new_consumer, new_producer
+from services.common.kafka import dead_letter, new_consumer, new_producer
+from services.common.poison import MessageFailure, guarded_async
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
 from services.poller.callbacks import KeyFetcher, build_app
 from services.poller.connectwise import ConnectWiseClient
@@ -49,12 +54,15 @@ async def handle_command(
     pollers: Mapping[str, TenantPoller],
     max_age: timedelta,
     configured: frozenset[str] | None = None,
+    *,
+    key: bytes | None,
 ) -> str:
-    """Act on one `sync.commands.v1` message; returns what was done (for logs and tests).
+    """Act on one `sync.commands.v1` message with Kafka key `key`; returns what was done (for logs
+    and tests).
 
     `configured`: every tenant id of the tenants file (all shards). A command for a tenant outside
-    it is skipped here: the mapper dead-letters it and answers `sync.command.rejected`
-    (`unknown_tenant`), so nothing is silently lost."""
+    it, or keyed as another client (or not keyed), is skipped here: the mapper dead-letters it and
+    answers `sync.command.rejected`, so nothing is silently lost."""
     if raw is None:
         return "skipped: empty"
     try:
@@ -64,6 +72,8 @@ async def handle_command(
             "skipping a command that does not parse (the mapper dead-letters it): %s", type(error).__name__
         )
         return "skipped: invalid"
+    if key != command.key:
+        return "skipped: key_mismatch (the mapper dead-letters it)"
     poller = pollers.get(command.tenantid)
     if poller is None:
         if configured is not None and command.tenantid not in configured:
@@ -81,27 +91,70 @@ async def handle_command(
     return f"skipped: {command.type} is not the poller's"
 
 
+STAGE_COMMANDS = "poller.commands"
+
+
+async def handle_guarded(
+    message: ConsumerRecord[bytes, bytes],
+    producer: AIOKafkaProducer,
+    pollers: Mapping[str, TenantPoller],
+    max_age: timedelta,
+    configured: frozenset[str] | None = None,
+) -> str:
+    """`handle_command`, with any failure of this one message dead-lettered (reason and error
+    class, stage `poller.commands`) instead of raised; cancellation and environmental errors
+    (`services.common.poison.ENVIRONMENTAL`) are raised."""
+    outcome = await guarded_async(
+        lambda: handle_command(message.value, pollers, max_age, configured, key=message.key)
+    )
+    if not isinstance(outcome, MessageFailure):
+        return outcome
+    log.error(
+        "a command failed; dead-lettering it",
+        extra={"offset": message.offset, "partition": message.partition, "error_class": outcome.error_class},
+    )
+    await dead_letter(
+        producer,
+        value=message.value,
+        key=message.key,
+        reason=outcome.reason,
+        error=outcome.error,
+        error_class=outcome.error_class,
+        stage=STAGE_COMMANDS,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+    return f"dead-lettered: {outcome.reason}"
+
+
 async def consume_commands(
     consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
     pollers: Mapping[str, TenantPoller],
     stop: asyncio.Event,
     max_age: timedelta,
     configured: frozenset[str] | None = None,
 ) -> None:
+    """Handle commands until `stop`; offsets are committed after each batch. An environmental
+    error (the broker away while dead-lettering) rewinds to the last commit and retries."""
     while not stop.is_set():
         try:
             batches = await consumer.getmany(timeout_ms=500, max_records=500)
-        except Exception:
-            log.exception("reading sync.commands.v1 failed; retrying")
-            await asyncio.sleep(1.0)
-            continue
-        for messages in batches.values():
-            for message in messages:
-                outcome = await handle_command(message.value, pollers, max_age, configured)
-                log.debug("command handled: %s", outcome, extra={"offset": message.offset})
-        if batches:
-            with contextlib.suppress(Exception):
+            for messages in batches.values():
+                for message in messages:
+                    outcome = await handle_guarded(message, producer, pollers, max_age, configured)
+                    log.debug("command handled: %s", outcome, extra={"offset": message.offset})
+            if batches:
                 await consumer.commit()
+        except Exception:
+            log.exception("reading or committing sync.commands.v1 failed; retrying")
+            with contextlib.suppress(Exception):
+                for tp in consumer.assignment():
+                    committed = await consumer.committed(tp)
+                    if committed is not None:
+                        consumer.seek(tp, committed)
+            await asyncio.sleep(1.0)
 
 
 async def run_poller(
@@ -178,7 +231,7 @@ async def run_poller(
 
     max_age = timedelta(seconds=settings.refresh_max_age_s)
     configured = frozenset(t.id for t in config.tenants)
-    commands = asyncio.create_task(consume_commands(consumer, pollers, stop, max_age, configured))
+    commands = asyncio.create_task(consume_commands(consumer, producer, pollers, stop, max_age, configured))
     runs = [asyncio.create_task(p.run_forever(stop), name=f"poller-{p.tenant.id}") for p in pollers.values()]
     try:
         await stop.wait()

@@ -13,9 +13,20 @@ Guarantees:
   yet deleted when the process died is published again, with the same CloudEvent `id`;
 - PostgreSQL unavailable: the same batch is retried with exponential back-off (tenacity) until
   it commits; nothing is committed to Kafka meanwhile, so nothing is lost;
-- a message that does not parse, or whose data the database refuses, goes to the dead-letter
-  topic with the reason (plus a `sync.failed` event) while the rest of its batch applies: a
-  refused batch is split in halves until the offending event is alone;
+- a message that does not parse, or whose data the database refuses (SQLSTATE classes 22 and 23,
+  the ownership guard's CS403), goes to the dead-letter topic with the reason and error class (plus
+  a `sync.failed` event) while the rest of its batch applies: a refused batch is split in halves
+  until the offending event is alone. Any other exception while applying (a bug, a value the code
+  cannot handle) is isolated the same way; the lone event is tried twice (`PoisonGuard`) and then
+  dead-lettered as `internal_error`, never retried forever;
+- the database failing for reasons that are not the data (lost connection, revoked grant, read-only,
+  internal or resource errors, shutdown: `StoreUnavailable`/`StoreRefused`): nothing is
+  dead-lettered; the batch is retried with back-off, `/readyz` reports `applying: false`, and each
+  affected tenant's clients get one `sync.failed` (`retryable: true`) per outage. After
+  `rejections_before_pause` events in a row refused as bad data, the writer pauses the same way
+  (retrying the next refused event) instead of dead-lettering more;
+- error texts (logs, `cs-dlq-error`, `sync.failed`) name the SQLSTATE, constraint, table and
+  column, never row data (`store.describe_db_error`);
 - batches are pipelined one deep on the event loop: while PostgreSQL works on batch k (psycopg
   async), batch k+1 is polled and parsed in slices; batches commit in order, and batch k's
   messages are published and its offsets committed while batch k+1's transaction runs. (A worker thread
@@ -41,6 +52,7 @@ from prometheus_client import Counter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from schemas.topics import DLQ_REASON
+from services.common.kafka import CONTENT_TYPE_HEADER
 from services.common.metrics import (
     APPLY_SECONDS,
     BATCH_SIZE,
@@ -49,14 +61,17 @@ from services.common.metrics import (
     EVENTS_CONSUMED,
     EVENTS_PRODUCED,
 )
+from services.common.poison import PoisonGuard, failure_of, is_environmental
 from services.writer.handlers import (
     BatchPlan,
     BatchResult,
+    ClientKey,
     DeadLetter,
     Incoming,
     OutboxMessage,
     OutboxTopics,
     client_of,
+    database_failed_event,
     plan_batch,
 )
 from services.writer.settings import WriterSettings
@@ -192,6 +207,11 @@ class Writer:
         self.applied_messages = 0
         self._polled_offsets: dict[TopicPartition, int] = {}
         self._polled_counts: dict[str, int] = {}
+        self._poison = PoisonGuard()
+        self._rejections_in_a_row = 0
+        """Events refused by PostgreSQL as bad data since the last batch that applied something."""
+        self._failing: set[ClientKey] | None = None
+        """While batches fail for reasons that are not their data: the clients told so far."""
         self.first_batch_at: float | None = None
         """`time.perf_counter()` when the first non-empty batch was polled (for throughput figures)."""
 
@@ -253,66 +273,171 @@ class Writer:
         return True
 
     # -- applying ---------------------------------------------------------------------------
+    def is_applying(self) -> bool:
+        """Readiness: False while a batch is being retried because the database fails or refuses it,
+        or while the writer is paused after too many rejections in a row."""
+        return self._failing is None
+
     async def apply_plan(self, plan: BatchPlan) -> BatchResult:
-        """Apply with retries while PostgreSQL is unavailable; isolate events it refuses."""
+        """Apply with retries while PostgreSQL is unavailable or refuses the batch for reasons
+        that are not its data; isolate the events whose data it refuses, and the event that makes
+        applying fail in any other way (see the module docstring)."""
         try:
-            return await self._apply_retrying(plan)
+            result = await self._apply_retrying(plan)
         except StoreRejected as error:
-            if len(plan.events) <= 1:
-                letters = list(plan.dead_letters)
-                rejected: list[tuple[UUID, str, str]] = []
-                for applicable in plan.events:
-                    log.warning(
-                        "database refused an event",
-                        extra={"event_id": str(applicable.event.id), "error": str(error)[:500]},
-                    )
-                    rejected.append((applicable.event.id, "db_rejected", str(error)[:2000]))
-                    letters.append(
-                        DeadLetter(
-                            applicable.message,
-                            "db_rejected",
-                            str(error)[:2000],
-                            client_of(applicable.event),
-                            str(applicable.event.id),
-                        )
-                    )
-                # the dead letters commit (client status + outbox) in a transaction of their own
-                result = await self._apply_retrying(
-                    BatchPlan(dead_letters=letters, outbox_done=plan.outbox_done)
-                )
-                result.rejected_events.extend(rejected)
-                return result
+            return await self._isolate(
+                plan, "db_rejected", str(error), error.error_class or type(error).__name__, error
+            )
+        except StoreUnavailable:
+            raise  # only when shutting down: the batch stays uncommitted
+        except Exception as error:
+            if is_environmental(error):
+                raise
+            failure = failure_of(error)
+            log.error(
+                "applying a batch failed unexpectedly",
+                exc_info=True,
+                extra={"events": len(plan.events), "error_class": failure.error_class},
+            )
+            return await self._isolate(plan, failure.reason, failure.error, failure.error_class, None)
+        if result.fresh:
+            self._rejections_in_a_row = 0
+        return result
+
+    async def _isolate(
+        self,
+        plan: BatchPlan,
+        reason: str,
+        error_text: str,
+        error_class: str,
+        rejected: StoreRejected | None,
+    ) -> BatchResult:
+        """Split a failed plan in halves until the failing event is alone, then dead-letter it:
+        at once when the database refused its data (unless `rejections_before_pause` events in a
+        row were refused: then pause), on its second failure otherwise (`PoisonGuard`)."""
+        if len(plan.events) > 1:
             middle = len(plan.events) // 2
             first = BatchPlan(
                 events=plan.events[:middle], dead_letters=plan.dead_letters, outbox_done=plan.outbox_done
             )
             second = BatchPlan(events=plan.events[middle:])
             return merge_results(await self.apply_plan(first), await self.apply_plan(second))
+        if not plan.events or (
+            rejected is not None and self._rejections_in_a_row >= self.settings.rejections_before_pause
+        ):
+            return await self._paused(plan, error_text)
+        applicable = plan.events[0]
+        message = applicable.message
+        if rejected is None and not self._poison.failed((message.topic, message.partition, message.offset)):
+            return await self.apply_plan(plan)  # once more: a second failure dead-letters it
+        self._poison.forget((message.topic, message.partition, message.offset))
+        if rejected is not None:
+            self._rejections_in_a_row += 1
+        log.warning(
+            "dead-lettering an event the writer cannot apply",
+            extra={"event_id": str(applicable.event.id), "reason": reason, "error": error_text[:500]},
+        )
+        letter = DeadLetter(
+            message,
+            reason,
+            error_text[:2000],
+            client_of(applicable.event),
+            str(applicable.event.id),
+            error_class,
+        )
+        # the dead letters commit (client status + outbox) in a transaction of their own
+        result = await self._apply_retrying(
+            BatchPlan(dead_letters=[*plan.dead_letters, letter], outbox_done=plan.outbox_done)
+        )
+        result.rejected_events.append((applicable.event.id, reason, error_text[:2000]))
+        return result
+
+    async def _paused(self, plan: BatchPlan, error_text: str) -> BatchResult:
+        """Retry `plan` with back-off until the database takes it: too many events in a row were
+        refused as bad data, so the fault is more likely the database's (a migration, a trigger)
+        than every message's. Not ready meanwhile; the affected clients are told once."""
+        log.error(
+            "writer paused: PostgreSQL refused %d events in a row; retrying instead of dead-lettering more",
+            self._rejections_in_a_row,
+            extra={"error": error_text[:500]},
+        )
+        delay = self.settings.retry_initial_s
+        while True:
+            if self._stopping.is_set():
+                raise StoreUnavailable("paused writer shutting down")
+            await self._failing_since(plan, error_text)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_s)
+            try:
+                result = await self._apply_retrying(plan)
+            except Exception as error:
+                if is_environmental(error):
+                    raise
+                error_text = str(error) if isinstance(error, StoreRejected) else failure_of(error).error
+                continue
+            self._rejections_in_a_row = 0
+            return result
+
+    async def _failing_since(self, plan: BatchPlan, error_text: str) -> None:
+        """Mark the writer not ready and send each affected client one retryable `sync.failed`
+        per outage (directly: the database cannot take the outbox now; best effort)."""
+        if self._failing is None:
+            self._failing = set()
+            log.error(
+                "PostgreSQL fails the batch; not ready until it applies", extra={"error": error_text[:500]}
+            )
+        clients = {client_of(a.event) for a in plan.events}
+        clients.update(d.client for d in plan.dead_letters if d.client is not None)
+        new = sorted(clients - self._failing)
+        if not new:
+            return
+        self._failing.update(new)
+        for tenant_id, client_id in new:
+            event = database_failed_event(tenant_id, client_id, error_text)
+            try:
+                await self.producer.send_and_wait(
+                    self.outbox_topics.events, event.to_bytes(), key=event.key, headers=[CONTENT_TYPE_HEADER]
+                )
+                EVENTS_PRODUCED.labels(SERVICE, self.outbox_topics.events, event.type).inc()
+            except KafkaError as error:
+                log.warning("cannot announce the database failure", extra={"error": str(error)[:300]})
+
+    def _recovered(self) -> None:
+        if self._failing is not None:
+            log.warning("PostgreSQL applies batches again", extra={"clients_told": len(self._failing)})
+            self._failing = None
 
     async def _apply_retrying(self, plan: BatchPlan) -> BatchResult:
-        def before_sleep(state: RetryCallState) -> None:
+        async def before_sleep(state: RetryCallState) -> None:
             DB_RETRIES.inc()
             outcome = state.outcome
             error = outcome.exception() if outcome is not None else None
             log.warning(
-                "PostgreSQL unavailable, retrying the batch",
+                "PostgreSQL unavailable or refusing the batch, retrying: %s",
+                getattr(error, "error_class", None),
                 extra={
                     "attempt": state.attempt_number,
                     "error": str(error)[:300],
+                    "error_class": getattr(error, "error_class", None),
                     "events": len(plan.events),
                 },
             )
+            await self._failing_since(plan, str(error))
 
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential_jitter(
                 multiplier=self.settings.retry_initial_s, max=self.settings.retry_max_s
             ),
+            stop=lambda _: self._stopping.is_set(),  # shutting down: give up, nothing is committed
             before_sleep=before_sleep,
             reraise=True,
         ):
             with attempt, APPLY_SECONDS.labels(SERVICE).time():
-                return await self.store.apply(plan, self.outbox_topics)
+                result = await self.store.apply(plan, self.outbox_topics)
+                if self._failing is not None:
+                    self._recovered()
+                return result
         raise AssertionError("unreachable: tenacity retries forever")  # pragma: no cover
 
     # -- publishing (from the outbox) ---------------------------------------------------------
@@ -497,7 +622,13 @@ class Writer:
                     # without suspending, so without this nothing would overlap.
                     await asyncio.sleep(0)
                 if done is not None:
-                    await self._finish(done, delete=pending is None)
+                    try:
+                        await self._finish(done, delete=pending is None)
+                    except StoreUnavailable as error:
+                        if not self._stopping.is_set():
+                            raise
+                        # given up on shutdown: its offsets stay uncommitted, the next owner applies it
+                        log.warning("batch not applied before shutdown", extra={"error": str(error)[:300]})
                 elif self._unsent or self._undeleted:
                     await self.publish_outbox(())  # idle: retry an earlier publish, delete acked rows
             clean = True

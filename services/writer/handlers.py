@@ -21,6 +21,7 @@ because the mapper dead-letters and rejects it (one dead letter per bad message,
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from services.common.kafka import (
     describe_error,
     recover_client,
 )
+from services.common.poison import MessageFailure, guarded
 from services.writer.apply import (
     EditDecision,
     StagedRecord,
@@ -90,6 +92,8 @@ class DeadLetter:
     error: str
     client: ClientKey | None
     event_id: str | None = None
+    error_class: str | None = None
+    """The exception's class name (`cs-dlq-error-class`), when an exception caused it."""
 
 
 class Applicable(NamedTuple):
@@ -147,7 +151,14 @@ def parse_message(message: Incoming, topic_kind: str) -> CloudEvent | DeadLetter
         recovered = recover_client(message.value)
         client = (recovered[0], recovered[1]) if recovered else None
         event_id = recovered[2] if recovered else None
-        return DeadLetter(message, classify_parse_error(error), describe_error(error), client, event_id)
+        return DeadLetter(
+            message,
+            classify_parse_error(error),
+            describe_error(error),
+            client,
+            event_id,
+            type(error).__name__,
+        )
 
 
 def plan_batch(
@@ -170,82 +181,104 @@ def plan_batch(
     kinds = topic_kinds or {}
     for message in messages:
         kind = kinds.get(message.topic, message.topic)
-        parsed: CloudEvent | StagedRecord | DeadLetter | None = None
-        if kind == CONTRACT_RECORDS and message.value is not None:
-            record = decode_mapped(message.value)  # the canonical bulk: no pydantic models
-            parsed = None if record is None else staged_from_record(record)
-        if parsed is None:
-            parsed = parse_message(message, kind)
-            if isinstance(parsed, ContractRecordMapped):
-                parsed = staged_from_event(parsed)
-        if isinstance(parsed, DeadLetter):
-            if kind in DEADLETTERED_HERE:
-                plan.dead_letters.append(parsed)
-            else:
-                plan.skipped_unparseable += 1  # the mapper dead-letters it and tells the producer
-                log.debug(
-                    "skipped an unreadable message (the mapper dead-letters it)",
-                    extra={
-                        "topic": message.topic,
-                        "partition": message.partition,
-                        "offset": message.offset,
-                        "reason": parsed.reason,
-                    },
-                )
-            continue
-        subject_key = (
-            f"{parsed.tenant_id}:{parsed.client_id}".encode()
-            if isinstance(parsed, StagedRecord)
-            else parsed.key
-        )
-        if message.key is not None and message.key != subject_key:
-            # Routed as another client than it names: never applied (docs/design.md#ground-rules, a command can only
-            # touch its own tenant's and client's data). The mapper dead-letters its own topics' ones.
-            if kind in DEADLETTERED_HERE:
-                plan.dead_letters.append(_key_mismatch(message, subject_key, parsed))
-            else:
-                plan.skipped_unparseable += 1
-            continue
-        if tenants is not None:
-            tenant_id = parsed.tenant_id if isinstance(parsed, StagedRecord) else parsed.tenantid
-            if tenant_id not in tenants:
-                if kind in DEADLETTERED_HERE:
-                    plan.dead_letters.append(_unknown_tenant(message, subject_key, parsed))
-                else:
-                    plan.skipped_unparseable += 1  # the mapper dead-letters and rejects it
-                continue
-        if isinstance(parsed, StagedRecord):
-            if not key_matches_tenant(parsed.contract_key, parsed.tenant_id):
-                plan.dead_letters.append(
-                    _cross_tenant(message, parsed.contract_key, parsed.tenant_id, parsed.client_id, parsed.id)
-                )
-                continue
-        elif not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
-            plan.ignored += 1  # select/refresh commands belong to the poller and the mapper
-            continue
-        elif isinstance(parsed, ContractRecordRetired) and not key_matches_tenant(
-            parsed.data.contract_key, parsed.data.tenant_id
-        ):
-            data = parsed.data
-            plan.dead_letters.append(
-                _cross_tenant(message, data.contract_key, data.tenant_id, data.client_id, parsed.id)
+        failure = guarded(functools.partial(_plan_one, plan, message, kind, seen, tenants))
+        if isinstance(failure, MessageFailure):
+            # whatever went wrong with this one message (a bug, a value no parser survives): it is
+            # dead-lettered here, whichever topic it came from, and the batch goes on
+            log.error(
+                "cannot plan a message",
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "error_class": failure.error_class,
+                },
             )
-            continue
-        if parsed.id in seen:
-            plan.ignored += 1
-            continue
-        seen.add(parsed.id)
-        plan.events.append(Applicable(parsed, message))
+            plan.dead_letters.append(
+                DeadLetter(message, failure.reason, failure.error, None, None, failure.error_class)
+            )
     return plan
+
+
+def _plan_one(
+    plan: BatchPlan, message: Incoming, kind: str, seen: set[UUID], tenants: frozenset[str] | None
+) -> None:
+    """Sort one message into `plan` (the body of `plan_batch`'s loop)."""
+    parsed: CloudEvent | StagedRecord | DeadLetter | None = None
+    if kind == CONTRACT_RECORDS and message.value is not None:
+        record = decode_mapped(message.value)  # the canonical bulk: no pydantic models
+        parsed = None if record is None else staged_from_record(record)
+    if parsed is None:
+        parsed = parse_message(message, kind)
+        if isinstance(parsed, ContractRecordMapped):
+            parsed = staged_from_event(parsed)
+    if isinstance(parsed, DeadLetter):
+        if kind in DEADLETTERED_HERE:
+            plan.dead_letters.append(parsed)
+        else:
+            plan.skipped_unparseable += 1  # the mapper dead-letters it and tells the producer
+            log.debug(
+                "skipped an unreadable message (the mapper dead-letters it)",
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "reason": parsed.reason,
+                },
+            )
+        return
+    subject_key = (
+        f"{parsed.tenant_id}:{parsed.client_id}".encode() if isinstance(parsed, StagedRecord) else parsed.key
+    )
+    if message.key != subject_key:
+        # Routed as another client than it names, or without a key (a null key would put the
+        # client's messages on an arbitrary partition, out of its order): never applied
+        # (docs/design.md#ground-rules, a command can only touch its own tenant's and client's data). The mapper dead-letters its own
+        # topics' ones.
+        if kind in DEADLETTERED_HERE:
+            plan.dead_letters.append(_key_mismatch(message, subject_key, parsed))
+        else:
+            plan.skipped_unparseable += 1
+        return
+    if tenants is not None:
+        tenant_id = parsed.tenant_id if isinstance(parsed, StagedRecord) else parsed.tenantid
+        if tenant_id not in tenants:
+            if kind in DEADLETTERED_HERE:
+                plan.dead_letters.append(_unknown_tenant(message, subject_key, parsed))
+            else:
+                plan.skipped_unparseable += 1  # the mapper dead-letters and rejects it
+            return
+    if isinstance(parsed, StagedRecord):
+        if not key_matches_tenant(parsed.contract_key, parsed.tenant_id):
+            plan.dead_letters.append(
+                _cross_tenant(message, parsed.contract_key, parsed.tenant_id, parsed.client_id, parsed.id)
+            )
+            return
+    elif not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
+        plan.ignored += 1  # select/refresh commands belong to the poller and the mapper
+        return
+    elif isinstance(parsed, ContractRecordRetired) and not key_matches_tenant(
+        parsed.data.contract_key, parsed.data.tenant_id
+    ):
+        data = parsed.data
+        plan.dead_letters.append(
+            _cross_tenant(message, data.contract_key, data.tenant_id, data.client_id, parsed.id)
+        )
+        return
+    if parsed.id in seen:
+        plan.ignored += 1
+        return
+    seen.add(parsed.id)
+    plan.events.append(Applicable(parsed, message))
 
 
 def _key_mismatch(message: Incoming, subject_key: bytes, parsed: CloudEvent | StagedRecord) -> DeadLetter:
     tenant_id, client_id = subject_key.decode().split(":", 1)
-    routed = (message.key or b"")[:200]
+    routed = "no Kafka key" if message.key is None else f"Kafka key {message.key[:200]!r}"
     return DeadLetter(
         message,
         "key_mismatch",
-        f"Kafka key {routed!r} does not match the subject {subject_key.decode()!r}",
+        f"{routed} does not match the subject {subject_key.decode()!r}",
         (tenant_id, client_id),
         str(parsed.id),
     )
@@ -442,6 +475,26 @@ def sync_failed_for(letter: DeadLetter) -> SyncFailed:
     )
 
 
+def database_failed_event(tenant_id: str, client_id: str, error: str) -> SyncFailed:
+    """The retryable `sync.failed` a client gets when PostgreSQL fails its records for reasons that
+    are not their data (`error` names the SQLSTATE, never row data)."""
+    return SyncFailed.build(
+        SyncFailedData(
+            tenant_id=tenant_id,
+            client_id=client_id,
+            stage=STAGE,
+            error_code="database_unavailable",
+            message=f"PostgreSQL does not apply this client's records now; retrying: {error}"[:2000],
+            retryable=True,
+            operator_action=(
+                "check the writer's database (connection, the writer role's grants, read-only mode, disk); "
+                "the records apply once it takes them again"
+            ),
+        ),
+        source=SOURCE,
+    )
+
+
 def dead_letters_of(plan: BatchPlan, result: BatchResult) -> list[DeadLetter]:
     """The plan's dead letters plus the events the database refused or an edit named an
     unknown or foreign contract for (those are also answered with `sync.edit.rejected`)."""
@@ -496,6 +549,7 @@ def outbox_messages(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+            error_class=letter.error_class,
         )
         out.append(OutboxMessage(uuid4(), topics.deadletter, message.key, message.value, tuple(headers)))
     for event in events:

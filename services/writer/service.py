@@ -10,7 +10,7 @@ import signal
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
-from services.common.health import HealthServer
+from services.common.health import Check, HealthServer
 from services.common.kafka import new_consumer, new_producer
 from services.common.logging import configure_logging
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
@@ -53,19 +53,20 @@ def bootstrap(
     return Writer(settings, consumer, producer, store, tenants=tenants)
 
 
-async def run_writer(writer: Writer, observability: ObservabilitySettings | None = None) -> None:
-    """Start the clients, consume until `writer.stop()` (or SIGTERM/SIGINT), then close everything."""
-    obs = observability or ObservabilitySettings()
+def readiness_checks(writer: Writer) -> dict[str, Check]:
+    """`/readyz` of a writer: the database answers, and batches apply (false while a batch is
+    retried because the database fails or refuses it, and while the writer is paused)."""
 
     async def database_ready() -> bool:
         return await writer.store.ping()
 
-    health = HealthServer(
-        "writer",
-        obs.health_host,
-        obs.health_port,
-        {"database": database_ready},
-    )
+    return {"database": database_ready, "applying": writer.is_applying}
+
+
+async def run_writer(writer: Writer, observability: ObservabilitySettings | None = None) -> None:
+    """Start the clients, consume until `writer.stop()` (or SIGTERM/SIGINT), then close everything."""
+    obs = observability or ObservabilitySettings()
+    health = HealthServer("writer", obs.health_host, obs.health_port, readiness_checks(writer))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

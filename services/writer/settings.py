@@ -43,6 +43,14 @@ class WriterSettings(BaseSettings):
             "the objects of two batches in flight, so a batch's objects are freed before a collection scans them"
         ),
     )
+    rejections_before_pause: int = Field(
+        default=20,
+        ge=1,
+        description=(
+            "After this many events in a row refused by PostgreSQL as bad data (nothing applied in between),"
+            " the writer pauses and retries instead of dead-lettering more (the fault is likely not the data)"
+        ),
+    )
     pool_size: int = Field(default=2, ge=1, le=50)
     tenants_file: Path | None = Field(
         default=None,

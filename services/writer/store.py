@@ -24,9 +24,18 @@ tests) applies one batch in ONE transaction:
 7. (with an `OutboxTopics`) the batch's dead letters and sync events into `writer_outbox` (COPY):
    they commit with the batch, so a crash before Kafka acknowledged them loses nothing.
 
-Failure behaviour: a lost or refused connection raises `StoreUnavailable` (retry the same batch
-later; nothing was committed). Any other database error raises `StoreRejected` (the batch's data
-was refused; the caller isolates the offending event). Either way the transaction rolled back.
+Failure behaviour (the transaction rolled back in every case):
+- a data error - SQLSTATE class 22 (data exception) or 23 (integrity constraint violation), the
+  ownership guard's CS403, or a value the driver cannot send (a NUL byte in text) - raises
+  `StoreRejected`: the batch's data was refused, the caller isolates the offending event;
+- a client-side driver error that is not about a value or the connection is raised as it is (a
+  bug: the writer isolates the event that causes it, `services.common.poison`);
+- a lost or refused connection raises `StoreUnavailable`, and every other database error (a
+  revoked grant 42501, a read-only server 25006, internal errors XX000, resources 53xxx, operator
+  intervention 57xxx, ...) raises `StoreRefused` (a `StoreUnavailable`): the database, not the
+  data, is at fault, and the same batch is retried later.
+Error texts name the SQLSTATE, the constraint, table and column, never the server's message or
+detail: those can carry row data ("Failing row contains ...", "invalid input syntax ...: <value>").
 """
 
 from __future__ import annotations
@@ -107,21 +116,74 @@ log = logging.getLogger(__name__)
 
 
 class WriterError(Exception):
-    """Base of the writer's errors.
+    """Base of the writer's errors; `error_class` names the driver error behind it, if any.
 
     WriterError
     ├── StoreUnavailable   the database could not be reached or dropped the connection (retry)
+    │   ├── StoreRefused     it refused the batch, not for its data (privileges, read-only, ...) (retry)
     │   └── ConcurrentApply  another instance applied some of the batch's events meanwhile (retry)
     └── StoreRejected      the database refused the batch's data (isolate the bad event)
     """
+
+    def __init__(self, message: str, error_class: str | None = None) -> None:
+        super().__init__(message)
+        self.error_class = error_class
 
 
 class StoreUnavailable(WriterError):
     pass
 
 
+class StoreRefused(StoreUnavailable):
+    """The database refused the batch for a reason that is not its data (privileges, read-only,
+    internal or resource errors, shutdown): retried like an unavailable database."""
+
+
 class StoreRejected(WriterError):
     pass
+
+
+DATA_ERROR_CLASSES: frozenset[str] = frozenset({"22", "23"})
+"""SQLSTATE classes that blame the data: data exception, integrity constraint violation."""
+OWNERSHIP_GUARD_SQLSTATE = "CS403"
+"""Raised by the `contracts_psa_owned_guard` trigger (a write the ownership rules forbid)."""
+
+
+def is_data_error(sqlstate: str | None) -> bool:
+    """True when a database error with this SQLSTATE blames the statement's data (pure)."""
+    return sqlstate is not None and (
+        sqlstate[:2] in DATA_ERROR_CLASSES or sqlstate == OWNERSHIP_GUARD_SQLSTATE
+    )
+
+
+def describe_db_error(error: psycopg.Error) -> str:
+    """The error's class, SQLSTATE and the schema objects it names - no row data (pure).
+
+    e.g. `CheckViolation (SQLSTATE 23514, constraint contracts_status_check, table contracts)`.
+    Errors without a SQLSTATE (the connection failed) keep their text: it names the server, not data.
+    """
+    if error.sqlstate is None:
+        return f"{type(error).__name__}: {error}"[:500]
+    diag = error.diag
+    parts = [f"SQLSTATE {error.sqlstate}"]
+    for label, value in (
+        ("constraint", diag.constraint_name),
+        ("table", diag.table_name),
+        ("column", diag.column_name),
+    ):
+        if value:
+            parts.append(f"{label} {value}")
+    return f"{type(error).__name__} ({', '.join(parts)})"
+
+
+def store_error(error: psycopg.Error) -> WriterError:
+    """The store error a driver error becomes (see the module docstring)."""
+    text, name = describe_db_error(error), type(error).__name__
+    if is_data_error(error.sqlstate) or (error.sqlstate is None and isinstance(error, psycopg.DataError)):
+        return StoreRejected(text, name)  # the server's data errors, or a value the driver cannot send
+    if isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        return StoreUnavailable(text, name)
+    return StoreRefused(text, name)
 
 
 class ConcurrentApply(StoreUnavailable):
@@ -390,9 +452,11 @@ VALUES (%(tenant)s, %(client)s, %(enabled)s, %(at)s, %(by)s)
 ON CONFLICT (tenant_id, client_id) DO UPDATE SET
     auto_sync = EXCLUDED.auto_sync, auto_sync_changed_at = EXCLUDED.auto_sync_changed_at,
     auto_sync_requested_by = EXCLUDED.auto_sync_requested_by, updated_at = now()
-WHERE s.auto_sync_changed_at IS NULL OR s.auto_sync_changed_at <= EXCLUDED.auto_sync_changed_at
 RETURNING auto_sync
 """
+"""The flag of one client, in per-client offset order (as the mapper and poller apply it): the
+last command applied wins, whatever its sender's `time` says; `auto_sync_changed_at` is the
+applying transaction's time."""
 
 _CATALOG_COUNTS = """
 SELECT x.t, x.c, s.catalog_counts,
@@ -513,7 +577,7 @@ class PostgresStore:
                     )
                     return cur.rowcount
         except sa_exc.SQLAlchemyError as error:
-            raise StoreUnavailable(str(error)) from error
+            raise StoreUnavailable(f"{type(error).__name__}") from error
 
     # -- the batch ------------------------------------------------------------------------
     def apply(self, plan: BatchPlan, outbox: OutboxTopics | None = None) -> BatchResult:
@@ -589,10 +653,12 @@ async def _apply_on(
                 if result.outbox:
                     await _write_outbox(cur, result.outbox)
             return result
-    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-        raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
     except psycopg.Error as error:
-        raise StoreRejected(f"{type(error).__name__}: {error}") from error
+        if error.sqlstate is None and not isinstance(
+            error, psycopg.OperationalError | psycopg.InterfaceError | psycopg.DataError
+        ):
+            raise  # the driver refused to send something (a bug): the caller's poison guard isolates it
+        raise store_error(error) from error
 
 
 async def _apply_once(
@@ -601,12 +667,12 @@ async def _apply_once(
     try:
         conn = await psycopg.AsyncConnection.connect(conninfo, **_connect_kwargs(options))
     except psycopg.Error as error:
-        raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+        raise StoreUnavailable(describe_db_error(error)) from error
     try:
         try:
             await _prepare_session(conn)
         except psycopg.Error as error:
-            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+            raise StoreUnavailable(describe_db_error(error)) from error
         return await _apply_on(conn, plan, outbox)
     finally:
         await conn.close()
@@ -637,7 +703,7 @@ class AsyncPostgresStore:
                     raise
                 self._conn = conn
             except psycopg.Error as error:
-                raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+                raise StoreUnavailable(describe_db_error(error)) from error
         return self._conn
 
     async def apply(self, plan: BatchPlan, outbox: OutboxTopics | None = None) -> BatchResult:
@@ -658,7 +724,7 @@ class AsyncPostgresStore:
             return [_outbox_row(row) for row in await cur.fetchall()]
         except psycopg.Error as error:
             await self._drop()
-            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+            raise StoreUnavailable(describe_db_error(error)) from error
 
     async def delete_outbox(self, ids: Sequence[UUID]) -> int:
         """Forget published outbox messages; returns rows deleted (idempotent)."""
@@ -668,7 +734,7 @@ class AsyncPostgresStore:
             return cur.rowcount
         except psycopg.Error as error:
             await self._drop()
-            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+            raise StoreUnavailable(describe_db_error(error)) from error
 
     async def ping(self) -> bool:
         """True when the database answers (readiness); uses its own short connection."""
@@ -692,7 +758,7 @@ class AsyncPostgresStore:
             return cur.rowcount
         except psycopg.Error as error:
             await self._drop()
-            raise StoreUnavailable(f"{type(error).__name__}: {error}") from error
+            raise StoreUnavailable(describe_db_error(error)) from error
 
     async def _drop(self) -> None:
         if self._conn is not None:
@@ -772,7 +838,7 @@ class _BatchApplier:
                         "tenant": data.tenant_id,
                         "client": data.client_id,
                         "enabled": data.enabled,
-                        "at": event.time,
+                        "at": now,
                         "by": data.requested_by,
                     },
                 )

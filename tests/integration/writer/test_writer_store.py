@@ -242,7 +242,11 @@ class TestCatalogAndSettings:
     def test_auto_sync_flag_and_last_synced_are_kept_per_client(self, store: PostgresStore) -> None:
         tenant = unique_tenant()
         apply(store, make_set_auto_sync(tenant, "100", True, time=at(1)))
-        apply(store, make_set_auto_sync(tenant, "100", False, time=at(0)))  # older command: ignored
+        # applied later (offset order), though its sender's clock says earlier: it wins, as in the
+        # mapper and the poller (one ordering rule everywhere)
+        apply(store, make_set_auto_sync(tenant, "100", False, time=at(0)))
+        assert sync_settings(store.engine, tenant, "100")["auto_sync"] is False  # type: ignore[index]
+        apply(store, make_set_auto_sync(tenant, "100", True, time=at(-60)))
         assert sync_settings(store.engine, tenant, "100")["auto_sync"] is True  # type: ignore[index]
         result = apply(store, make_record(tenant))
         settings = sync_settings(store.engine, tenant, "100")
@@ -284,3 +288,32 @@ def test_pruning_forgets_only_event_ids_older_than_the_retention(store: Postgres
     replay = apply(store, old, recent)
     assert (replay.fresh, replay.duplicates) == (1, 1)  # the pruned id is applied again (as unchanged)
     assert replay.applied[(tenant, "100", None)].unchanged == 1
+
+
+def test_a_refused_row_is_described_by_sqlstate_and_constraint_never_by_its_data(
+    store: PostgresStore,
+) -> None:
+    """PostgreSQL's detail ("Failing row contains (...)") would carry the row into logs, the
+    `cs-dlq-error` header and `sync.failed`: the store names the SQLSTATE and constraint instead."""
+    import psycopg
+
+    from services.writer.store import StoreRejected
+
+    tenant = unique_tenant()
+    constraint = f"ck_test_{tenant}"
+    dsn = store.conninfo
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER TABLE contracts ADD CONSTRAINT {constraint} "  # test-only, dropped below
+            f"CHECK (tenant_id <> '{tenant}' OR name <> 'secret-customer-name') NOT VALID"
+        )
+    try:
+        with pytest.raises(StoreRejected) as refused:
+            apply(store, make_record(tenant, name="secret-customer-name"))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE contracts DROP CONSTRAINT {constraint}")
+    text = str(refused.value)
+    assert "SQLSTATE 23514" in text and constraint in text and "table contracts" in text
+    assert "secret-customer-name" not in text and "Failing row" not in text
+    assert refused.value.error_class == "CheckViolation"

@@ -11,6 +11,7 @@ from pathlib import Path
 from schemas.asyncapi import DOCUMENT
 from schemas.topics import DLQ_REASONS
 from services.common.kafka import classify_parse_error
+from services.common.poison import REASONS as FAILURE_REASONS
 
 ROOT = Path(__file__).resolve().parents[3]
 DEAD_LETTER_CALLS = {"DeadLetter", "_malformed", "deadletter_headers", "dead_letter"}
@@ -61,7 +62,7 @@ def reasons_the_services_use() -> set[str]:
         if "gateway" in path.parts:  # HTTP problem reasons, not dead letters
             continue
         found |= reasons_in_source(ast.parse(path.read_text(), str(path)))
-    return found
+    return found | set(FAILURE_REASONS)  # any exception of one message (services/common/poison.py)
 
 
 def readme_reasons() -> set[str]:
