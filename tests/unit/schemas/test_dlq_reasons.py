@@ -14,7 +14,7 @@ from services.common.kafka import classify_parse_error
 from services.common.poison import REASONS as FAILURE_REASONS
 
 ROOT = Path(__file__).resolve().parents[3]
-DEAD_LETTER_CALLS = {"DeadLetter", "_malformed", "deadletter_headers", "dead_letter"}
+DEAD_LETTER_CALLS = {"DeadLetter", "_malformed", "_isolate", "deadletter_headers", "dead_letter"}
 """Calls that dead-letter: their `reason=` keyword, or second positional argument, is a reason."""
 
 
@@ -35,7 +35,7 @@ def reasons_in_source(tree: ast.AST) -> set[str]:
             keyword = next((k.value for k in node.keywords if k.arg == "reason"), None)
             positional = (
                 node.args[1]
-                if _name(node.func) in {"DeadLetter", "_malformed"} and len(node.args) > 1
+                if _name(node.func) in {"DeadLetter", "_malformed", "_isolate"} and len(node.args) > 1
                 else None
             )
             found |= {t for t in (_text(keyword), _text(positional)) if t is not None}
