@@ -1,11 +1,11 @@
 """Environmental database failures are not bad data (docs/writer.md "Failures"): on the real stack,
-the writer's role loses UPDATE on `contracts` mid-stream; nothing is dead-lettered, readiness goes
+the role the writer's batches write as (contract_sync_sync_path, not a superuser) loses UPDATE on
+`contracts` mid-stream (REVOKE as the superuser); nothing is dead-lettered, readiness goes
 false, each affected client gets a retryable `sync.failed`, and once the grant returns every record
 is applied exactly once."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +15,7 @@ from writer_factories import at, make_record, unique_tenant
 from writer_helpers import eventually, produce, read_all, running_writer, writer_settings
 
 from schemas.topics import SYNC_EVENTS, parse
+from services.common.db.roles import SYNC_PATH, WRITER, role_url
 from services.common.health import run_checks
 from services.writer.service import readiness_checks
 from services.writer.store import psycopg_conninfo
@@ -22,25 +23,13 @@ from services.writer.store import psycopg_conninfo
 
 @pytest.fixture
 def writer_role(migrated_url: str) -> Iterator[tuple[str, str]]:
-    """A non-superuser login role with what the writer needs; yields (its URL, its name)."""
-    admin = psycopg_conninfo(migrated_url)
-    role = f"writer_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        database = conn.info.dbname
-        conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"GRANT CONNECT, TEMPORARY ON DATABASE {database} TO {role}")
-        conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
-        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    url = migrated_url.replace("://postgres@", f"://{role}@", 1)
-    assert url != migrated_url
+    """The writer's login URL and the non-superuser role its batches write as (`SET LOCAL ROLE`
+    contract_sync_sync_path, services/common/db/roles.py); its UPDATE on `contracts` is given
+    back afterwards whatever happened."""
     try:
-        yield url, role
+        yield role_url(migrated_url, WRITER), SYNC_PATH
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
-            conn.execute(f"DROP OWNED BY {role}")
-            conn.execute(f"DROP ROLE {role}")
+        superuser(migrated_url, f"GRANT UPDATE ON contracts TO {SYNC_PATH}")
 
 
 def superuser(migrated_url: str, sql: str) -> None:

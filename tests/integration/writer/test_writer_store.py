@@ -291,17 +291,17 @@ def test_pruning_forgets_only_event_ids_older_than_the_retention(store: Postgres
 
 
 def test_a_refused_row_is_described_by_sqlstate_and_constraint_never_by_its_data(
-    store: PostgresStore,
+    store: PostgresStore, migrated_url: str
 ) -> None:
     """PostgreSQL's detail ("Failing row contains (...)") would carry the row into logs, the
     `cs-dlq-error` header and `sync.failed`: the store names the SQLSTATE and constraint instead."""
     import psycopg
 
-    from services.writer.store import StoreRejected
+    from services.writer.store import StoreRejected, psycopg_conninfo
 
     tenant = unique_tenant()
     constraint = f"ck_test_{tenant}"
-    dsn = store.conninfo
+    dsn = psycopg_conninfo(migrated_url)  # the owner alters the table; the writer's role cannot
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             f"ALTER TABLE contracts ADD CONSTRAINT {constraint} "  # test-only, dropped below
