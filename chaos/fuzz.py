@@ -426,6 +426,7 @@ def generate(target: Target, count: int, huge: int = 10) -> list[FuzzCase]:
     cases = cases[:count]
     big = strategy_huge(target)
     cases.extend(big[:huge])
+    cases.extend(poison_cases(target))
     for index, case in enumerate(cases):
         case.marker = f"fz{run_id}n{index:06d}z"
         case.value = case.value.replace(MARK.encode(), case.marker.encode())
@@ -449,6 +450,55 @@ def strategy_huge(target: Target) -> list[FuzzCase]:
                 document["subject"].encode(),
                 document["id"],
                 expect_rejection=True,
+            )
+        )
+    return out
+
+
+def poison_cases(target: Target) -> list[FuzzCase]:
+    """One input per class of poison message, sent to every input topic: JSON nested 4,000 and
+    100,000 deep, values near the broker's 1 MB message limit, invalid UTF-8, `1e999999`, duplicate
+    keys (the last wins in every parser: here it names another tenant), null Kafka keys. Each must
+    be dead-lettered (and answered when its producer can be identified) while every service lives."""
+    tenant, client = target.tenant, target.clients[0]
+    key = f"{tenant}:{client}".encode()
+    out: list[FuzzCase] = []
+    for topic in (SYNC_COMMANDS, PSA_AGREEMENTS, CONTRACT_RECORDS):
+        for depth in (4_000, 100_000):
+            value = b'{"marker":"' + MARK.encode() + b'","data":' + b"[" * depth + b"]" * depth + b"}"
+            out.append(FuzzCase(f"nested_{depth}", topic, value, key))
+        document = _envelope(
+            tenant, client, "sync.command.select", {"agreement_ids": [1], "requested_by": MARK}
+        )
+        document["data"]["filler"] = "x" * 990_000
+        out.append(FuzzCase("max_size", topic, json.dumps(document).encode(), key))
+    select = _valid_command(tenant, client, 0, "")
+    raw = json.dumps(select).encode()
+    out.append(
+        FuzzCase(
+            "invalid_utf8",
+            SYNC_COMMANDS,
+            raw.replace(b'"requested_by": "', b'"requested_by": "\xff', 1),
+            key,
+        )
+    )
+    huge_number = json.dumps(select).replace('"agreement_ids": [1]', '"agreement_ids": [1e999999]')
+    out.append(FuzzCase("huge_number", SYNC_COMMANDS, huge_number.encode(), key, select["id"]))
+    duplicate = _valid_command(tenant, client, 0, "")
+    text = json.dumps(duplicate).replace(
+        f'"tenantid": "{tenant}"', f'"tenantid": "{tenant}", "tenantid": "ghost-dup"', 1
+    )
+    out.append(FuzzCase("duplicate_keys", SYNC_COMMANDS, text.encode(), key))
+    for kind, routed in (("null_key", None), ("mismatched_key", b"ghost:1")):
+        command = _valid_command(tenant, client, 0, "")
+        out.append(
+            FuzzCase(
+                kind,
+                SYNC_COMMANDS,
+                json.dumps(command).encode(),
+                routed,
+                command["id"],
+                expect_rejection=False,
             )
         )
     return out
