@@ -31,7 +31,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,16 @@ from services.common.poison import failure_of, is_environmental
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
 from services.mapper.settings import MapperSettings
-from services.mapper.state import DeadLetter, Decision, Emit, Incoming, Output, decide
+from services.mapper.state import (
+    ClientIndex,
+    DeadLetter,
+    Decision,
+    Emit,
+    Incoming,
+    IndexedStore,
+    Output,
+    decide,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,8 @@ STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
 POSITION_CHECK_S = 2.0
 """How often the input positions are compared with what the consumer group acknowledged."""
+YIELD_EVERY_S = 0.005
+"""A batch gives the event loop a turn whenever it has held it this long (checked between messages)."""
 PRODUCE_RETRY_INITIAL_S = 0.5
 PRODUCE_RETRY_MAX_S = 30.0
 """Back-off between attempts to produce a batch's outputs or state (retried until they land)."""
@@ -100,18 +111,21 @@ class OutMessage:
     """None: Kafka's default partitioner over the key (every wire topic); set for changelog records."""
 
 
-class StateStore(MutableMapping[str, bytes]):
-    """The state table as `decide` sees it.
+class StateStore(IndexedStore):
+    """The state table as `decide` sees it, with its per-client index (`state.ClientIndex`).
 
     Reads and writes go to the table's local store (what faust recovers from the changelog);
     every write also queues its changelog record - the key serialised as faust does, to the
     partition of the message being handled - which is produced together with the batch's
     outputs and awaited before the batch is acknowledged. So state changes are durable before
     their source offsets can commit, and they skip faust's one-message-at-a-time table buffer.
+    The index follows every write and undo here, and is rebuilt (one pass over the table) each
+    time faust completes a recovery, which fills the table without going through this class.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self.index = ClientIndex()
         self.changelog = table.changelog_topic
         self.changelog_name: str = table.changelog_topic.get_topic_name()
         self.partition = 0
@@ -126,12 +140,17 @@ class StateStore(MutableMapping[str, bytes]):
     def __setitem__(self, key: str, value: bytes) -> None:
         self._remember(key)
         self.table.data[key] = value
+        self.index.on_write(key, value)
         self._log(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._remember(key)
         del self.table.data[key]
+        self.index.on_write(key, None)
         self._log(key, None)
+
+    def rebuild_index(self) -> None:
+        self.index.rebuild(self.table.data)
 
     def _remember(self, key: str) -> None:
         if key not in self._undo:
@@ -176,6 +195,7 @@ class StateStore(MutableMapping[str, bytes]):
                 data.pop(key, None)
             else:
                 data[key] = before
+            self.index.on_write(key, before)
         self._undo.clear()
         self.pending = []
 
@@ -395,6 +415,7 @@ class MapperApp:
             help="Per-client mapper state: snapshots, linked items, auto-sync flag",
         )
         self.store = StateStore(self.table)
+        self.table.on_recover(self._on_recovered)
         self._input_topics = {settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS)}
         self.inputs = self.app.topic(*sorted(self._input_topics), **_RAW)
         self.app.agent(self.inputs, name="mapper")(self._agent)
@@ -444,6 +465,15 @@ class MapperApp:
         async with self._lock:
             await self._handle_messages(self._with_held([_Raw.of(event.message) for event in events]))
 
+    async def _on_recovered(self) -> None:
+        """faust filled the table from the changelog: index it again (one pass, once per recovery)."""
+        started = time.perf_counter()
+        self.store.rebuild_index()
+        log.info(
+            "state index rebuilt",
+            extra={"keys": len(self.store), "ms": round((time.perf_counter() - started) * 1000)},
+        )
+
     def _with_held(self, messages: list[_Raw]) -> list[_Raw]:
         """`messages` plus the held ones of partitions still assigned, each partition in offset
         order, each offset once; empties the hold."""
@@ -481,7 +511,11 @@ class MapperApp:
         store = self.store
         advanced: dict[tuple[str, int], int] = {}
         blocked: set[tuple[str, int]] = set()
+        yielded = time.perf_counter()
         for message in messages:
+            if time.perf_counter() - yielded > YIELD_EVERY_S:  # let health probes and heartbeats in
+                await asyncio.sleep(0)
+                yielded = time.perf_counter()
             where = (message.topic, message.partition)
             if where in blocked:
                 continue

@@ -43,7 +43,7 @@ the writer de-duplicates on content and `psa_last_updated`, so at-least-once is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -228,10 +228,147 @@ class ItemState:
         return agreement, additions
 
 
+ITEM_MARK: Final = "|i|"
+
+
+def _item_key(key: str) -> tuple[str, int] | None:
+    """(client, agreement id) of an item key `{client}|i|{agreement}`, else None (pure)."""
+    client, mark, agreement = key.rpartition(ITEM_MARK)
+    if not mark or not agreement.isdigit():
+        return None
+    return client, int(agreement)
+
+
+def _additions_of(raw: bytes) -> tuple[int, ...]:
+    """The addition ids an encoded ItemState lists (its first line only: no snapshot parse)."""
+    meta = raw.partition(b"\n")[0]
+    try:
+        additions = orjson.loads(meta)["add"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return ()
+    return tuple(a for a in additions if isinstance(a, int))
+
+
+@dataclass
+class _ClientEntry:
+    agreements: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    """Each agreement of the client -> the addition ids its stored snapshot lists."""
+    owners: dict[int, set[int]] = field(default_factory=dict)
+    """Addition id -> the agreements whose stored snapshots list it (normally exactly one)."""
+
+
+class ClientIndex:
+    """Per client: its agreements and which agreement lists each addition.
+
+    Derived from the item keys of a store, never stored itself: `IndexedStore` keeps it in step
+    with every write, and `rebuild` recomputes it after the store was filled behind its back
+    (faust's changelog recovery). A lookup costs O(1), listing a client's agreements O(that
+    client), whatever the size of the store.
+    """
+
+    def __init__(self) -> None:
+        self._clients: dict[str, _ClientEntry] = {}
+
+    def put(self, client: str, agreement_id: int, additions: tuple[int, ...]) -> None:
+        entry = self._clients.get(client)
+        if entry is None:
+            entry = self._clients[client] = _ClientEntry()
+        before = entry.agreements.get(agreement_id)
+        if before == additions:
+            return
+        self._unlist(entry, agreement_id, before or ())
+        for addition_id in additions:
+            entry.owners.setdefault(addition_id, set()).add(agreement_id)
+        entry.agreements[agreement_id] = additions
+
+    @staticmethod
+    def _unlist(entry: _ClientEntry, agreement_id: int, additions: tuple[int, ...]) -> None:
+        owners = entry.owners
+        for addition_id in additions:
+            listed = owners.get(addition_id)
+            if listed is not None:
+                listed.discard(agreement_id)
+                if not listed:
+                    del owners[addition_id]
+
+    def drop(self, client: str, agreement_id: int) -> None:
+        entry = self._clients.get(client)
+        if entry is None:
+            return
+        self._unlist(entry, agreement_id, entry.agreements.pop(agreement_id, ()))
+        if not entry.agreements:
+            del self._clients[client]
+
+    def on_write(self, key: str, value: bytes | None) -> None:
+        """Follow one write (`value` None: a delete) of any key; only item keys matter."""
+        item = _item_key(key)
+        if item is None:
+            return
+        if value is None:
+            self.drop(*item)
+        else:
+            self.put(*item, _additions_of(value))
+
+    def rebuild(self, data: Mapping[str, bytes]) -> None:
+        """Recompute the whole index from `data` (one pass over the store)."""
+        self._clients = {}
+        for key in list(data.keys()):
+            if ITEM_MARK in key:
+                raw = data.get(key)
+                if raw is not None:
+                    self.on_write(key, raw)
+
+    def agreements(self, client: str) -> list[int]:
+        entry = self._clients.get(client)
+        return sorted(entry.agreements) if entry is not None else []
+
+    def owner(self, client: str, addition_id: int) -> int | None:
+        """The agreement listing `addition_id` (the lowest id if ConnectWise ever lists it twice)."""
+        entry = self._clients.get(client)
+        listed = entry.owners.get(addition_id) if entry is not None else None
+        return min(listed) if listed else None
+
+
+class IndexedStore(MutableMapping[str, bytes]):
+    """A key-value store (`data`: a dict, a faust table's data) with its `ClientIndex`.
+
+    Every write through it updates the index; `rebuild_index` after `data` changed behind its
+    back. Plain mappings handed to `decide` are wrapped (and indexed in one pass) per call."""
+
+    def __init__(self, data: MutableMapping[str, bytes] | None = None) -> None:
+        self.data: MutableMapping[str, bytes] = {} if data is None else data
+        self.index = ClientIndex()
+        self.index.rebuild(self.data)
+
+    def rebuild_index(self) -> None:
+        self.index.rebuild(self.data)
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.data[key]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+        self.index.on_write(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.data[key]
+        self.index.on_write(key, None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.data.keys()))
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def indexed(store: Store) -> IndexedStore:
+    return store if isinstance(store, IndexedStore) else IndexedStore(store)
+
+
 class ClientView:
     """Typed access to one client's keys in the store."""
 
-    def __init__(self, store: Store, client: str) -> None:
+    def __init__(self, store: IndexedStore, client: str) -> None:
         self.store = store
         self.client = client
 
@@ -245,21 +382,12 @@ class ClientView:
         self.store[self._k("auto")] = b"1" if enabled else b"0"
 
     def agreement_ids(self) -> list[int]:
-        """Every agreement of the client ever observed: a scan of the store's keys.
-
-        Used only by user commands (select by addition id, auto-sync on), never per PSA event,
-        so the hot path writes one key per observed agreement and no per-client index.
-        """
-        prefix = self._k("i", "")
-        return sorted(int(key[len(prefix) :]) for key in list(self.store.keys()) if key.startswith(prefix))
+        """Every agreement of the client ever observed (from the index: O(this client))."""
+        return self.store.index.agreements(self.client)
 
     def owner_of(self, addition_id: int) -> int | None:
-        """The agreement whose newest snapshot lists `addition_id` (scan, as above)."""
-        for agreement_id in self.agreement_ids():
-            item = self.item(agreement_id)
-            if item is not None and addition_id in item.additions:
-                return agreement_id
-        return None
+        """The agreement whose newest snapshot lists `addition_id` (from the index: O(1))."""
+        return self.store.index.owner(self.client, addition_id)
 
     def item(self, agreement_id: int) -> ItemState | None:
         raw = self.store.get(self._k("i", agreement_id))
@@ -309,7 +437,7 @@ def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = Non
             "unknown_tenant",
             _malformed(message, "unknown_tenant", error_text, event=event, stage=STAGE_TENANT),
         )
-    view = ClientView(store, event.subject)
+    view = ClientView(indexed(store), event.subject)
     outputs: list[Output] = []
     if isinstance(event, AgreementObserved):
         outputs = _observed(view, event, message)
@@ -650,13 +778,6 @@ class _Wanted:
 _REFRESH_HINT: Final = "refresh the client (sync.command.refresh) and select again from the updated list"
 
 
-def _owner(view: ClientView, addition_id: int, loaded: dict[int, ItemState | None]) -> int | None:
-    for agreement_id, item in loaded.items():  # the agreements this command named come first
-        if item is not None and addition_id in item.additions:
-            return agreement_id
-    return view.owner_of(addition_id)
-
-
 def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list[Output]:
     data = command.data
     if view.auto_sync():
@@ -681,20 +802,30 @@ def _select(view: ClientView, command: SelectCommand, message: Incoming) -> list
             items[agreement_id] = view.item(agreement_id)
         return items[agreement_id]
 
+    # an addition listed by an agreement this command names belongs to that one; any other is
+    # looked up in the client's index (O(1) each: a command costs O(its ids), never O(the store))
+    named_owner: dict[int, int] = {}
     for agreement_id in dict.fromkeys(data.agreement_ids):
         item = load(agreement_id)
         if item is None or item.removed:
             unknown_agreements.append(agreement_id)
             continue
         wanted.setdefault(agreement_id, _Wanted()).agreement = True
+        for addition_id in item.additions:
+            named_owner.setdefault(addition_id, agreement_id)
+    listed: dict[int, set[int]] = {}
     for addition_id in dict.fromkeys(data.addition_ids):
-        owner = _owner(view, addition_id, items)
+        owner = named_owner.get(addition_id)
+        if owner is None:
+            owner = view.owner_of(addition_id)
         item = load(owner) if owner is not None else None
+        if owner is not None and item is not None and owner not in listed:
+            listed[owner] = set(item.additions)
         if (
             owner is None
             or item is None
             or item.removed
-            or addition_id not in item.additions
+            or addition_id not in listed[owner]
             or addition_id in item.removed_additions
         ):
             unknown_additions.append(addition_id)
