@@ -122,6 +122,17 @@ class Answer:
     rows: int = 0
 
 
+_PROXY_404_PAGE = (
+    b"<html><head><title>404 Not Found</title></head><body><h1>404 Not Found</h1><hr>nginx</body></html>"
+)
+
+
+def _by_id(path: str) -> bool:
+    """Whether an API path names one record by its numeric id (`.../agreements/12`, `.../12/additions`)."""
+    marker = path.lower().find("/apis/3.0")
+    return marker >= 0 and any(seg.isdigit() for seg in path[marker + 9 :].split("/"))
+
+
 def _not_found_endpoint() -> Answer:
     return Answer(404, error_body("ConnectWiseApi", "The endpoint does not exist."))
 
@@ -224,6 +235,14 @@ class Simulator:
         if self.dice.roll(faults.error_rate):
             answer = Answer(faults.error_status, error_body("ConnectWiseApi", "An error has occurred."))
             route = "(fault)"
+        elif (
+            faults.proxy_404_rate
+            and scope["method"] == "GET"
+            and _by_id(path)
+            and self.dice.roll(faults.proxy_404_rate)
+        ):
+            answer = Answer(404, _PROXY_404_PAGE, [(b"content-type", b"text/html")])
+            route = "(proxy 404)"
         lower = path.lower()
         if answer is None:
             if lower.startswith("/login/companyinfo/"):
@@ -243,8 +262,9 @@ class Simulator:
                         answer = Answer(500, error_body("ConnectWiseApi", "An error has occurred."))
         self.stats.record(route, answer.status)
         self.stats.rows_served += answer.rows
+        own = {name for name, _ in answer.headers}
         out = [
-            *_BASE_HEADERS,
+            *(h for h in _BASE_HEADERS if h[0] not in own),
             (b"content-length", str(len(answer.body)).encode()),
             (b"x-cw-request-id", str(next(self._request_ids)).encode()),
             *answer.headers,
@@ -356,6 +376,8 @@ class Simulator:
             agreement_id = _int(s[2])
             if agreement_id is None:
                 return _not_found_endpoint()
+            if agreement_id in self.faults.missing_agreements:
+                return denied or Answer(404, error_body("NotFound", f"Agreement {agreement_id} not found"))
             if n == 3:
                 return (
                     denied

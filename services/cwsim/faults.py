@@ -28,13 +28,28 @@ class Faults:
     timeout_hang_s: float = 30.0
     unauthorized_until: float = 0.0  # monotonic deadline of a forced-401 period (inf = until cleared)
     forbidden_until: float = 0.0  # monotonic deadline of a forced-403 period
+    proxy_404_rate: float = 0.0  # probability that a GET of one record by id (a path with a numeric
+    # id) answers 404 with a proxy's HTML page instead of reaching ConnectWise (lists still work)
+    missing_agreements: list[int] = field(default_factory=list)  # these agreements answer ConnectWise's
+    # own NotFound to every request by id (the agreement, its additions) although they still exist and
+    # are listed, as when an API member's scope hides them; clearing the list brings them back unchanged
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply a partial update. `force_401_s` / `force_403_s` (seconds, 0 clears, -1 = until cleared)
         start or stop forced periods. Raises ValueError for unknown keys or bad values."""
-        known = {f.name for f in fields(self)} - {"unauthorized_until", "forbidden_until"}
+        known = {f.name for f in fields(self)} - {
+            "unauthorized_until",
+            "forbidden_until",
+            "missing_agreements",
+        }
         for key, value in changes.items():
-            if key in ("force_401_s", "force_403_s"):
+            if key == "missing_agreements":
+                if not isinstance(value, list) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+                ):
+                    raise ValueError("missing_agreements must be a list of agreement ids")
+                self.missing_agreements = list(value)
+            elif key in ("force_401_s", "force_403_s"):
                 seconds = float(value)
                 deadline = 0.0 if seconds == 0 else math.inf if seconds < 0 else time.monotonic() + seconds
                 if key == "force_401_s":

@@ -1,4 +1,5 @@
-"""The removal guard of the periodic reconcile (pure).
+"""The removal guards (pure): the listing check of a reconcile or refresh, and the removal budget
+every path that removes an agreement goes through.
 
 A reconcile lists every agreement id in scope (`fields=id`) and compares it with the agreements
 the poller has emitted. An id that disappeared is only a *candidate*: it is removed only if a
@@ -18,8 +19,10 @@ A refused reconcile removes nothing and raises `sync.failed`; the next one tries
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +64,39 @@ def plan_removals(known: Collection[int], listed: Collection[int], guard: Remova
             f"more than the {guard.max_ratio:.0%} guard",
         )
     return ReconcilePlan(candidates)
+
+
+class RemovalBudget:
+    """How many agreement removals the poller may emit: per run and per tenant over `window`.
+
+    Both limits are `max(floor, max_ratio * known)` (the `RemovalGuard` knobs; `known` = the
+    agreements the poller knows for the tenant). Every path that removes an agreement (incremental
+    read, sweep, refresh, reconcile, callback) asks `take` first; a refused removal is held (not
+    emitted, the agreement stays known, so a later run confirms it again) and the run raises
+    `sync.failed` (`removal_guard`). The tenant's window lives in memory (a restart starts it afresh).
+
+        known 1,000 -> 200 per run, 200 per window; known 12 -> 2 and 2
+    """
+
+    def __init__(self, guard: RemovalGuard, window: timedelta = timedelta(hours=1)) -> None:
+        self.guard = guard
+        self.window = window
+        self._taken: deque[datetime] = deque()
+
+    def allowance(self, known: int) -> int:
+        return max(self.guard.floor, int(self.guard.max_ratio * known))
+
+    def take(self, now: datetime, known: int, this_run: int) -> str | None:
+        """None when one more removal is allowed (and counted), else why it is held."""
+        while self._taken and now - self._taken[0] >= self.window:
+            self._taken.popleft()
+        limit = self.allowance(known)
+        if this_run >= limit:
+            return f"this run already removed {this_run} of {known} known agreements (budget {limit} per run)"
+        if len(self._taken) >= limit:
+            return (
+                f"{len(self._taken)} agreements of {known} were removed within {self.window} "
+                f"(budget {limit} per tenant and window)"
+            )
+        self._taken.append(now)
+        return None

@@ -10,7 +10,11 @@ Every run follows the same rules:
   A crash therefore re-emits at most the events whose digests were not yet recorded, and a failed
   or abandoned run (SIGTERM, cancellation, an error) leaves its watermark where it was.
 - Nothing is ever removed because of an error or an absence: a removal event needs a direct GET
-  that answered 404 (`_confirm_agreement_removed`, `_confirm_addition_removed`).
+  that answered ConnectWise's own JSON NotFound (`ConnectWiseNotFoundError.proves_absence`; any
+  other 404 is a `ConnectWiseForeignNotFoundError` and fails the run). Every path that removes an
+  agreement (incremental read, sweep, refresh, reconcile, callback) goes through one guard,
+  `_remove_agreement`: the proof, then the removal budget per run and per tenant
+  (`reconcile.RemovalBudget`); a removal over budget is held and the run raises `sync.failed`.
 - 401/403 pause the tenant with exponential backoff and raise `sync.failed` naming the fix; other
   failures raise `sync.failed` (retryable) and the next cycle tries again.
 
@@ -75,7 +79,7 @@ from services.poller.connectwise import (
 )
 from services.poller.connectwise import conditions as cond
 from services.poller.publisher import Publisher
-from services.poller.reconcile import RemovalGuard, plan_removals
+from services.poller.reconcile import RemovalBudget, RemovalGuard, plan_removals
 from services.poller.store import PollerStore
 from services.poller.sweep import due_for_sweep
 from services.poller.tenants import TenantConfig
@@ -179,6 +183,8 @@ class RunStats:
     retries: int = 0
     duration_ms: int = 0
     invalid_ids: list[int] = field(default_factory=list)
+    removals_held: dict[int, str] = field(default_factory=dict)
+    """Agreements proven gone whose removal the budget held back -> why."""
     client_before: StatsSnapshot | None = None
     clock_before: float = 0.0
 
@@ -245,6 +251,10 @@ class TenantPoller:
         self.heartbeat_interval = heartbeat_interval
         self.context = TenantContext(tenant.id, tenant.time_zone, tenant.default_currency)
         self.guard = RemovalGuard(tenant.removal_guard_ratio, tenant.removal_guard_floor)
+        self.removal_budget = RemovalBudget(self.guard, tenant.removal_budget_window)
+        self._known_total: int | None = None
+        """How many agreements the poller knows for the tenant (the budget's base), as of the last
+        run that loaded them all; None until one did."""
         self.auto_clients: set[str] = set()
         self.paused_until: datetime | None = None
         self.status: Literal["ok", "paused", "degraded"] = "ok"
@@ -329,6 +339,21 @@ class TenantPoller:
                     raise cause from error
                 raise
             self._measure(stats)
+            if stats.removals_held:
+                held = sorted(stats.removals_held)
+                await self._failed(
+                    f"poller.{kind}",
+                    "removal_guard",
+                    f"{len(held)} removal(s) held back although ConnectWise answered NotFound: "
+                    f"{next(iter(stats.removals_held.values()))}; held: {held[:50]}",
+                    retryable=True,
+                    operator_action=(
+                        "Check that the ConnectWise API member still sees every agreement (security role, "
+                        "Level/Location/Department limits). Held agreements stay known and are confirmed "
+                        "again later; raise removal_guard_ratio only if these deletions are real."
+                    ),
+                    correlationid=correlationid,
+                )
             if stats.invalid_ids:
                 ids = sorted(set(stats.invalid_ids))
                 await self._failed(
@@ -384,6 +409,7 @@ class TenantPoller:
         async def body(stats: RunStats, emitter: Emitter) -> None:
             since = cursors.window_start(watermark, self.tenant.overlap)
             known = await self.store.known_agreements(self.tenant.id)
+            self._known_total = len(known)
             read_now: set[int] = set()
             async with asyncio.TaskGroup() as tasks:
                 for condition in cursors.incremental_conditions(since, companies):
@@ -429,6 +455,7 @@ class TenantPoller:
 
         async def body(stats: RunStats, emitter: Emitter) -> None:
             known = await self.store.known_agreements(self.tenant.id)
+            self._known_total = len(known)
             mine = {k: v for k, v in known.items() if v.client_id == client_id}
             listed: set[int] = set()
             stats.clients.add(client_id)
@@ -466,11 +493,9 @@ class TenantPoller:
         and raises `sync.failed`; an error (401/403/5xx) propagates and removes nothing more."""
 
         async def body(stats: RunStats, emitter: Emitter) -> None:
-            known = {
-                k: v
-                for k, v in (await self.store.known_agreements(self.tenant.id)).items()
-                if self._in_scope(v.client_id)
-            }
+            everything = await self.store.known_agreements(self.tenant.id)
+            self._known_total = len(everything)
+            known = {k: v for k, v in everything.items() if self._in_scope(v.client_id)}
             listed: set[int] = set()
             for condition in cursors.company_filters(self.tenant.company_ids):
                 async for raw in self._agreement_rows(condition, fields=["id"]):
@@ -517,10 +542,10 @@ class TenantPoller:
             try:
                 async with self._semaphore:
                     agreement = (await self.client.get_agreement(agreement_id)).raw
-            except ConnectWiseNotFoundError:
+            except ConnectWiseNotFoundError as proof:
                 if known is not None and known.client_id is not None:
-                    await self._emit_agreement_removed(
-                        agreement_id, known.client_id, stats, emitter, None, deleted
+                    await self._remove_agreement(
+                        agreement_id, known.client_id, stats, emitter, None, proof, after_callback=deleted
                     )
                 return
             stats.seen = 1
@@ -597,9 +622,9 @@ class TenantPoller:
         try:
             async with self._semaphore:
                 agreement = (await self.client.get_agreement(agreement_id)).raw
-        except ConnectWiseNotFoundError:
+        except ConnectWiseNotFoundError as proof:
             if known.client_id is not None:
-                await self._emit_agreement_removed(agreement_id, known.client_id, stats, emitter, None, False)
+                await self._remove_agreement(agreement_id, known.client_id, stats, emitter, None, proof)
             return
         await self._observe(agreement, additions, known, stats, emitter)
 
@@ -665,26 +690,47 @@ class TenantPoller:
         emitter: Emitter,
         correlationid: str | None,
     ) -> bool:
-        """GET the agreement: only a 404 emits `psa.agreement.removed`. Other errors propagate."""
+        """GET the agreement: only ConnectWise's NotFound leads to `_remove_agreement`. Other
+        errors (a 404 without that body included) propagate: the run fails, nothing is removed."""
         if client_id is None:
             return False
         try:
             async with self._semaphore:
                 await self.client.get_agreement(agreement_id, fields=["id"])
-        except ConnectWiseNotFoundError:
-            await self._emit_agreement_removed(agreement_id, client_id, stats, emitter, correlationid, False)
-            return True
+        except ConnectWiseNotFoundError as proof:
+            return await self._remove_agreement(agreement_id, client_id, stats, emitter, correlationid, proof)
         return False
 
-    async def _emit_agreement_removed(
+    async def _known_count(self) -> int:
+        if self._known_total is None:
+            self._known_total = len(await self.store.known_agreements(self.tenant.id))
+        return self._known_total
+
+    async def _remove_agreement(
         self,
         agreement_id: int,
         client_id: str,
         stats: RunStats,
         emitter: Emitter,
         correlationid: str | None,
-        after_callback: bool,
-    ) -> None:
+        proof: ConnectWiseNotFoundError,
+        *,
+        after_callback: bool = False,
+    ) -> bool:
+        """The one removal guard every path goes through: emit `psa.agreement.removed` only with
+        ConnectWise's own NotFound as proof and within the removal budget (per run, per tenant).
+        A removal over budget is held: not emitted, the agreement stays known (`stats.removals_held`,
+        reported as `sync.failed` at the end of the run). True when the removal was emitted."""
+        if not proof.proves_absence:  # the client never raises NotFound without it: a second line
+            raise proof
+        held = self.removal_budget.take(self.now(), await self._known_count(), stats.agreements_removed)
+        if held is not None:
+            stats.removals_held[agreement_id] = held
+            log.warning(
+                "agreement removal held by the removal budget",
+                extra={"tenant_id": self.tenant.id, "agreement_id": agreement_id, "reason": held},
+            )
+            return False
         evidence = evidence_404(f"/finance/agreements/{agreement_id}", after_callback=after_callback)
         event = build_agreement_removed(
             self.context, client_id, agreement_id, self.now(), evidence, correlationid=correlationid
@@ -692,6 +738,7 @@ class TenantPoller:
         await emitter.removed(event, forget_agreement=agreement_id)
         stats.agreements_removed += 1
         stats.clients.add(client_id)
+        return True
 
     async def _confirm_addition_removed(
         self,

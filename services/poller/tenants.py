@@ -162,6 +162,10 @@ class TenantConfig(BaseModel):
     reconcile_interval: Duration = timedelta(hours=24)
     removal_guard_ratio: float = Field(default=0.2, gt=0, le=1)
     removal_guard_floor: int = Field(default=2, ge=0)
+    removal_budget_window: Duration = Field(
+        default=timedelta(hours=1),
+        description="Window of the per-tenant removal budget (max(floor, ratio x known) removals per window)",
+    )
     callback_key_hosts: list[str] = Field(
         default_factory=list, description="Hosts a callback's key_url may name, besides the site's host"
     )

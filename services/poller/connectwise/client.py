@@ -39,9 +39,11 @@ from services.common.metrics import CW_REQUESTS, CW_RETRIES, CW_THROTTLED
 from services.poller.connectwise import conditions as cond
 from services.poller.connectwise.config import ConnectWiseConnection
 from services.poller.connectwise.errors import (
+    NOT_FOUND_CODE,
     ConnectWiseAuthenticationError,
     ConnectWiseBadRequestError,
     ConnectWiseError,
+    ConnectWiseForeignNotFoundError,
     ConnectWiseNotFoundError,
     ConnectWisePermissionError,
     ConnectWiseProtocolError,
@@ -291,7 +293,7 @@ class ConnectWiseClient:
             response = await self._send(
                 "GET", f"/login/companyinfo/{self._connection.company_id}", api=False, authenticated=False
             )
-        except ConnectWiseNotFoundError as error:
+        except (ConnectWiseNotFoundError, ConnectWiseForeignNotFoundError) as error:
             raise ConnectWiseProtocolError(
                 f"companyinfo does not know company {self._connection.company_id!r} ({error.message})",
                 method="GET",
@@ -486,7 +488,11 @@ class ConnectWiseClient:
                 **common,
             )
         if status == 404:
-            return ConnectWiseNotFoundError(f"not found ({detail})", **common)
+            if code == NOT_FOUND_CODE:
+                return ConnectWiseNotFoundError(f"not found ({detail})", **common)
+            return ConnectWiseForeignNotFoundError(
+                f"404 without ConnectWise's NotFound body ({detail}): not proof of absence", **common
+            )
         if status == 429:
             return ConnectWiseThrottledError(
                 f"throttled and retries exhausted ({detail})", retry_after=retry_after, **common

@@ -8,7 +8,10 @@ any request is made).
     ├── ConnectWiseAuthenticationError    401 — keys, company id or clientId rejected (not retryable)
     ├── ConnectWisePermissionError        403 — the API member's security role lacks a permission;
     │                                           `.permission` names what to grant (not retryable)
-    ├── ConnectWiseNotFoundError          404 — after one codebase refresh (not retryable)
+    ├── ConnectWiseNotFoundError          404 with ConnectWise's own JSON `{"code": "NotFound", ...}` body,
+    │                                           after one codebase refresh: proof the record is absent
+    ├── ConnectWiseForeignNotFoundError   any other 404 (a proxy or gateway page, "the endpoint does not
+    │                                           exist"): proves nothing (retryable)
     ├── ConnectWiseBadRequestError        400 (and other 4xx) — carries ConnectWise's `code`/`message`/`errors`
     ├── ConnectWiseThrottledError         429 — after the retry budget is spent; `.retry_after` (retryable)
     ├── ConnectWiseServerError            5xx — after the retry budget is spent (retryable)
@@ -143,11 +146,31 @@ class ConnectWisePermissionError(ConnectWiseError):
         self.permission = permission
 
 
+NOT_FOUND_CODE = "NotFound"
+"""The `code` of ConnectWise's own JSON body for a missing record: `{"code": "NotFound", "message": ...}`."""
+
+
 class ConnectWiseNotFoundError(ConnectWiseError):
-    """404 for a record or path, confirmed after one codebase refresh."""
+    """404 whose JSON body is ConnectWise's own `{"code": "NotFound", ...}`, confirmed after one
+    codebase refresh: the only answer the poller takes as proof that a record is gone."""
 
     retryable = False
     default_action = "The record does not exist (or is hidden from the API member); no action needed."
+
+    @property
+    def proves_absence(self) -> bool:
+        return self.status_code == 404 and self.code == NOT_FOUND_CODE
+
+
+class ConnectWiseForeignNotFoundError(ConnectWiseError):
+    """404 without ConnectWise's NotFound body (an HTML page of a proxy or gateway, another JSON
+    shape, "the endpoint does not exist"): nothing is concluded from it; the run fails and is retried."""
+
+    retryable = True
+    default_action = (
+        "A 404 came back without ConnectWise's NotFound body: check the tenant's site URL, any proxy or "
+        "gateway in between and the pinned codebase; nothing was removed, the poller retries on its next cycle."
+    )
 
 
 class ConnectWiseBadRequestError(ConnectWiseError):

@@ -26,6 +26,7 @@ from services.poller.connectwise import (
     ConnectWiseBadRequestError,
     ConnectWiseClient,
     ConnectWiseError,
+    ConnectWiseForeignNotFoundError,
     ConnectWiseNotFoundError,
     ConnectWisePermissionError,
     ConnectWiseProtocolError,
@@ -381,8 +382,17 @@ async def test_every_error_type_holds_no_credentials_even_when_the_server_echoes
     echo = f"bad key acme+{PUBLIC_KEY}:{PRIVATE_KEY} client {CLIENT_ID}"
     errors: list[ConnectWiseError] = []
     caplog.set_level(logging.DEBUG)
-    for status in (400, 401, 403, 404, 429, 500, 503):
-        body = {"code": echo, "message": echo, "errors": [{"message": echo}]}
+    for status, code in (
+        (400, echo),
+        (401, echo),
+        (403, echo),
+        (404, echo),
+        (404, "NotFound"),
+        (429, echo),
+        (500, echo),
+        (503, echo),
+    ):
+        body = {"code": code, "message": echo, "errors": [{"message": echo}]}
         client, _, ft = make_client(
             lambda r, s=status, b=body: json_response(s, b), policy=RetryPolicy(max_attempts=2)
         )
@@ -418,6 +428,7 @@ async def test_every_error_type_holds_no_credentials_even_when_the_server_echoes
         ConnectWiseAuthenticationError,
         ConnectWisePermissionError,
         ConnectWiseNotFoundError,
+        ConnectWiseForeignNotFoundError,
         ConnectWiseThrottledError,
         ConnectWiseServerError,
         ConnectWiseTransportError,
