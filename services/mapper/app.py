@@ -28,8 +28,10 @@ Thin adapter around `services.mapper.state.decide`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -71,6 +73,7 @@ log = logging.getLogger(__name__)
 SERVICE = "mapper"
 STAGE_INTERNAL = "mapper.internal"
 _PARTITION_CACHE_MAX = 100_000
+_YIELD_EVERY_MESSAGES = 1000
 POSITION_CHECK_S = 2.0
 """How often the input positions are compared with what the consumer group acknowledged."""
 YIELD_EVERY_S = 0.005
@@ -126,6 +129,8 @@ class StateStore(IndexedStore):
     def __init__(self, table: Any) -> None:
         self.table = table
         self.index = ClientIndex()
+        self.index_lock = threading.Lock()
+        """Held while a command is decided off the event loop and while the index is rebuilt."""
         self.changelog = table.changelog_topic
         self.changelog_name: str = table.changelog_topic.get_topic_name()
         self.partition = 0
@@ -150,7 +155,8 @@ class StateStore(IndexedStore):
         self._log(key, None)
 
     def rebuild_index(self) -> None:
-        self.index.rebuild(self.table.data)
+        with self.index_lock:
+            self.index.rebuild(self.table.data)
 
     def _remember(self, key: str) -> None:
         if key not in self._undo:
@@ -250,7 +256,9 @@ class OutputProducer(Service):
         batches: dict[tuple[str, int], Any] = {}
         deliveries: list[Awaitable[Any]] = []
         by_key = self._by_key
-        for message in messages:
+        for count, message in enumerate(messages, 1):
+            if count % _YIELD_EVERY_MESSAGES == 0:  # a big batch (a large select) leaves the loop turns
+                await asyncio.sleep(0)
             partition = message.partition
             if partition is None and message.key is not None:
                 partition = by_key.get((message.topic, message.key))
@@ -534,8 +542,8 @@ class MapperApp:
                     blocked.add(where)
                     continue
                 for earlier in missing:
-                    outputs.extend(self._decide(earlier))
-            outputs.extend(self._decide(message))
+                    outputs.extend(await self._decide_any(earlier))
+            outputs.extend(await self._decide_any(message))
             advanced[where] = message.offset + 1
         for (topic, partition), position in advanced.items():
             store.put_position(topic, partition, position)
@@ -579,6 +587,26 @@ class MapperApp:
             with attempt:
                 await self.output.produce_all(messages)
                 return
+
+    async def _decide_any(self, message: _Raw) -> list[Output]:
+        """`_decide`; a command (whose cost grows with what it names: a select of 10,000 ids takes
+        a few hundred ms) is decided in a worker thread, so the event loop keeps answering health
+        probes and heartbeats meanwhile. The agent still waits for it: messages stay in order, and
+        a cancellation (rebalance, shutdown) waits for the thread before the batch is undone."""
+        if self.settings.canonical(message.topic) != SYNC_COMMANDS:
+            return self._decide(message)
+        future = asyncio.get_running_loop().run_in_executor(None, self._decide_exclusive, message)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({future})
+            raise
+
+    def _decide_exclusive(self, message: _Raw) -> list[Output]:
+        with self.store.index_lock:
+            return self._decide(message)
 
     def _decide(self, message: _Raw) -> list[Output]:
         incoming = Incoming(

@@ -196,3 +196,33 @@ async def test_a_long_batch_gives_the_event_loop_a_turn_between_messages(
 
     during = [t for t in ticks if started < t < ended]
     assert len(during) >= 5  # the probe ran while the 200 ms batch was being decided
+
+
+async def test_a_slow_command_is_decided_while_the_event_loop_keeps_answering(
+    mapper: MapperApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def slow_decide(*args: object, **kwargs: object) -> object:
+        time.sleep(0.3)  # one command that costs 300 ms (a select of thousands of ids)
+        return real_decide(*args, **kwargs)  # type: ignore[arg-type]
+
+    real_decide = app_module.decide  # type: ignore[attr-defined]
+    monkeypatch.setattr(app_module, "decide", slow_decide)
+    ticks: list[float] = []
+
+    async def probe() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.01)
+
+    command = select([], [11])
+    task = asyncio.create_task(probe())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    await mapper._handle_messages([_Raw(SYNC_COMMANDS, 0, 0, command.key, command.to_bytes())])
+    ended = time.perf_counter()
+    task.cancel()
+
+    during = [t for t in ticks if started < t < ended]
+    assert ended - started >= 0.3
+    assert len(during) >= 10  # the loop ran every ~10 ms while the command was decided
+    assert mapper.store.position(SYNC_COMMANDS, 0) == 1
