@@ -101,5 +101,20 @@ class ContractRecordRetired(CloudEvent):
     data: ContractRetiredData
 
 
+class ContractRestoredData(Payload):
+    """A retired PSA item answered again (ConnectWise returned it after its removal was recorded):
+    the contract is active again. Applies only to a contract retired before `observed_at`."""
+
+    contract_key: ContractKey
+    source: RetiredSource
+    observed_at: UtcDatetime
+    evidence: str = Field(max_length=500)
+
+
+class ContractRecordRestored(CloudEvent):
+    type: Literal["contract.record.restored"] = "contract.record.restored"
+    data: ContractRestoredData
+
+
 def contract_key(tenant_id: str, kind: Kind, item_id: int) -> str:
     return f"cw:{tenant_id}:{kind}:{item_id}"

@@ -27,7 +27,7 @@ from schemas.events import (
     SyncFailed,
 )
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
-from schemas.records import ContractRecordMapped, ContractRecordRetired
+from schemas.records import ContractRecordMapped, ContractRecordRestored, ContractRecordRetired
 
 PSA_AGREEMENTS = "psa.agreements.v1"
 SYNC_COMMANDS = "sync.commands.v1"
@@ -42,7 +42,9 @@ PsaEvent = Annotated[AgreementObserved | AgreementRemoved | AdditionRemoved, Fie
 Command = Annotated[
     SelectCommand | SetAutoSyncCommand | RefreshCommand | EditCommand, Field(discriminator="type")
 ]
-ContractRecord = Annotated[ContractRecordMapped | ContractRecordRetired, Field(discriminator="type")]
+ContractRecord = Annotated[
+    ContractRecordMapped | ContractRecordRetired | ContractRecordRestored, Field(discriminator="type")
+]
 SyncEvent = Annotated[
     PollCompleted
     | CatalogChanged
@@ -101,7 +103,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         CONTRACT_RECORDS,
         "Contract records mapped from PSA items (mapper -> writer)",
-        (ContractRecordMapped, ContractRecordRetired),
+        (ContractRecordMapped, ContractRecordRetired, ContractRecordRestored),
         config={"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)},
         adapter=CONTRACT_RECORD_ADAPTER,
         producers=("mapper",),

@@ -65,7 +65,9 @@ from schemas.events import (
 from schemas.fast import MAPPED_TYPE, encode_mapped
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import (
+    ContractRecordRestored,
     ContractRecordRetired,
+    ContractRestoredData,
     ContractRetiredData,
     RetiredSource,
     contract_key,
@@ -187,6 +189,8 @@ class ItemState:
     mapped_additions: dict[int, str] = field(default_factory=dict)
     removed: bool = False
     removed_additions: set[int] = field(default_factory=set)
+    removed_at: str | None = None
+    """When the newest removal (of the agreement or one of its additions) was observed (ISO 8601)."""
 
     def encode(self) -> bytes:
         meta = orjson.dumps(
@@ -197,6 +201,7 @@ class ItemState:
                 "mx": {str(k): v for k, v in self.mapped_additions.items()},
                 "gone": self.removed,
                 "gx": sorted(self.removed_additions),
+                "ra": self.removed_at,
             }
         )
         return b"".join((meta, b"\n", self.snapshot))
@@ -213,6 +218,7 @@ class ItemState:
             mapped_additions={int(k): v for k, v in doc["mx"].items()},
             removed=bool(doc["gone"]),
             removed_additions=set(doc["gx"]),
+            removed_at=doc.get("ra"),
         )
 
     def pending(self) -> tuple[bool, list[int]]:
@@ -637,12 +643,20 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
     agreement_id = data.agreement.id
     item = view.item(agreement_id)
     stored = datetime.fromisoformat(item.version) if item is not None else None
-    # An older snapshot never replaces a newer one, and a removal (confirmed by a 404) is undone
-    # only by a strictly newer snapshot: one of the same version was read before the deletion.
+    removed_at = datetime.fromisoformat(item.removed_at) if item is not None and item.removed_at else None
+    # read after the newest removal was observed: ConnectWise answered it again, so it is back
+    seen_after_removal = removed_at is not None and data.observed_at > removed_at
+    # An older snapshot never replaces a newer one. A removal is undone by a strictly newer
+    # snapshot, or by one of the same version read after the removal (the item answered again:
+    # a scope that hid it was widened, a proxy stopped misrouting); one of the same version read
+    # before the removal is stale.
     if (
         item is not None
         and stored is not None
-        and (data.psa_last_updated < stored or (data.psa_last_updated == stored and item.removed))
+        and (
+            data.psa_last_updated < stored
+            or (data.psa_last_updated == stored and item.removed and not seen_after_removal)
+        )
     ):
         log.info(
             "ignored stale snapshot",
@@ -651,10 +665,19 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         return []
     addition_ids = [a.id for a in data.additions]
     version = data.psa_last_updated.isoformat()
+    restored_agreement = False
+    restored_additions: list[int] = []
     if item is None:
         item = ItemState(version=version, additions=addition_ids, snapshot=message.value)
     else:
-        if stored is not None and data.psa_last_updated > stored:
+        if stored is not None and (data.psa_last_updated > stored or seen_after_removal):
+            restored_agreement = item.removed
+            # a removed agreement took all its additions with it; otherwise only those removed alone
+            restored_additions = (
+                list(addition_ids)
+                if restored_agreement
+                else [a for a in addition_ids if a in item.removed_additions and seen_after_removal]
+            )
             item.removed = False
             item.removed_additions -= set(addition_ids)
         item.version = version
@@ -662,19 +685,82 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         item.snapshot = message.value
 
     outputs: list[Output] = []
+    if restored_agreement or restored_additions:
+        outputs = _restore(view, event, message, item, restored_agreement, restored_additions)
     if view.auto_sync():
         agreement_pending, additions_pending = item.pending()
-        outputs = _map(
-            view,
-            event,
-            message.value,
-            item,
-            agreement=agreement_pending,
-            addition_ids=additions_pending,
-            correlationid=None,
-            source=message,
+        outputs.extend(
+            _map(
+                view,
+                event,
+                message.value,
+                item,
+                agreement=agreement_pending,
+                addition_ids=additions_pending,
+                correlationid=None,
+                source=message,
+            )
         )
     view.put_item(agreement_id, item)
+    return outputs
+
+
+def _restore(
+    view: ClientView,
+    event: AgreementObserved,
+    message: Incoming,
+    item: ItemState,
+    agreement: bool,
+    additions: list[int],
+) -> list[Output]:
+    """A removed agreement (or removed additions) answered again: map its linked items at the
+    snapshot's version (`contract.record.mapped`) and say they are restored
+    (`contract.record.restored`, after the mapped record: the writer makes the contract active again).
+    Items never linked are back in the catalog only."""
+    linked_agreement = agreement and item.mapped_agreement is not None
+    linked_additions = [a for a in additions if a in item.mapped_additions]
+    outputs = _map(
+        view,
+        event,
+        message.value,
+        item,
+        agreement=linked_agreement,
+        addition_ids=linked_additions,
+        correlationid=None,
+        source=message,
+    )
+    data = event.data
+    mapped = {
+        (o.event.data.source.kind, o.event.data.source.addition_id or o.event.data.source.agreement_id)
+        for o in outputs
+        if isinstance(o, Emit) and o.type == MAPPED_TYPE
+    }
+    evidence = f"observed again at {data.observed_at.isoformat()} after its removal"
+    for kind, item_id in sorted(mapped):
+        outputs.append(
+            Emit(
+                CONTRACT_RECORDS,
+                ContractRecordRestored.build(
+                    ContractRestoredData(
+                        tenant_id=data.tenant_id,
+                        client_id=data.client_id,
+                        contract_key=contract_key(data.tenant_id, kind, item_id),
+                        source=RetiredSource(
+                            kind=kind,
+                            agreement_id=data.agreement.id,
+                            addition_id=item_id if kind == "addition" else None,
+                        ),
+                        observed_at=data.observed_at,
+                        evidence=evidence,
+                    ),
+                    source=SOURCE,
+                ),
+            )
+        )
+    log.info(
+        "removed items answered again: restored",
+        extra={"agreement_id": data.agreement.id, "restored": len(mapped)},
+    )
     return outputs
 
 
@@ -705,6 +791,12 @@ def _retired(
     )
 
 
+def _newest(stored: str | None, observed_at: datetime) -> str:
+    if stored is not None and datetime.fromisoformat(stored) >= observed_at:
+        return stored
+    return observed_at.isoformat()
+
+
 def _evidence(event: AgreementRemoved | AdditionRemoved) -> str:
     ev = event.data.evidence
     return f"{ev.method}: {ev.detail}" if ev.detail else ev.method
@@ -727,6 +819,7 @@ def _agreement_removed(view: ClientView, event: AgreementRemoved) -> list[Output
                 )
             )
     item.removed = True
+    item.removed_at = _newest(item.removed_at, event.data.observed_at)
     view.put_item(agreement_id, item)
     return outputs
 
@@ -740,6 +833,7 @@ def _addition_removed(view: ClientView, event: AdditionRemoved) -> list[Output]:
     if addition_id in item.mapped_additions:
         outputs.append(_retired(event, "addition", addition_id, _evidence(event)))
     item.removed_additions.add(addition_id)
+    item.removed_at = _newest(item.removed_at, event.data.observed_at)
     view.put_item(agreement_id, item)
     return outputs
 

@@ -47,7 +47,7 @@ from schemas.events import (
 )
 from schemas.fast import decode_mapped
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
-from schemas.records import ContractRecordMapped, ContractRecordRetired
+from schemas.records import ContractRecordMapped, ContractRecordRestored, ContractRecordRetired
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, parse
 from services.common.kafka import (
     CONTENT_TYPE_HEADER,
@@ -135,7 +135,7 @@ DEADLETTERED_HERE: frozenset[str] = frozenset({CONTRACT_RECORDS})
 """Registry topics whose unreadable messages the writer dead-letters; the mapper owns the others."""
 
 HANDLED_TYPES: dict[str, tuple[type[CloudEvent], ...]] = {
-    CONTRACT_RECORDS: (ContractRecordMapped, ContractRecordRetired),
+    CONTRACT_RECORDS: (ContractRecordMapped, ContractRecordRetired, ContractRecordRestored),
     PSA_AGREEMENTS: (AgreementObserved, AgreementRemoved, AdditionRemoved),
     SYNC_COMMANDS: (EditCommand, SetAutoSyncCommand),
 }
@@ -257,7 +257,7 @@ def _plan_one(
     elif not isinstance(parsed, HANDLED_TYPES.get(kind, ())):
         plan.ignored += 1  # select/refresh commands belong to the poller and the mapper
         return
-    elif isinstance(parsed, ContractRecordRetired) and not key_matches_tenant(
+    elif isinstance(parsed, ContractRecordRetired | ContractRecordRestored) and not key_matches_tenant(
         parsed.data.contract_key, parsed.data.tenant_id
     ):
         data = parsed.data

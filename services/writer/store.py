@@ -79,7 +79,7 @@ from sqlalchemy.engine import make_url
 from schemas.commands import EditCommand, SetAutoSyncCommand
 from schemas.ownership import PSA_OWNED_COLUMNS, PSA_SEEDED
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
-from schemas.records import ContractRecordRetired
+from schemas.records import ContractRecordRestored, ContractRecordRetired
 from services.common.db import make_engine, sqlalchemy_url
 from services.common.db.roles import SYNC_PATH
 from services.common.db.tables import contracts
@@ -390,6 +390,16 @@ SET removed_in_psa_at = r.observed_at, updated_at = now(), last_event_id = r.eve
 FROM unnest(%(keys)s::text[], %(tenants)s::text[], %(observed)s::timestamptz[], %(ids)s::uuid[])
      AS r(contract_key, tenant_id, observed_at, event_id)
 WHERE c.contract_key = r.contract_key AND c.tenant_id = r.tenant_id AND c.removed_in_psa_at IS NULL
+RETURNING c.contract_key
+"""
+
+_RESTORE = """
+UPDATE contracts AS c
+SET removed_in_psa_at = NULL, updated_at = now(), last_event_id = r.event_id
+FROM unnest(%(keys)s::text[], %(tenants)s::text[], %(observed)s::timestamptz[], %(ids)s::uuid[])
+     AS r(contract_key, tenant_id, observed_at, event_id)
+WHERE c.contract_key = r.contract_key AND c.tenant_id = r.tenant_id
+  AND c.removed_in_psa_at IS NOT NULL AND c.removed_in_psa_at < r.observed_at
 RETURNING c.contract_key
 """
 
@@ -805,6 +815,10 @@ class _BatchApplier:
         if fresh_mapped is None or fresh_mapped or retired:
             await self._apply_records(cur, mapped, fresh_mapped, retired, result, synced_clients)
             touched.update(synced_clients)
+        restored = [e for _, e in fresh_others if isinstance(e, ContractRecordRestored)]
+        if restored:
+            await self._restore(cur, restored, result, synced_clients)
+            touched.update(synced_clients)
 
         observed = [e for e in events if isinstance(e, AgreementObserved)]
         removals = [e for e in events if isinstance(e, AgreementRemoved | AdditionRemoved)]
@@ -973,6 +987,34 @@ class _BatchApplier:
                     counts.retired += 1
                 else:
                     counts.unchanged += 1
+
+    async def _restore(
+        self,
+        cur: psycopg.AsyncCursor[Any],
+        restored: list[ContractRecordRestored],
+        result: BatchResult,
+        synced_clients: set[ClientKey],
+    ) -> None:
+        """Make contracts active again whose retirement was observed before the restore (after the
+        batch's mapped records and retires: a later retire in the same batch, observed later, wins)."""
+        await cur.execute(
+            _RESTORE,
+            {
+                "keys": [e.data.contract_key for e in restored],
+                "tenants": [e.data.tenant_id for e in restored],
+                "observed": [e.data.observed_at for e in restored],
+                "ids": [e.id for e in restored],
+            },
+        )
+        done = {row[0] for row in await cur.fetchall()}
+        for event in restored:
+            data = event.data
+            synced_clients.add((data.tenant_id, data.client_id))
+            counts = counts_for(result, data.tenant_id, data.client_id, event.correlationid)
+            if data.contract_key in done:
+                counts.updated += 1
+            else:
+                counts.unchanged += 1
 
     async def _upsert_catalog(
         self, cur: psycopg.AsyncCursor[Any], observed: list[AgreementObserved]
