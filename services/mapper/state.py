@@ -65,6 +65,7 @@ from schemas.events import (
 from schemas.fast import MAPPED_TYPE, encode_mapped
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import (
+    ContractRecordMapped,
     ContractRecordRestored,
     ContractRecordRetired,
     ContractRestoredData,
@@ -730,10 +731,11 @@ def _restore(
         source=message,
     )
     data = event.data
+    records = [o.event for o in outputs if isinstance(o, Emit) and o.type == MAPPED_TYPE]
     mapped = {
-        (o.event.data.source.kind, o.event.data.source.addition_id or o.event.data.source.agreement_id)
-        for o in outputs
-        if isinstance(o, Emit) and o.type == MAPPED_TYPE
+        (r.data.source.kind, r.data.source.addition_id or r.data.source.agreement_id)
+        for r in records
+        if isinstance(r, ContractRecordMapped)
     }
     evidence = f"observed again at {data.observed_at.isoformat()} after its removal"
     for kind, item_id in sorted(mapped):
