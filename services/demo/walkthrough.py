@@ -259,6 +259,33 @@ class Walkthrough:
         self.console.print(recent)
 
 
+def show_gateway(pipeline: LocalPipeline, console: Console) -> None:
+    """The same tenant through the Sync API: its clients as the HTTP API answers them, and a token."""
+    import httpx
+
+    token = pipeline.gateway_token()
+    response = httpx.get(
+        f"{pipeline.gateway_url}/v1/clients", headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    response.raise_for_status()
+    table = Table(title=f"GET {pipeline.gateway_url}/v1/clients (the Sync API, docs/gateway.md)")
+    for column in ("client", "new", "updated", "synced", "removed", "contracts", "auto-sync", "last synced"):
+        table.add_column(column)
+    for client in response.json()["clients"]:
+        counts = client["catalog"]
+        table.add_row(
+            client["client_id"],
+            *(str(counts[state]) for state in ("new", "updated", "synced", "removed")),
+            str(client["contracts"]),
+            "on" if client["auto_sync"] else "off",
+            str(client["last_synced_at"] or "never")[:19],
+        )
+    console.print(table)
+    console.print(
+        f"  a sign-in token for it (1 h): contract-sync gateway token --tenant {pipeline.options.tenant_id}"
+    )
+
+
 def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
     import asyncio
     import os
@@ -288,6 +315,7 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
             work_dir=work_dir,
             kafka_bootstrap=endpoints.kafka_bootstrap,
             database_url=endpoints.database_url,
+            gateway=True,
         )
     )
     code = 0
@@ -297,6 +325,7 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
         pids = ", ".join(f"{n} {m.pid}" for n, m in pipeline.group.members.items())
         console.print(f"  pipeline running ({pids}); logs in {work_dir / 'logs'}")
         Walkthrough(pipeline, console).run()
+        show_gateway(pipeline, console)
         console.rule(f"[bold green]demo complete in {time.monotonic() - started:.1f} s")
     except Exception as error:
         code = 1
@@ -308,6 +337,9 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
             console.print(
                 f"--keep: the pipeline keeps running. Simulator {pipeline.sim_site}; tenant {tenant}.\n"
                 f"  Try: contract-sync catalog --tenant {tenant} --client <id>; contract-sync events --follow\n"
+                f"  Sync API: {pipeline.gateway_url} (docs/gateway.md), e.g.\n"
+                f"    curl -H 'Authorization: Bearer {pipeline.gateway_token(ttl_s=8 * 3600)}' "
+                f"{pipeline.gateway_url}/v1/clients\n"
                 f"  Stop it: contract-sync demo --stop   (and contract-sync stack down)"
             )
             (work_dir.parent / "kept.pids").write_text(

@@ -153,7 +153,13 @@ class GuardMiddleware:
             await problem_response(problem, path)(scope, receive, send_recording)
             return
         scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, _limited(receive, settings.max_body_bytes), send_recording)
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            buffered = await _read_limited(receive, settings.max_body_bytes)
+            if buffered is None:
+                await problem_response(_too_large(settings.max_body_bytes), path)(scope, receive, send_recording)
+                return
+            receive = _replay(buffered, receive)
+        await self.app(scope, receive, send_recording)
 
 
 def _too_large(limit: int) -> Problem:
@@ -162,24 +168,29 @@ def _too_large(limit: int) -> Problem:
     )
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """`receive` that fails once a body without Content-Length exceeds `limit` bytes."""
+async def _read_limited(receive: Receive, limit: int) -> list[Message] | None:
+    """The request's body messages (a body sent without Content-Length), or None once it exceeds `limit`."""
+    messages: list[Message] = []
     seen = 0
-
-    async def wrapped() -> Message:
-        nonlocal seen
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _BodyTooLarge
-        return message
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            return None
+        if not message.get("more_body", False):
+            return messages
 
-    return wrapped
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
 
 
 # ------------------------------------------------------------------------------------------------
@@ -619,10 +630,6 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code, "http-error")
         problem = Problem(error.status_code, slug, str(error.detail), headers=dict(error.headers or {}))
         return problem_response(problem, request.url.path)
-
-    @app.exception_handler(_BodyTooLarge)
-    async def on_too_large(request: Request, _: _BodyTooLarge) -> Response:
-        return problem_response(_too_large(gateway.settings.max_body_bytes), request.url.path)
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, error: Exception) -> Response:

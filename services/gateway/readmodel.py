@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from services.common.db import sqlalchemy_url
@@ -17,6 +20,10 @@ def conninfo(database_url: str) -> str:
     return sqlalchemy_url(database_url).replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    set_json_loads(orjson.loads, conn)  # jsonb columns (catalog summaries) parsed in C
+
+
 def new_pool(database_url: str, size: int) -> AsyncConnectionPool:
     """An async pool (not opened); statements time out after 10 s."""
     return AsyncConnectionPool(
@@ -24,6 +31,7 @@ def new_pool(database_url: str, size: int) -> AsyncConnectionPool:
         min_size=1,
         max_size=size,
         open=False,
+        configure=_configure,
         kwargs={"options": "-c statement_timeout=10000", "autocommit": True},
     )
 
