@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 LIBS_MARKER = ".pom-sha256"
+CHECKSUMS_FILE = "kafka-jars.sha256"
+"""Next to the pom: the SHA-256 of every jar it resolves (a checked list; see `checksum_problems`)."""
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 HEAP_OPTS = ("-Xms512m", "-Xmx1g")
 JVM_OPTS = (
@@ -116,7 +118,36 @@ def new_cluster_id() -> str:
 
 
 def pom_digest(pom: Path) -> str:
-    return hashlib.sha256(pom.read_bytes()).hexdigest()
+    """The digest the libs marker records: the pom's, and the checked list's next to it."""
+    digest = hashlib.sha256(pom.read_bytes())
+    checksums = pom.with_name(CHECKSUMS_FILE)
+    if checksums.exists():
+        digest.update(checksums.read_bytes())
+    return digest.hexdigest()
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """`sha256sum` lines (`<hex>  <file name>`, `#` comments) -> {file name: hex} (pure parse)."""
+    expected: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            digest, name = line.split(maxsplit=1)
+            expected[name.strip().lstrip("*")] = digest.lower()
+    return expected
+
+
+def checksum_problems(directory: Path, expected: dict[str, str]) -> list[str]:
+    """Every jar in `directory` that is not listed in `expected` or whose SHA-256 differs, and every
+    listed jar that is missing; empty when the directory holds exactly the listed jars."""
+    problems = []
+    found = {path.name: path for path in directory.glob("*.jar")}
+    for name, path in sorted(found.items()):
+        if name not in expected:
+            problems.append(f"{name}: not in the checked list")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != expected[name]:
+            problems.append(f"{name}: SHA-256 differs from the checked list")
+    problems += [f"{name}: listed but missing" for name in sorted(set(expected) - set(found))]
+    return problems
 
 
 def run_coroutine(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -195,7 +226,9 @@ class KafkaNode:
 
     # -- lifecycle -------------------------------------------------------------------------
     def ensure_libs(self, timeout_s: float = 900.0) -> bool:
-        """Resolve the broker jars with Maven unless the marker matches the pom; True if Maven ran."""
+        """Resolve the broker jars with Maven (`-C`: strict checksums) unless the marker matches the pom
+        and the checked list; True if Maven ran. Raises StackError when a jar is not exactly one of
+        `kafka-jars.sha256` (tampered, unlisted or missing), leaving no jars in place."""
         if self.libs_current():
             return False
         mvn = shutil.which("mvn")
@@ -204,8 +237,8 @@ class KafkaNode:
         staging = self.home / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        argv = [
-            mvn, "-B", "-q", "-f", str(self.pom), MAVEN_DEPENDENCY_PLUGIN,
+        argv = [  # -C: fail on a checksum mismatch with the repository's instead of warning
+            mvn, "-B", "-q", "-C", "-f", str(self.pom), MAVEN_DEPENDENCY_PLUGIN,
             "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
         ]  # fmt: skip
         logger.info("resolving Kafka jars with Maven into %s", self.libs)
@@ -216,6 +249,11 @@ class KafkaNode:
         if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
             output = (done.stdout + done.stderr)[-4000:]
             raise StackError(f"Maven could not resolve the Kafka jars (exit {done.returncode}):\n{output}")
+        checksums = self.pom.with_name(CHECKSUMS_FILE)
+        problems = checksum_problems(staging, read_checksums(checksums)) if checksums.exists() else []
+        if problems:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StackError(f"Kafka jars refused ({checksums.name}): " + "; ".join(problems[:10]))
         (staging / LIBS_MARKER).write_text(pom_digest(self.pom) + "\n", encoding="utf-8")
         shutil.rmtree(self.libs, ignore_errors=True)
         staging.replace(self.libs)
