@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+
+# the store contract suite shared with the unit tests (tests/unit/poller/poller_store_contract.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "poller"))
 from poller_support import KafkaTap
 from sqlalchemy import create_engine, text
 

@@ -41,7 +41,8 @@ class InMemoryStore:
 
     async def save_snapshots(self, tenant_id: str, records: Sequence[KnownAgreement]) -> None:
         for record in records:
-            self.snapshots[(tenant_id, record.agreement_id)] = record
+            if record.digest is not None:  # like PostgresPollerStore: nothing to remember without one
+                self.snapshots[(tenant_id, record.agreement_id)] = record
 
     async def forget_agreements(self, tenant_id: str, agreement_ids: Iterable[int]) -> None:
         for agreement_id in agreement_ids:
