@@ -1,7 +1,7 @@
 """The contract of the poller's state port (`services.poller.store.PollerStore`).
 
-One suite, run against the in-memory fake the unit tests use (`tests/unit/poller/test_poller_store_contract.py`)
-and against `PostgresPollerStore` on a real PostgreSQL (`tests/integration/poller/test_poller_store_contract.py`),
+One suite, run against the in-memory fake the unit tests use (`tests/unit/poller/test_poller_store_contract_in_memory.py`)
+and against `PostgresPollerStore` on a real PostgreSQL (`tests/integration/poller/test_poller_store_contract_postgres.py`),
 so that what the unit tests learn from the fake holds for the real adapter. A subclass provides the
 `store` fixture; every test uses its own tenant ids.
 """

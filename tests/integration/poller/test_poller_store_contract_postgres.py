@@ -1,5 +1,5 @@
 """`PostgresPollerStore` keeps the port's contract on a real PostgreSQL (the same suite runs against
-the unit tests' in-memory fake in tests/unit/poller/test_poller_store_contract.py)."""
+the unit tests' in-memory fake in tests/unit/poller/test_poller_store_contract_in_memory.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The in-memory `PollerStore` of the unit tests keeps the port's contract (the same suite runs
-against PostgreSQL in tests/integration/poller/test_poller_store_contract.py)."""
+against PostgreSQL in tests/integration/poller/test_poller_store_contract_postgres.py)."""
 
 from __future__ import annotations
 
