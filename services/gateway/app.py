@@ -156,7 +156,9 @@ class GuardMiddleware:
         if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
             buffered = await _read_limited(receive, settings.max_body_bytes)
             if buffered is None:
-                await problem_response(_too_large(settings.max_body_bytes), path)(scope, receive, send_recording)
+                await problem_response(_too_large(settings.max_body_bytes), path)(
+                    scope, receive, send_recording
+                )
                 return
             receive = _replay(buffered, receive)
         await self.app(scope, receive, send_recording)
