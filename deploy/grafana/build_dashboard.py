@@ -214,6 +214,14 @@ def panels() -> list[dict[str, Any]]:
             kind="stat",
             thresholds=[(None, "green"), (1, "red")],
         ),
+        _panel(
+            "Mapper: faust internals missing",
+            "contract_sync_mapper_faust_internals_missing: faust internals the mapper needs that the running "
+            "faust release lacks (start-up self-check). Above 0 the mapper stays not ready: see docs/mapper.md.",
+            [("max(contract_sync_mapper_faust_internals_missing)", "missing")],
+            kind="stat",
+            thresholds=[(None, "green"), (1, "red")],
+        ),
         _row("Sync API (gateway)"),
         _panel(
             "Gateway requests per second, by route and status",

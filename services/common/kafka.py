@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
@@ -379,28 +379,35 @@ async def wait_for_leaders(settings: KafkaSettings, names: Sequence[str], timeou
     so callers that just created topics wait here first. Raises `TimeoutError` with the topics
     still missing after `timeout_s`.
     """
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **settings.client_kwargs())
-    await consumer.start()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        leaders = await partition_leaders(settings)
+        missing = [
+            name
+            for name in names
+            if not leaders.get(name) or any(leader in (None, -1) for leader in leaders[name].values())
+        ]
+        if not missing:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics not ready after {timeout_s:.0f} s: {missing}")
+        await asyncio.sleep(0.2)
+
+
+async def partition_leaders(settings: KafkaSettings) -> dict[str, dict[int, int | None]]:
+    """Every topic the broker knows, with its partitions and their leader broker id (-1 or None:
+    no leader), from the admin client's metadata (no topic is created by asking)."""
+    admin = AIOKafkaAdminClient(**settings.client_kwargs())
+    await admin.start()
     try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            cluster = await consumer._client.fetch_all_metadata()
-            missing = [
-                name
-                for name in names
-                if not cluster.partitions_for_topic(name)
-                or any(
-                    cluster.leader_for_partition(TopicPartition(name, p)) in (None, -1)
-                    for p in cluster.partitions_for_topic(name) or ()
-                )
-            ]
-            if not missing:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"topics not ready after {timeout_s:.0f} s: {missing}")
-            await asyncio.sleep(0.2)
+        described = await admin.describe_topics()
     finally:
-        await consumer.stop()
+        await admin.close()
+    return {
+        str(topic["topic"]): {int(p["partition"]): p.get("leader") for p in topic.get("partitions", [])}
+        for topic in described
+        if topic.get("error_code", 0) == 0
+    }
 
 
 async def delete_matching(settings: KafkaSettings, matches: Callable[[str], bool]) -> list[str]:

@@ -74,3 +74,8 @@ SSE_CONNECTIONS = Gauge("contract_sync_gateway_sse_connections", "Open /v1/event
 OUTCOMES_RECORDED = Counter(
     "contract_sync_gateway_outcomes_recorded_total", "Command outcome events recorded from sync.events.v1"
 )
+
+FAUST_INTERNALS_MISSING = Gauge(
+    "contract_sync_mapper_faust_internals_missing",
+    "faust internals the mapper needs that this faust release lacks (start-up self-check; > 0: not ready)",
+)

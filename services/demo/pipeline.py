@@ -41,6 +41,7 @@ from services.common.kafka import (
     ensure_topics,
     new_consumer,
     new_producer,
+    partition_leaders,
     publish,
     wait_for_leaders,
 )
@@ -313,11 +314,11 @@ class LocalPipeline:
             await consumer.start()
             try:
                 # all topics metadata, without joining the group
-                cluster = await consumer._client.fetch_all_metadata()
+                leaders = await partition_leaders(
+                    KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap)
+                )
                 partitions = [
-                    TopicPartition(topic, p)
-                    for topic in topics
-                    for p in sorted(cluster.partitions_for_topic(topic) or ())
+                    TopicPartition(topic, p) for topic in topics for p in sorted(leaders.get(topic, {}))
                 ]
                 consumer.assign(partitions)
                 ends = await consumer.end_offsets(partitions)

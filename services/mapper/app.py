@@ -33,7 +33,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,9 +52,15 @@ from services.common.kafka import (
     new_consumer,
     new_producer,
 )
-from services.common.metrics import DEADLETTERED, EVENTS_CONSUMED, EVENTS_PRODUCED
+from services.common.metrics import (
+    DEADLETTERED,
+    EVENTS_CONSUMED,
+    EVENTS_PRODUCED,
+    FAUST_INTERNALS_MISSING,
+)
 from services.common.poison import failure_of, is_environmental
 from services.common.settings import KafkaSettings, ObservabilitySettings
+from services.mapper import faust_internals
 from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
 from services.mapper.settings import MapperSettings
 from services.mapper.state import (
@@ -128,10 +134,10 @@ class StateStore(IndexedStore):
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self.data = faust_internals.local_store(table)
         self.index = ClientIndex()
         self.index_lock = threading.Lock()
         """Held while a command is decided off the event loop and while the index is rebuilt."""
-        self.changelog = table.changelog_topic
         self.changelog_name: str = table.changelog_topic.get_topic_name()
         self.partition = 0
         self.pending: list[OutMessage] = []
@@ -139,49 +145,49 @@ class StateStore(IndexedStore):
         """Each key changed since `keep()`, with its value before (None: absent); see `discard()`."""
 
     def __getitem__(self, key: str) -> bytes:
-        value: bytes = self.table.data[key]
+        value: bytes = self.data[key]
         return value
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self._remember(key)
-        self.table.data[key] = value
+        self.data[key] = value
         self.index.on_write(key, value)
         self._log(key, value)
 
     def __delitem__(self, key: str) -> None:
         self._remember(key)
-        del self.table.data[key]
+        del self.data[key]
         self.index.on_write(key, None)
         self._log(key, None)
 
     def rebuild_index(self) -> None:
         with self.index_lock:
-            self.index.rebuild(self.table.data)
+            self.index.rebuild(self.data)
 
     def _remember(self, key: str) -> None:
         if key not in self._undo:
-            self._undo[key] = self.table.data.get(key)
+            self._undo[key] = self.data.get(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self.table.data.keys()))
+        return iter(list(self.data.keys()))
 
     def __len__(self) -> int:
-        return len(self.table.data)
+        return len(self.data)
 
     def _log(self, key: str, value: bytes | None, partition: int | None = None) -> None:
-        key_bytes, _ = self.changelog.prepare_key(key, self.table.key_serializer)
+        key_bytes = faust_internals.changelog_key(self.table, key)
         where = self.partition if partition is None else partition
         self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], where))
 
     def position(self, topic: str, partition: int) -> int | None:
         """The next offset of `topic`/`partition` the state expects (`services.mapper.positions`)."""
-        return decode_position(self.table.data.get(position_key(topic, partition)))
+        return decode_position(self.data.get(position_key(topic, partition)))
 
     def put_position(self, topic: str, partition: int, offset: int) -> None:
         """Record the next offset to handle; its changelog record goes to that partition."""
         key, value = position_key(topic, partition), encode_position(offset)
         self._remember(key)
-        self.table.data[key] = value
+        self.data[key] = value
         self._log(key, value, partition)
 
     def take_pending(self) -> list[OutMessage]:
@@ -195,7 +201,7 @@ class StateStore(IndexedStore):
     def discard(self) -> None:
         """Undo every change since `keep()` and drop their unsent changelog records: the local
         state is again what the changelog holds, so a batch that failed leaves no trace."""
-        data = self.table.data
+        data = self.data
         for key, before in self._undo.items():
             if before is None:
                 data.pop(key, None)
@@ -388,7 +394,8 @@ class MapperApp:
         """Configured tenant ids (`services.common.tenants`); None = unknown-tenant checks off."""
         self._lock = asyncio.Lock()
         """One handler at a time: the agent's batches and the position check's re-reads."""
-        self._warned_no_committed = False
+        self._missing_internals: list[str] = []
+        """faust internals this release lacks (`faust_internals.missing`): not ready while any."""
         self._held: list[Any] = []
         """Messages delivered before the state table was recovered, handled once it is."""
         self.ready = False
@@ -452,6 +459,7 @@ class MapperApp:
     # ------------------------------------------------------------------------------------------
 
     async def _agent(self, stream: Any) -> AsyncIterator[None]:
+        self._self_check()
         self.ready = True
         log.info("mapper agent started", extra={"app_id": self.settings.app_id})
         try:
@@ -652,13 +660,18 @@ class MapperApp:
         )
         return missing
 
+    def _self_check(self) -> None:
+        """Check the faust internals the mapper needs (`faust_internals`); report any missing."""
+        self._missing_internals = faust_internals.missing(self.app, self.table)
+        FAUST_INTERNALS_MISSING.set(len(self._missing_internals))
+        if self._missing_internals:
+            log.error(
+                "faust lacks internals the mapper needs: not ready (docs/mapper.md)",
+                extra={"missing": self._missing_internals},
+            )
+
     def _recovered(self) -> bool:
-        recovery = getattr(self.app.tables, "recovery", None)
-        return (
-            recovery is not None
-            and recovery.completed.is_set()
-            and not getattr(self.app, "rebalancing", False)
-        )
+        return not self._missing_internals and faust_internals.table_recovered(self.app)
 
     async def _check_positions(self) -> None:
         """Periodic, once the state table is recovered:
@@ -677,14 +690,7 @@ class MapperApp:
                 if self._held and self._recovered():
                     await self._handle_or_log(self._with_held([]), "messages held during recovery")
         consumer = self.app.consumer
-        # faust (0.15) keeps the group's committed offsets and its commit call here; gone: say so
-        committed: dict[Any, int | None] | None = getattr(consumer, "_committed_offset", None)
-        commit_offsets = getattr(consumer, "_commit_offsets", None)
-        if committed is None or commit_offsets is None:
-            if not self._warned_no_committed:
-                log.error("cannot use faust's committed offsets: the gap check and position commits are off")
-                self._warned_no_committed = True
-            return
+        committed = faust_internals.committed_offsets(self.app)
         for tp in consumer.assignment():
             if tp.topic not in self._input_topics:
                 continue
@@ -702,7 +708,7 @@ class MapperApp:
                     log.warning("cannot re-read skipped input", exc_info=True, extra={"topic": tp.topic})
                     continue
                 await self._handle_or_log(missing, "re-read input", topic=tp.topic, partition=tp.partition)
-        await self._commit_positions(committed, commit_offsets)
+        await self._commit_positions(committed, faust_internals.offset_committer(self.app))
 
     async def _handle_or_log(self, messages: list[_Raw], what: str, **where: Any) -> None:
         """`_handle_messages` for the timer: a failure is logged, not raised (the batch was undone,
@@ -713,7 +719,9 @@ class MapperApp:
             log.error("cannot handle %s", what, exc_info=True, extra=where)
 
     async def _commit_positions(
-        self, committed: dict[Any, int | None], commit_offsets: Callable[[dict[Any, int]], Awaitable[Any]]
+        self,
+        committed: Mapping[Any, int | None],
+        commit_offsets: Callable[[dict[Any, int]], Awaitable[Any]],
     ) -> None:
         """Commit each assigned input partition's offset up to the mapper's position, when
         faust's own commit is behind it.
@@ -817,7 +825,6 @@ class MapperApp:
         return worker
 
     def is_ready(self) -> bool:
-        """Ready = the agent runs, no rebalance is in progress and the state table is recovered."""
-        recovery = getattr(self.app.tables, "recovery", None)
-        recovered = recovery is not None and recovery.completed.is_set()
-        return self.ready and recovered and not getattr(self.app, "rebalancing", False)
+        """Ready = the agent runs, faust has every internal the mapper needs (start-up self-check),
+        no rebalance is in progress and the state table is recovered."""
+        return self.ready and self._recovered()
