@@ -50,6 +50,19 @@ else \
 fi;
 endef
 
+# ensure_chromium: the browser tests (tests/e2e/test_console_browser.py) drive Debian's chromium;
+# install it when missing and the machine allows it (root + apt-get). Without it those tests skip,
+# and under CI=true they fail.
+define ensure_chromium
+if [ -z "$${CONTRACT_SYNC_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+    echo "make: installing Debian's chromium for the browser tests"; \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "make: could not install chromium (browser tests skip; under CI=true they fail)"; \
+  else echo "make: no chromium and no root apt-get: browser tests skip (under CI=true they fail)"; fi; \
+fi;
+endef
+
 # pytest exit code 5 means "no tests collected": never let that pass as a success.
 define check_pytest
 if [ $$prc -eq 5 ]; then echo "make: pytest collected no tests (exit 5) - failing"; fi;
@@ -60,6 +73,7 @@ test: venv
 	echo "== ruff check ."; $(BIN)/ruff check . || rc=$$?; \
 	echo "== mypy"; $(BIN)/mypy || rc=$$?; \
 	echo "== lint-imports"; $(BIN)/lint-imports --no-cache || rc=$$?; \
+	echo "== chromium"; $(ensure_chromium) \
 	echo "== pytest tests"; \
 	$(with_stack) \
 	prc=0; $(BIN)/pytest $(PYTEST_FLAGS) tests || prc=$$?; \

@@ -281,9 +281,12 @@ def show_gateway(pipeline: LocalPipeline, console: Console) -> None:
             str(client["last_synced_at"] or "never")[:19],
         )
     console.print(table)
+    sign_in = httpx.get(f"{pipeline.gateway_url}/ui/sign-in", timeout=30)
+    sign_in.raise_for_status()
     console.print(
-        f"  a sign-in token for it (1 h): contract-sync gateway token --tenant {pipeline.options.tenant_id}"
+        f"  the console (docs/console.md): {pipeline.gateway_url}/ui/  (sign-in page answered {sign_in.status_code})"
     )
+    console.print(f"  a sign-in token for it (1 h, tenant {pipeline.options.tenant_id}): {token}")
 
 
 def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
@@ -337,6 +340,8 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
             console.print(
                 f"--keep: the pipeline keeps running. Simulator {pipeline.sim_site}; tenant {tenant}.\n"
                 f"  Try: contract-sync catalog --tenant {tenant} --client <id>; contract-sync events --follow\n"
+                f"  Console: {pipeline.gateway_url}/ui/ (docs/console.md); sign in with this token (8 h):\n"
+                f"    {pipeline.gateway_token(ttl_s=8 * 3600)}\n"
                 f"  Sync API: {pipeline.gateway_url} (docs/gateway.md), e.g.\n"
                 f"    curl -H 'Authorization: Bearer {pipeline.gateway_token(ttl_s=8 * 3600)}' "
                 f"{pipeline.gateway_url}/v1/clients\n"

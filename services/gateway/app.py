@@ -56,7 +56,7 @@ from services.gateway.problems import (
 from services.gateway.ratelimit import TenantRateLimiter
 from services.gateway.readmodel import ReadModel
 from services.gateway.settings import GatewaySettings
-from services.gateway.views import DEFAULT_STATES, STATES, catalog_view, contract_view, count_states
+from services.gateway.views import DEFAULT_STATES, catalog_view, client_summary, contract_view, count_states
 
 SOURCE = "contract-sync/gateway"
 API_PREFIX = "/v1/"
@@ -250,7 +250,9 @@ _COMMAND_ERRORS = {
 }
 
 
-def _client_in_scope(principal: Principal, client: str) -> bool:
+def client_in_scope(principal: Principal, client: str) -> bool:
+    """True when `client` is a well-formed client id the caller's token may see (its tenant's
+    existence check is separate)."""
     import re
 
     if not re.match(_CLIENT_RE_TEXT, client) or client == "*":
@@ -279,7 +281,7 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
     commands = gateway.commands
 
     async def require_client(principal: Principal, client: str) -> None:
-        if not _client_in_scope(principal, client) or not await read_model.client_exists(
+        if not client_in_scope(principal, client) or not await read_model.client_exists(
             principal.tenant_id, client
         ):
             raise not_found("client")
@@ -330,15 +332,7 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
     async def list_clients(principal: Annotated[Principal, Depends(require("catalog:read"))]) -> Response:
         rows = await read_model.clients(principal.tenant_id)
         clients = [
-            {
-                "client_id": row["client_id"],
-                "catalog": {state: int((row["catalog"] or {}).get(state, 0)) for state in STATES},
-                "contracts": int(row["contracts"]),
-                "auto_sync": bool(row["auto_sync"]),
-                "last_synced_at": row["last_synced_at"],
-                "last_status": row["last_status"],
-                "last_error": row["last_error"],
-            }
+            client_summary(row)
             for row in rows
             if principal.clients is None or row["client_id"] in principal.clients
         ]
@@ -357,7 +351,7 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
             Query(description="States to list (repeatable); default new and updated"),
         ] = None,
     ) -> Response:
-        if not _client_in_scope(principal, client):
+        if not client_in_scope(principal, client):
             raise not_found("client")
         rows = await read_model.catalog(principal.tenant_id, client)
         settings = await read_model.settings(principal.tenant_id, client)
@@ -460,7 +454,7 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
     async def list_contracts(
         client: ClientPath, principal: Annotated[Principal, Depends(require("contracts:read"))]
     ) -> Response:
-        if not _client_in_scope(principal, client):
+        if not client_in_scope(principal, client):
             raise not_found("client")
         rows = await read_model.contracts(principal.tenant_id, client)
         if not rows and not await read_model.client_exists(principal.tenant_id, client):

@@ -25,6 +25,7 @@ from services.gateway.outcomes import OutcomeRecorder
 from services.gateway.ratelimit import TenantRateLimiter
 from services.gateway.readmodel import ReadModel, new_pool
 from services.gateway.settings import GatewaySettings
+from services.gateway.ui.routes import build_ui_router
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def create_app(
         ready_checks={"database": database_ready, "outcomes": outcomes_ready},
         verify_in_thread=settings.jwks_url is not None,
     )
-    app = build_app(gateway)
+    app = build_app(gateway, routers=[build_ui_router(gateway)])
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

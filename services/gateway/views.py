@@ -30,6 +30,19 @@ def count_states(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     return counts
 
 
+def client_summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A client of `GET /v1/clients` (and the console's clients page) from its read-model row."""
+    return {
+        "client_id": row["client_id"],
+        "catalog": {state: int((row["catalog"] or {}).get(state, 0)) for state in STATES},
+        "contracts": int(row["contracts"]),
+        "auto_sync": bool(row["auto_sync"]),
+        "last_synced_at": row["last_synced_at"],
+        "last_status": row["last_status"],
+        "last_error": row["last_error"],
+    }
+
+
 def _item(row: Mapping[str, Any]) -> dict[str, Any]:
     item: dict[str, Any] = {
         "contract_key": row["contract_key"],
