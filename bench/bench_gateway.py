@@ -2,16 +2,20 @@
 same catalog SQL (`bench/gateway_bare.py`), both measured in this run.
 
 Set-up: one client with 100 agreements x 5 additions (600 catalog items: half new, half updated
-with a field-level change each, so the default new+updated filter lists all of them), the gateway
-as a process (`contract-sync gateway`: uvicorn, one worker) and the bare endpoint as a process
-(same server, same pool size). Load comes from this process over keep-alive HTTP/1.1 connections
-with a minimal client (so the client's own cost stays small and equal for both):
+with a field-level change each, so the default new+updated filter lists all of them; the tables are
+ANALYZEd after seeding, as autovacuum would, so the plans are the steady state's), the gateway as a
+process (`contract-sync gateway`: uvicorn, one worker, uvloop + httptools), the same gateway with
+its catalog cache off (`GATEWAY_CATALOG_CACHE_ENTRIES=0`: every read renders the document) and the
+bare endpoint as a process (same server and settings, same pool size). Load comes from this process
+over keep-alive HTTP/1.1 connections with a minimal client (so the client's own cost stays small and
+equal for all); the CPU time each server and the load generator used is printed per phase:
 
 1. latency at a fixed rate: `BENCH_GATEWAY_RATE` (200) catalog requests per second for
    `BENCH_GATEWAY_SECONDS` (10 s), open loop (latency counted from the scheduled send time, so a
    slow server cannot hide its queue): p50 / p99 for the gateway and for the bare endpoint;
 2. throughput: `BENCH_GATEWAY_CONCURRENCY` (8) requests in flight for `BENCH_GATEWAY_SECONDS`,
-   closed loop: requests per second of each, and the ratio gateway / bare (the final JSON line);
+   closed loop: requests per second of each, and the ratio gateway / bare (the final JSON line; the
+   uncached gateway's ratio is printed too);
 3. command POSTs (`POST /v1/clients/{c}/sync`, each published to Kafka with acks=all and recorded
    in PostgreSQL) at the same concurrency: p50 / p99 and throughput.
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,6 +45,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.report import report
 from services.common.db import migrate
+from services.common.db.roles import OWNER
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.gateway.local_issuer import ensure_keys, mint_token
 from services.gateway.readmodel import conninfo
@@ -92,6 +98,17 @@ def _post(path: str, token: str, body: bytes) -> bytes:
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux `/proc/<pid>/stat`)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -204,11 +221,14 @@ def seed(database_url: str, tenant: str) -> None:
             (tenant, CLIENT, older),
         )
         conn.commit()
+    with psycopg.connect(conninfo(database_url), autocommit=True) as conn:
+        for table in ("catalog_items", "contracts", "client_sync_settings"):
+            conn.execute(f"ANALYZE {table}")
 
 
 def unseed(database_url: str, tenant: str) -> None:
     with psycopg.connect(conninfo(database_url), autocommit=False) as conn, conn.cursor() as cur:
-        cur.execute("SET LOCAL contract_sync.sync_path = 'on'")
+        cur.execute(f'SET LOCAL ROLE "{OWNER}"')  # only the owner deletes synced contracts
         for table in ("contracts", "catalog_items", "client_sync_settings", "gateway_commands",
                       "gateway_command_events"):  # fmt: skip
             cur.execute(f"DELETE FROM {table} WHERE tenant_id = %s", (tenant,))
@@ -251,7 +271,7 @@ def main() -> None:
     seed(database_url, tenant)
     work = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     keys = ensure_keys(work / "keys")
-    gateway_port, bare_port = free_port(), free_port()
+    gateway_port, uncached_port, bare_port = free_port(), free_port(), free_port()
     env = {
         "GATEWAY_HOST": "127.0.0.1",
         "GATEWAY_PORT": str(gateway_port),
@@ -266,9 +286,13 @@ def main() -> None:
     group = ProcessGroup(work / "logs", env)
     try:
         group.start("gateway", contract_sync_command("gateway"))
+        group.start("uncached", contract_sync_command("gateway"),
+                    env={"GATEWAY_PORT": str(uncached_port), "GATEWAY_CATALOG_CACHE_ENTRIES": "0",
+                         "GATEWAY_OUTCOMES_GROUP_ID": f"bench-gw-{run}-uncached"})  # fmt: skip
         group.start("bare", [sys.executable, "-m", "bench.gateway_bare", "--port", str(bare_port)])
-        for name, port in (("gateway", gateway_port), ("bare", bare_port)):
-            path = "/readyz" if name == "gateway" else f"/?tenant={tenant}&client={CLIENT}"
+        ports = {"gateway": gateway_port, "uncached": uncached_port, "bare": bare_port}
+        for name, port in ports.items():
+            path = "/readyz" if name != "bare" else f"/?tenant={tenant}&client={CLIENT}"
             if not wait_until(lambda p=port, q=path: httpx.get(f"http://127.0.0.1:{p}{q}", timeout=5).status_code == 200,
                               timeout_s=60):  # fmt: skip
                 raise RuntimeError(f"{name} did not start:\n{group.members[name].log_tail()}")
@@ -282,39 +306,71 @@ def main() -> None:
         listed = sum(1 + len(a["additions"]) for a in document["agreements"])
         changed = sum(1 for a in document["agreements"] for x in a["additions"] if x["changes"])
         print(f"catalog of one client: {listed} items listed ({changed} updated additions with changes); "
-              f"gateway pid {group.members['gateway'].pid}, bare pid {group.members['bare'].pid}")  # fmt: skip
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        pids = {name: int(group.members[name].pid or 0) for name in ports}
+        requests = {"gateway": catalog, "uncached": catalog, "bare": bare}
+
+        async def phase(name: str, run_phase: Any) -> tuple[Any, float, float]:
+            """(result, the server's CPU s, the load generator's CPU s) of one phase."""
+            server, own = cpu_seconds(pids[name]), _own_cpu()
+            result = await run_phase
+            return result, cpu_seconds(pids[name]) - server, _own_cpu() - own
 
         async def measure() -> dict[str, Any]:
             out: dict[str, Any] = {}
-            for name, port, raw in (("gateway", gateway_port, catalog), ("bare", bare_port, bare)):
+            for name, port in ports.items():
+                raw = requests[name]
                 await closed_loop(port, lambda r=raw: r, concurrency, 2.0)  # warm-up
-                out[f"{name}_rate"] = await fixed_rate(port, raw, rate, seconds)
-                out[f"{name}_tput"] = await closed_loop(port, lambda r=raw: r, concurrency, seconds)
+                out[f"{name}_rate"] = await phase(name, fixed_rate(port, raw, rate, seconds))
+                out[f"{name}_tput"] = await phase(
+                    name, closed_loop(port, lambda r=raw: r, concurrency, seconds)
+                )
             body = orjson.dumps({"agreement_ids": [2, 4], "addition_ids": [201]})
             sync = _post(f"/v1/clients/{CLIENT}/sync", token, body)
             out["commands"] = await closed_loop(gateway_port, lambda: sync, concurrency, seconds)
             return out
 
+        labels = {"gateway": "gateway GET /v1/clients/{c}/catalog", "uncached": "gateway, catalog cache off",
+                  "bare": "bare ASGI, same SQL"}  # fmt: skip
+
+        def cpu(name: str, key: str, requests_done: int) -> str:
+            _, server_s, own_s = results[key]
+            return (f"    cpu: {name} {1000 * server_s / max(requests_done, 1):.2f} ms/request, "
+                    f"load generator {100 * own_s / seconds:.0f} % of a core")  # fmt: skip
+
         results = asyncio.run(measure())
         print(f"catalog at a fixed {rate} requests/s for {seconds:.0f} s (open loop):")
-        print(_line("gateway GET /v1/clients/{c}/catalog", results["gateway_rate"]))
-        print(_line("bare ASGI, same SQL", results["bare_rate"]))
-        gw_rps, gw_lat = results["gateway_tput"]
-        bare_rps, bare_lat = results["bare_tput"]
+        for name in ports:
+            latencies = results[f"{name}_rate"][0]
+            print(_line(labels[name], latencies))
+            print(cpu(name, f"{name}_rate", len(latencies)))
         print(f"catalog throughput at {concurrency} in flight for {seconds:.0f} s (closed loop):")
-        print(_line("gateway", gw_lat, gw_rps))
-        print(_line("bare ASGI, same SQL", bare_lat, bare_rps))
+        for name in ports:
+            rps, latencies = results[f"{name}_tput"][0]
+            print(_line(labels[name], latencies, rps))
+            print(cpu(name, f"{name}_tput", len(latencies)))
+        gw_rps, gw_lat = results["gateway_tput"][0]
+        uncached_rps, uncached_lat = results["uncached_tput"][0]
+        bare_rps, bare_lat = results["bare_tput"][0]
         cmd_rps, cmd_lat = results["commands"]
         print(f"command POSTs at {concurrency} in flight (publish acks=all + PostgreSQL record):")
         print(_line("gateway POST /v1/clients/{c}/sync", cmd_lat, cmd_rps))
-        p99 = _percentile(results["gateway_rate"], 0.99)
-        print(f"goal catalog p99 <= 50 ms at {rate}/s: {'met' if p99 <= 50 else 'NOT met'} ({p99:.1f} ms); "
-              f"goal throughput >= 50 % of bare: {'met' if gw_rps >= 0.5 * bare_rps else 'NOT met'} "
-              f"({100 * gw_rps / bare_rps:.0f} %)")  # fmt: skip
-        print(
-            f"  median catalog latency, gateway / bare: {statistics.median(gw_lat):.2f} / {statistics.median(bare_lat):.2f} ms"
-        )
+        for name, rps in (("gateway", gw_rps), ("uncached", uncached_rps)):
+            p99 = _percentile(results[f"{name}_rate"][0], 0.99)
+            print(f"{labels[name]}: goal catalog p99 <= 50 ms at {rate}/s: {'met' if p99 <= 50 else 'NOT met'} "
+                  f"({p99:.1f} ms); goal throughput >= 50 % of bare: {'met' if rps >= 0.5 * bare_rps else 'NOT met'} "
+                  f"({100 * rps / bare_rps:.0f} %)")  # fmt: skip
+        print(f"  median catalog latency at {concurrency} in flight, gateway / cache off / bare: "
+              f"{statistics.median(gw_lat):.2f} / {statistics.median(uncached_lat):.2f} / "
+              f"{statistics.median(bare_lat):.2f} ms; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
         report("gateway_catalog_throughput", gw_rps, "req/s", bare_rps, goal="(goal ratio >= 0.50)")
+        report(
+            "gateway_catalog_throughput_cache_off",
+            uncached_rps,
+            "req/s",
+            bare_rps,
+            goal="(goal ratio >= 0.50)",
+        )
     finally:
         group.stop()
         unseed(database_url, tenant)

@@ -275,12 +275,17 @@ def panels() -> list[dict[str, Any]]:
             width=8,
         ),
         _panel(
-            "Open event streams; outcomes recorded per second",
-            "contract_sync_gateway_sse_connections (open /v1/events streams) and "
-            "contract_sync_gateway_outcomes_recorded_total (command outcome events stored).",
+            "Open event streams; outcomes recorded and catalog reads per second",
+            "contract_sync_gateway_sse_connections (open /v1/events streams), "
+            "contract_sync_gateway_outcomes_recorded_total (command outcome events stored) and "
+            "contract_sync_gateway_catalog_cache_total (catalog reads answered from the cache: hit, or rendered: miss).",
             [
                 ("sum(contract_sync_gateway_sse_connections)", "SSE streams"),
                 (f"sum(rate(contract_sync_gateway_outcomes_recorded_total[{RATE}]))", "outcomes/s"),
+                (
+                    f"sum by (result) (rate(contract_sync_gateway_catalog_cache_total[{RATE}]))",
+                    "catalog {{result}}",
+                ),
             ],
             width=8,
         ),

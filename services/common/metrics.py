@@ -71,6 +71,11 @@ AUTH_FAILURES = Counter(
 )
 RATE_LIMITED = Counter("contract_sync_gateway_rate_limited_total", "Requests refused with 429", ["tenant"])
 SSE_CONNECTIONS = Gauge("contract_sync_gateway_sse_connections", "Open /v1/events streams")
+CATALOG_CACHE = Counter(
+    "contract_sync_gateway_catalog_cache_total",
+    "Catalog reads answered from the rendered-document cache (hit) or rendered (miss)",
+    ["result"],
+)
 OUTCOMES_RECORDED = Counter(
     "contract_sync_gateway_outcomes_recorded_total", "Command outcome events recorded from sync.events.v1"
 )

@@ -42,6 +42,7 @@ from schemas.envelope import CLIENT_ID_PATTERN, CloudEvent
 from schemas.ownership import split_edit
 from services.gateway import metrics, models
 from services.gateway.auth import Principal, TokenVerifier, Unauthorized, bearer_token
+from services.gateway.catalog_cache import CatalogCache
 from services.gateway.command_store import CommandStore, IdempotencyConflict, request_hash
 from services.gateway.event_stream import parse_last_event_id, selector_for, sse_events
 from services.gateway.problems import (
@@ -279,6 +280,7 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
     api = APIRouter(prefix="/v1", responses=_ERRORS)
     read_model = gateway.read_model
     commands = gateway.commands
+    catalog_cache = CatalogCache(gateway.settings.catalog_cache_entries)
 
     async def require_client(principal: Principal, client: str) -> None:
         if not client_in_scope(principal, client) or not await read_model.client_exists(
@@ -353,12 +355,19 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
     ) -> Response:
         if not client_in_scope(principal, client):
             raise not_found("client")
+        states = tuple(state) if state else DEFAULT_STATES
+        key = (principal.tenant_id, client, states)
+        version = await read_model.catalog_version(principal.tenant_id, client)
+        cached = catalog_cache.get(key, version) if version is not None else None
+        if cached is not None:
+            metrics.CATALOG_CACHE.labels("hit").inc()
+            return Response(cached, media_type=_JSON)
+        metrics.CATALOG_CACHE.labels("miss").inc()
         rows = await read_model.catalog(principal.tenant_id, client)
         settings = await read_model.settings(principal.tenant_id, client)
         if not rows and settings is None and not await read_model.client_exists(principal.tenant_id, client):
             raise not_found("client")
-        states = tuple(state) if state else DEFAULT_STATES
-        return json_response(
+        document = orjson.dumps(
             {
                 "client_id": client,
                 "auto_sync": bool(settings and settings["auto_sync"]),
@@ -368,6 +377,9 @@ def build_app(gateway: Gateway, routers: Sequence[APIRouter] = ()) -> FastAPI:
                 "agreements": catalog_view(rows, states),
             }
         )
+        if version is not None:
+            catalog_cache.put(key, version, document)
+        return Response(document, media_type=_JSON)
 
     @api.post(
         "/clients/{client}/sync",

@@ -3,6 +3,7 @@ set of names for the dashboard), re-exported here under short names."""
 
 from services.common.metrics import (
     AUTH_FAILURES,
+    CATALOG_CACHE,
     COMMANDS_PUBLISHED,
     IDEMPOTENT_REPLAYS,
     OUTCOMES_RECORDED,
@@ -14,6 +15,7 @@ from services.common.metrics import (
 
 __all__ = [
     "AUTH_FAILURES",
+    "CATALOG_CACHE",
     "COMMANDS_PUBLISHED",
     "IDEMPOTENT_REPLAYS",
     "OUTCOMES_RECORDED",

@@ -68,6 +68,21 @@ WHERE v.tenant_id = %(tenant)s AND v.client_id = %(client)s
 ORDER BY v.agreement_id, v.addition_id NULLS FIRST
 """
 
+CATALOG_VERSION_SQL = """
+SELECT count(*) AS items,
+       md5(string_agg(ci.ctid::text || ci.xmin::text || coalesce(c.ctid::text || c.xmin::text, '-'), ','
+                      ORDER BY ci.contract_key))
+       || coalesce((SELECT ':' || st.ctid::text || st.xmin::text FROM client_sync_settings st
+                    WHERE st.tenant_id = %(tenant)s AND st.client_id = %(client)s), ':-') AS version
+FROM catalog_items ci
+LEFT JOIN contracts c ON c.contract_key = ci.contract_key
+WHERE ci.tenant_id = %(tenant)s AND ci.client_id = %(client)s
+"""
+"""The version of everything a client's catalog document is read from: the client's catalog rows,
+the contracts they join and the client's sync settings. Every committed INSERT, UPDATE or DELETE of
+such a row changes it, because each row version has its own (`ctid`, `xmin`) (the transaction that
+wrote it); it is a digest of those identities, not of the values, so it costs one index scan."""
+
 SETTINGS_SQL = """
 SELECT auto_sync, last_synced_at, last_status FROM client_sync_settings
 WHERE tenant_id = %(tenant)s AND client_id = %(client)s
@@ -120,6 +135,11 @@ class ReadModel:
 
     async def catalog(self, tenant: str, client: str) -> list[dict[str, Any]]:
         return await self._all(CATALOG_SQL, {"tenant": tenant, "client": client})
+
+    async def catalog_version(self, tenant: str, client: str) -> str | None:
+        """`CATALOG_VERSION_SQL` for the client; None when it has no catalog item (nothing to cache)."""
+        row = await self._one(CATALOG_VERSION_SQL, {"tenant": tenant, "client": client})
+        return str(row["version"]) if row and row["items"] else None
 
     async def settings(self, tenant: str, client: str) -> dict[str, Any] | None:
         return await self._one(SETTINGS_SQL, {"tenant": tenant, "client": client})

@@ -62,6 +62,12 @@ class GatewaySettings(BaseSettings):
         default=24, ge=1, description="How long Idempotency-Key answers and command outcomes are kept"
     )
     pool_size: int = Field(default=8, ge=1, le=100, description="PostgreSQL connections of one instance")
+    catalog_cache_entries: int = Field(
+        default=64,
+        ge=0,
+        description="Rendered catalog documents kept per instance, reused while the client's read-model "
+        "version is unchanged (0 = off)",
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

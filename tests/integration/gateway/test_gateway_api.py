@@ -8,9 +8,11 @@ import uuid
 from typing import Any
 
 import httpx
-from gateway_support import GatewayRig, bearer
+import sqlalchemy as sa
+from gateway_support import GatewayRig, bearer, seed, unseed
 
 from schemas.envelope import subject_of
+from services.common.db.roles import OWNER, SYNC_PATH
 from services.gateway import models
 
 
@@ -204,3 +206,69 @@ def test_the_openapi_document_is_served(rig: GatewayRig) -> None:
     document = httpx.get(f"{rig.url}/openapi.json", timeout=10).json()
     assert document["openapi"].startswith("3.1")
     assert "/v1/clients/{client}/catalog" in document["paths"]
+
+
+def _cache_hits(http: httpx.Client) -> float:
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith('contract_sync_gateway_catalog_cache_total{result="hit"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_repeated_catalog_read_is_answered_from_the_cache_until_any_row_it_depends_on_changes(
+    rig: GatewayRig,
+) -> None:
+    tenant = f"gwc-{uuid.uuid4().hex[:8]}"
+    seeded = seed(rig.engine, tenant, ["100"], auto_sync_client=None)
+    try:
+        with _client(rig, rig.tokens.token(tenant, scopes=["catalog:read"])) as http:
+
+            def catalog() -> dict[str, Any]:
+                response = http.get("/v1/clients/100/catalog")
+                assert response.status_code == 200, response.text
+                document: dict[str, Any] = response.json()
+                return document
+
+            def addition(document: dict[str, Any]) -> dict[str, Any] | None:
+                for agreement in document["agreements"]:
+                    for item in agreement["additions"]:
+                        if item["addition_id"] == 11:
+                            return dict(item)
+                return None
+
+            def change(sql: str, role: str = SYNC_PATH, **params: Any) -> None:
+                with rig.engine.begin() as conn:
+                    conn.execute(sa.text(f'SET LOCAL ROLE "{role}"'))  # the writer's role (the owner deletes)
+                    conn.execute(sa.text(sql), {"t": tenant, **params})
+
+            first = catalog()
+            hits = _cache_hits(http)
+            assert catalog() == first
+            assert _cache_hits(http) == hits + 1, "an unchanged catalog is answered from the cache"
+
+            # the catalog item's PSA values (the diff's PSA side)
+            change("UPDATE catalog_items SET summary = summary || '{\"unit_price\": \"6.00\"}'::jsonb"
+                   " WHERE tenant_id = :t AND addition_id = 11")  # fmt: skip
+            item = addition(catalog())
+            assert item is not None and item["changes"][0]["psa_value"] == "72.00"
+            # the contract's side of the diff
+            change("UPDATE contracts SET billing_amount = 72.00 WHERE tenant_id = :t AND addition_id = 11")
+            item = addition(catalog())
+            assert item is not None and item["changes"] == []
+            # the contract's version decides the state: synced items leave the default listing
+            change("UPDATE contracts SET psa_last_updated = now() + interval '1 day' WHERE contract_key = :k",
+                   k=seeded.addition_key)  # fmt: skip
+            assert addition(catalog()) is None
+            # the client's sync settings
+            change("UPDATE client_sync_settings SET auto_sync = true WHERE tenant_id = :t")
+            assert catalog()["auto_sync"] is True
+            # new and deleted catalog items
+            change("INSERT INTO catalog_items (contract_key, tenant_id, client_id, kind, agreement_id, name,"
+                   " summary, psa_last_updated, observed_at) VALUES (:k, :t, '100', 'agreement', 7, 'Seven',"
+                   " '{}'::jsonb, now(), now())", k=f"cw:{tenant}:agreement:7")  # fmt: skip
+            assert 7 in [a["agreement_id"] for a in catalog()["agreements"]]
+            change("DELETE FROM catalog_items WHERE tenant_id = :t AND agreement_id = 7", role=OWNER)
+            assert 7 not in [a["agreement_id"] for a in catalog()["agreements"]]
+            assert catalog() == catalog()
+    finally:
+        unseed(rig.engine, tenant)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from services.gateway.catalog_cache import CatalogCache
 from services.gateway.catalog_diff import field_changes
 from services.gateway.command_store import request_hash, summarise
 from services.gateway.event_stream import StreamFilter, format_position, parse_last_event_id
@@ -71,3 +72,19 @@ def test_the_request_fingerprint_ignores_key_order_but_not_values() -> None:
     assert request_hash("POST", "/x", {"a": 1, "b": 2}) == request_hash("POST", "/x", {"b": 2, "a": 1})
     assert request_hash("POST", "/x", {"a": 1}) != request_hash("POST", "/x", {"a": 2})
     assert request_hash("POST", "/x", {"a": 1}) != request_hash("POST", "/y", {"a": 1})
+
+
+def test_the_catalog_cache_answers_only_the_version_it_stored_and_drops_the_least_recently_used() -> None:
+    cache = CatalogCache(max_entries=2)
+    a, b, c = ("t", "1", ("new",)), ("t", "2", ("new",)), ("u", "1", ("new",))
+    cache.put(a, "v1", b"A")
+    assert cache.get(a, "v1") == b"A"
+    assert cache.get(a, "v2") is None, "another version of the read model is never answered"
+    assert cache.get(("t", "1", ("new", "updated")), "v1") is None
+    cache.put(b, "v1", b"B")
+    assert cache.get(a, "v1") == b"A"  # a is now the most recently used
+    cache.put(c, "v1", b"C")
+    assert len(cache) == 2 and cache.get(b, "v1") is None and cache.get(a, "v1") == b"A"
+    off = CatalogCache(max_entries=0)
+    off.put(a, "v1", b"A")
+    assert off.get(a, "v1") is None and len(off) == 0
