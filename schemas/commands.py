@@ -36,9 +36,14 @@ class SetAutoSyncData(Payload):
 
 
 class RefreshData(Payload):
-    """Re-read this client from ConnectWise now (the UI sends it when the dialog opens)."""
+    """Re-read this client from ConnectWise now (the UI sends it when the dialog opens).
+
+    With `agreement_id` it is a callback hint forwarded between poller replicas: re-read that one
+    agreement (client `*`: the receiving replica does not know it), `deleted` when ConnectWise said so."""
 
     requested_by: RequestedBy
+    agreement_id: int | None = Field(default=None, ge=1, le=2_147_483_647)
+    deleted: bool = False
 
 
 class EditData(Payload):

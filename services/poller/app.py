@@ -8,13 +8,16 @@ are recorded, so they are not re-emitted).
 
 Commands (`sync.commands.v1`): each shard reads every command in its own consumer group
 (`{commands_group}-{i}of{n}`) and acts on those of its own tenants: `sync.command.refresh` queues a
-refresh of the client (skipped when older than `refresh_max_age_s`), `sync.command.set_auto_sync`
-puts the client on/off the fast cadence. Other types, messages that do not parse and messages whose
-Kafka key is null or not their subject are skipped and logged (the mapper dead-letters bad commands).
-Any other failure of one message (an exception while acting on it) dead-letters that message here
-(`poller.commands`, reason and error class, `services.common.poison`) and the next one is handled;
-only cancellation and environmental errors (the broker away) stop the loop's current batch, which
-is then read again. Offsets are committed once a batch is handed over.
+refresh of the client (skipped when it was received - the Kafka record's timestamp, never the
+sender's `time` - more than `refresh_max_age_s` ago; a timestamp in the future counts as now), or,
+naming an `agreement_id`, a re-read of that agreement (a callback hint another replica received and
+forwarded here); `sync.command.set_auto_sync` puts the client on/off the fast cadence. Other types,
+messages that do not parse and messages whose Kafka key is null or not their subject are skipped
+and logged (the mapper dead-letters bad commands). Any other failure of one message (an exception
+while acting on it) dead-letters that message here (`poller.commands`, reason and error class,
+`services.common.poison`) and the next one is handled; only cancellation and environmental errors
+(the broker away) stop the loop's current batch, which is then read again. Offsets are committed
+once a batch is handed over.
 """
 
 from __future__ import annotations
@@ -24,23 +27,23 @@ import contextlib
 import logging
 import signal
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 
-from schemas.commands import RefreshCommand, SetAutoSyncCommand
-from schemas.envelope import utcnow
+from schemas.commands import RefreshCommand, RefreshData, SetAutoSyncCommand
+from schemas.envelope import ALL_CLIENTS, utcnow
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, parse
 from services.common.health import HealthServer
 from services.common.kafka import dead_letter, new_consumer, new_producer
 from services.common.poison import MessageFailure, guarded_async
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
-from services.poller.callbacks import KeyFetcher, build_app
+from services.poller.callbacks import Forward, KeyFetcher, build_app
 from services.poller.connectwise import ConnectWiseClient
-from services.poller.publisher import KafkaPublisher
+from services.poller.publisher import KafkaPublisher, Publisher
 from services.poller.service import TenantPoller
 from services.poller.settings import PollerSettings
 from services.poller.store import PostgresPollerStore
@@ -56,6 +59,7 @@ async def handle_command(
     configured: frozenset[str] | None = None,
     *,
     key: bytes | None,
+    received_at: datetime | None = None,
 ) -> str:
     """Act on one `sync.commands.v1` message with Kafka key `key`; returns what was done (for logs
     and tests).
@@ -80,10 +84,16 @@ async def handle_command(
             return "skipped: unknown tenant (the mapper dead-letters and rejects it)"
         return "skipped: not this shard's tenant"
     if isinstance(command, RefreshCommand):
-        if utcnow() - command.time > max_age:
+        now = utcnow()
+        received = min(received_at, now) if received_at is not None else now
+        if now - received > max_age:
             log.info("skipping a stale refresh command", extra={"command_id": str(command.id)})
             return "skipped: stale refresh"
-        poller.request_refresh(command.data.client_id, str(command.id))
+        if command.data.agreement_id is not None:
+            poller.request_recheck(command.data.agreement_id, deleted=command.data.deleted)
+            return "recheck queued"
+        if not poller.request_refresh(command.data.client_id, str(command.id)):
+            return "skipped: unknown client or too many waiting"
         return "refresh queued"
     if isinstance(command, SetAutoSyncCommand):
         done = await poller.set_auto_sync(command.data.client_id, command.data.enabled)
@@ -104,8 +114,11 @@ async def handle_guarded(
     """`handle_command`, with any failure of this one message dead-lettered (reason and error
     class, stage `poller.commands`) instead of raised; cancellation and environmental errors
     (`services.common.poison.ENVIRONMENTAL`) are raised."""
+    received = datetime.fromtimestamp(message.timestamp / 1000, UTC)
     outcome = await guarded_async(
-        lambda: handle_command(message.value, pollers, max_age, configured, key=message.key)
+        lambda: handle_command(
+            message.value, pollers, max_age, configured, key=message.key, received_at=received
+        )
     )
     if not isinstance(outcome, MessageFailure):
         return outcome
@@ -126,6 +139,27 @@ async def handle_guarded(
         offset=message.offset,
     )
     return f"dead-lettered: {outcome.reason}"
+
+
+def hint_forwarder(publisher: Publisher, topic: str) -> Forward:
+    """How a replica hands a verified callback of another shard's tenant to that shard: a
+    `sync.command.refresh` naming the agreement (client `*`), awaited until Kafka acknowledged it;
+    the owning shard's command consumer queues the re-read (`handle_command`)."""
+
+    async def forward(tenant_id: str, agreement_id: int, deleted: bool) -> None:
+        hint = RefreshCommand.build(
+            RefreshData(
+                tenant_id=tenant_id,
+                client_id=ALL_CLIENTS,
+                requested_by="connectwise-callback",
+                agreement_id=agreement_id,
+                deleted=deleted,
+            ),
+            source="contract-sync/poller",
+        )
+        await (await publisher.send(topic, hint))
+
+    return forward
 
 
 async def consume_commands(
@@ -215,7 +249,18 @@ async def run_poller(
     callback_server: uvicorn.Server | None = None
     callback_task: asyncio.Task[None] | None = None
     if settings.callbacks_port:
-        app = build_app(pollers, KeyFetcher(key_http), client_ids)
+        every_client_id = {
+            t.id: connection_for(t, base_dir=config.base_dir).client_id.get_secret_value()
+            for t in config.tenants
+        }
+
+        app = build_app(
+            pollers,
+            KeyFetcher(key_http),
+            every_client_id,
+            tenants={t.id: t for t in config.tenants},
+            forward=hint_forwarder(publisher, settings.topic(SYNC_COMMANDS)),
+        )
         callback_server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -225,6 +270,11 @@ async def run_poller(
                 log_config=None,  # uvicorn logs through the service's handler (services.common.logging)
                 access_log=False,
                 lifespan="off",
+                limit_concurrency=settings.callbacks_max_concurrency,
+                backlog=256,
+                timeout_keep_alive=5,
+                timeout_graceful_shutdown=5,
+                h11_max_incomplete_event_size=16 * 1024,
             )
         )
         callback_task = asyncio.create_task(callback_server.serve())

@@ -90,6 +90,10 @@ RunKind = Literal["incremental", "refresh", "reconcile", "callback"]
 Json = dict[str, Any]
 PAGE_SIZE = 1000
 MAX_PAUSE = timedelta(hours=1)
+MAX_REFRESH_HINTS = 1_000
+MAX_RECHECK_HINTS = 10_000
+HINTS_PER_TURN = 10
+"""Hints run per turn of the scheduling loop before it checks whether a scheduled run is due."""
 FIRST_PAUSE = timedelta(minutes=1)
 
 
@@ -262,7 +266,11 @@ class TenantPoller:
         self._auth_failures = 0
         self._lock = asyncio.Lock()
         self._semaphore = asyncio.Semaphore(tenant.concurrency)
-        self._hints: asyncio.Queue[tuple[str, Any, str | None]] = asyncio.Queue()
+        self._refresh_hints: dict[str, str | None] = {}
+        """Clients to refresh -> the correlation id of the first request (coalesced, bounded)."""
+        self._recheck_hints: dict[int, bool] = {}
+        """Agreements to re-read -> whether a `deleted` callback named it (coalesced, bounded)."""
+        self.hints_dropped = 0
         self._wake = asyncio.Event()
 
     # -- state ---------------------------------------------------------------------------------
@@ -293,15 +301,41 @@ class TenantPoller:
         self._wake.set()
         return True
 
-    def request_refresh(self, client_id: str, correlationid: str | None) -> None:
-        """Queue a refresh of one client for the scheduling loop."""
-        self._hints.put_nowait(("refresh", client_id, correlationid))
+    def request_refresh(self, client_id: str, correlationid: str | None) -> bool:
+        """Queue a refresh of one client for the scheduling loop. Requests for a client already
+        queued coalesce (the first one's correlation id is kept); a client this tenant does not
+        poll is ignored. At most `MAX_REFRESH_HINTS` clients wait; beyond, the request is dropped
+        (logged): a scheduled poll reads the client anyway. False when not queued."""
+        company = self.tenant.company_for(client_id)
+        if company is None or not self.tenant.includes_company(company):
+            return False
+        if client_id not in self._refresh_hints:
+            if len(self._refresh_hints) >= MAX_REFRESH_HINTS:
+                self._dropped("refresh")
+                return False
+            self._refresh_hints[client_id] = correlationid
         self._wake.set()
+        return True
 
-    def request_recheck(self, agreement_id: int, *, deleted: bool = False) -> None:
-        """Queue a callback hint: re-read one agreement (and confirm a `deleted` one by GET)."""
-        self._hints.put_nowait(("recheck", (agreement_id, deleted), None))
+    def request_recheck(self, agreement_id: int, *, deleted: bool = False) -> bool:
+        """Queue a callback hint: re-read one agreement (and confirm a `deleted` one by GET).
+        Hints of one agreement coalesce (`deleted` if any said so); at most `MAX_RECHECK_HINTS`
+        agreements wait, beyond that a hint is dropped (logged): the polls and the sweep still
+        read every agreement. False when not queued."""
+        if agreement_id not in self._recheck_hints and len(self._recheck_hints) >= MAX_RECHECK_HINTS:
+            self._dropped("recheck")
+            return False
+        self._recheck_hints[agreement_id] = self._recheck_hints.get(agreement_id, False) or deleted
         self._wake.set()
+        return True
+
+    def _dropped(self, kind: str) -> None:
+        self.hints_dropped += 1
+        log.warning("hint dropped: too many waiting", extra={"tenant_id": self.tenant.id, "kind": kind})
+
+    @property
+    def hints_waiting(self) -> int:
+        return len(self._refresh_hints) + len(self._recheck_hints)
 
     def wake(self) -> None:
         self._wake.set()
@@ -889,21 +923,27 @@ class TenantPoller:
                 "could not publish sync.failed", extra={"tenant_id": self.tenant.id, "stage": stage}
             )
 
-    async def _drain_hints(self) -> None:
-        while not self._hints.empty():
-            kind, value, correlationid = self._hints.get_nowait()
-            if kind == "refresh":
+    async def _drain_hints(self, limit: int = HINTS_PER_TURN) -> None:
+        """Run at most `limit` waiting hints (refreshes first, then rechecks, oldest first): the
+        scheduling loop checks its scheduled runs between turns, so hints never starve them."""
+        for _ in range(limit):
+            if self._refresh_hints:
+                client_id = next(iter(self._refresh_hints))
+                correlationid = self._refresh_hints.pop(client_id)
                 await self.guarded(
                     "poller.refresh",
-                    functools.partial(self.refresh_client, str(value), correlationid),
+                    functools.partial(self.refresh_client, client_id, correlationid),
                     correlationid,
                 )
-            elif kind == "recheck":
-                agreement_id, deleted = value
+            elif self._recheck_hints:
+                agreement_id = next(iter(self._recheck_hints))
+                deleted = self._recheck_hints.pop(agreement_id)
                 await self.guarded(
                     "poller.callback",
                     functools.partial(self.recheck_agreement, agreement_id, deleted=deleted),
                 )
+            else:
+                return
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Schedule runs until `stop` is set: the full scope every `poll_interval`, auto-sync clients
@@ -946,7 +986,7 @@ class TenantPoller:
             if stop.is_set():
                 break
             self._wake.clear()
-            if not self._hints.empty():
+            if self.hints_waiting:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)

@@ -50,6 +50,11 @@ class PollerSettings(BaseSettings):
     callbacks_port: int = Field(
         default=0, ge=0, le=65535, description="Port of the callback endpoint; 0 = off"
     )
+    callbacks_max_concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="Connections and requests the callback endpoint serves at once (beyond: 503)",
+    )
     topic_prefix: str = Field(
         default="",
         description="Prepended to the Kafka topic names it reads and writes (isolated test runs, benchmarks)",

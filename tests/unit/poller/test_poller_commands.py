@@ -52,7 +52,7 @@ async def test_refresh_is_queued_with_the_command_id_as_correlation() -> None:
         await handle_command(command.to_bytes(), {"acme": poller}, MAX_AGE, key=command.key)
         == "refresh queued"
     )
-    assert poller._hints.get_nowait() == ("refresh", "250", str(command.id))
+    assert poller._refresh_hints == {"250": str(command.id)}
 
 
 async def test_stale_refreshes_and_other_tenants_are_skipped() -> None:
@@ -60,19 +60,21 @@ async def test_stale_refreshes_and_other_tenants_are_skipped() -> None:
     stale = RefreshCommand.build(
         RefreshData(tenant_id="acme", client_id="250", requested_by="ui"), source="ui"
     )
-    stale = stale.model_copy(update={"time": utcnow() - timedelta(hours=1)})
+    received = utcnow() - timedelta(hours=1)  # the Kafka record's timestamp: received an hour ago
     other = RefreshCommand.build(
         RefreshData(tenant_id="beta", client_id="250", requested_by="ui"), source="ui"
     )
     assert (
-        await handle_command(stale.to_bytes(), {"acme": poller}, MAX_AGE, key=stale.key)
+        await handle_command(
+            stale.to_bytes(), {"acme": poller}, MAX_AGE, key=stale.key, received_at=received
+        )
         == "skipped: stale refresh"
     )
     assert (
         await handle_command(other.to_bytes(), {"acme": poller}, MAX_AGE, key=other.key)
         == "skipped: not this shard's tenant"
     )
-    assert poller._hints.empty()
+    assert poller.hints_waiting == 0
 
 
 async def test_a_refresh_for_a_tenant_absent_from_the_whole_tenants_file_is_skipped_as_unknown() -> None:
@@ -91,7 +93,7 @@ async def test_a_refresh_for_a_tenant_absent_from_the_whole_tenants_file_is_skip
         await handle_command(beta.to_bytes(), {"acme": poller}, MAX_AGE, configured, key=beta.key)
         == "skipped: not this shard's tenant"
     )
-    assert poller._hints.empty()
+    assert poller.hints_waiting == 0
 
 
 async def test_set_auto_sync_moves_a_configured_client_onto_the_fast_cadence() -> None:
@@ -169,8 +171,9 @@ async def test_any_failure_acting_on_one_command_dead_letters_it_and_the_next_is
     )
 
     def record(offset: int, command: Any) -> Any:
+        now_ms = int(utcnow().timestamp() * 1000)  # the Kafka record's timestamp: received now
         return ConsumerRecord(
-            "sync.commands.v1", 0, offset, 0, 0, command.key, command.to_bytes(), None, 0, 0, []
+            "sync.commands.v1", 0, offset, now_ms, 0, command.key, command.to_bytes(), None, 0, 0, []
         )
 
     outcome = await handle_guarded(record(4, bad), producer, {"acme": poller}, MAX_AGE)  # type: ignore[arg-type]
