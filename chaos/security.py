@@ -18,6 +18,7 @@ import base64
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,6 +138,37 @@ def capture_genuine_callback(
         server.server_close()
 
 
+FLOOD = 150
+
+
+def _floods(
+    http: httpx.Client,
+    callback_url: str,
+    body: bytes,
+    signature: str,
+    forged: str,
+    passed: list[str],
+    failures: list[str],
+) -> None:
+    """A flood of forged callbacks, then of one genuine callback repeated: every answer is a refusal
+    (401) or a rate limit (429), respectively an acceptance (202) or 429, and nothing else."""
+    for what, sig, allowed in (("forged", forged, {401, 429}), ("genuine", signature, {202, 429})):
+        statuses: dict[int, int] = {}
+        for _ in range(FLOOD):
+            answer = http.post(
+                callback_url,
+                content=body,
+                headers={"content-type": "application/json", "x-content-signature": sig},
+            )
+            statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+        ok = set(statuses) <= allowed and 429 in statuses
+        (passed if ok else failures).append(
+            f"flood of {FLOOD} {what} callbacks answered {dict(sorted(statuses.items()))}"
+            + ("" if ok else f" (expected only {sorted(allowed)}, rate-limited)")
+        )
+        time.sleep(2.5)
+
+
 def callback_checks(callback_url: str, body: bytes, signature: str) -> tuple[list[str], list[str]]:
     """(passed descriptions, failures). `callback_url` is the poller's `/callbacks/{tenant}`."""
     document = json.loads(body)
@@ -159,9 +191,24 @@ def callback_checks(callback_url: str, body: bytes, signature: str) -> tuple[lis
             401,
         ),
     ]
+    key_url = str(document.get("Metadata", {}).get("key_url", ""))
+    other_company = dict(
+        document,
+        Metadata={
+            **document.get("Metadata", {}),
+            "key_url": key_url.replace("companyName=", "companyName=x"),
+        },
+    )
+    huge = dict(document, Entity="x" * (64 * 1024))
+    cases += [
+        ("key_url of another company refused", json.dumps(other_company).encode(), signature, 401),
+        ("body over 64 KB refused", json.dumps(huge).encode(), signature, 413),
+    ]
     passed: list[str] = []
     failures: list[str] = []
     with httpx.Client(timeout=30) as http:
+        _floods(http, callback_url, body, signature, flipped, passed, failures)
+        time.sleep(2.5)  # the source's rate-limit bucket refills before the single checks
         for what, payload, sig, status in cases:
             headers = {"content-type": "application/json"}
             if sig:
