@@ -65,9 +65,7 @@ async def test_stale_refreshes_and_other_tenants_are_skipped() -> None:
         RefreshData(tenant_id="beta", client_id="250", requested_by="ui"), source="ui"
     )
     assert (
-        await handle_command(
-            stale.to_bytes(), {"acme": poller}, MAX_AGE, key=stale.key, received_at=received
-        )
+        await handle_command(stale.to_bytes(), {"acme": poller}, MAX_AGE, key=stale.key, received_at=received)
         == "skipped: stale refresh"
     )
     assert (
