@@ -1,5 +1,5 @@
 """Helpers for the poller's integration tests: a Kafka tap that reads back what the poller produced
-(real broker, per-tenant filtering), a tenants.toml writer, and poller process management."""
+(real broker, per-tenant filtering), tenants.toml writers, and poller process management."""
 
 from __future__ import annotations
 
@@ -95,27 +95,39 @@ class KafkaTap:
 
 def write_tenants_toml(path: Path, sim: SimHandle, tenant_id: str, **options: object) -> dict[str, str]:
     """A tenants.toml for one tenant on `sim`; returns the env vars holding its secrets."""
-    prefix = "CS_" + tenant_id.upper().replace("-", "_")
-    lines = [
-        "[[tenants]]",
-        f'id = "{tenant_id}"',
-        f'site = "{sim.site_url}"',
-        f'company_id = "{sim.company_id}"',
-    ]
-    for key, value in options.items():
-        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
-    lines += [
-        "[tenants.credentials]",
-        f'public_key = {{ env = "{prefix}_PUBLIC" }}',
-        f'private_key = {{ env = "{prefix}_PRIVATE" }}',
-        f'client_id = {{ env = "{prefix}_CLIENT" }}',
-    ]
+    return write_tenants_toml_for(path, sim, [tenant_id], **options)
+
+
+def write_tenants_toml_for(
+    path: Path, sim: SimHandle, tenant_ids: Iterable[str], **options: object
+) -> dict[str, str]:
+    """A tenants.toml with one tenant per id, all on `sim` (same options); returns the env vars
+    holding their secrets."""
+    lines: list[str] = []
+    secrets: dict[str, str] = {}
+    for tenant_id in tenant_ids:
+        prefix = "CS_" + tenant_id.upper().replace("-", "_")
+        lines += [
+            "[[tenants]]",
+            f'id = "{tenant_id}"',
+            f'site = "{sim.site_url}"',
+            f'company_id = "{sim.company_id}"',
+        ]
+        for key, value in options.items():
+            lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
+        lines += [
+            "[tenants.credentials]",
+            f'public_key = {{ env = "{prefix}_PUBLIC" }}',
+            f'private_key = {{ env = "{prefix}_PRIVATE" }}',
+            f'client_id = {{ env = "{prefix}_CLIENT" }}',
+        ]
+        secrets |= {
+            f"{prefix}_PUBLIC": sim.public_key,
+            f"{prefix}_PRIVATE": sim.private_key,
+            f"{prefix}_CLIENT": sim.client_id,
+        }
     path.write_text("\n".join(lines) + "\n")
-    return {
-        f"{prefix}_PUBLIC": sim.public_key,
-        f"{prefix}_PRIVATE": sim.private_key,
-        f"{prefix}_CLIENT": sim.client_id,
-    }
+    return secrets
 
 
 def start_poller_process(
