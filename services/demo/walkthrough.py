@@ -286,7 +286,8 @@ def show_gateway(pipeline: LocalPipeline, console: Console) -> None:
     console.print(
         f"  the console (docs/console.md): {pipeline.gateway_url}/ui/  (sign-in page answered {sign_in.status_code})"
     )
-    console.print(f"  a sign-in token for it (1 h, tenant {pipeline.options.tenant_id}): {token}")
+    console.print(f"  a sign-in token for it (1 h, tenant {pipeline.options.tenant_id}):")
+    console.print(token, soft_wrap=True, highlight=False)
 
 
 def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
@@ -345,7 +346,9 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
                 f"  Sync API: {pipeline.gateway_url} (docs/gateway.md), e.g.\n"
                 f"    curl -H 'Authorization: Bearer {pipeline.gateway_token(ttl_s=8 * 3600)}' "
                 f"{pipeline.gateway_url}/v1/clients\n"
-                f"  Stop it: contract-sync demo --stop   (and contract-sync stack down)"
+                f"  Stop it: contract-sync demo --stop   (and contract-sync stack down)",
+                soft_wrap=True,
+                highlight=False,
             )
             (work_dir.parent / "kept.pids").write_text(
                 "\n".join(str(m.pid) for m in pipeline.group.members.values() if m.pid) + "\n"

@@ -573,6 +573,9 @@ class EditDecision:
     """Column values to write (effective seeded, local, or PSA-owned of a local contract)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Seeded fields that become local overrides, with their JSON value."""
+    reverted: tuple[str, ...] = ()
+    """Seeded fields of a PSA-synced contract set back to exactly the PSA's value: their override
+    ends, so later syncs write them again ("revert to the PSA value")."""
     reason: EditReason | None = None
     fields: tuple[str, ...] = ()
     message: str = ""
@@ -703,7 +706,8 @@ def decide_edit(
     Rejected whole (nothing applied) when: the contract belongs to another tenant or client or
     does not exist; any field is PSA-owned on a PSA-synced contract (`psa_owned_field`, naming
     those fields); any field is unknown; any value is invalid (`invalid_value`). Otherwise the
-    seeded fields become overrides and local fields are set.
+    seeded fields become overrides (or, set to exactly the PSA's value of a PSA-synced contract, end
+    their override) and local fields are set.
     """
     if not key_matches_tenant(contract_id, tenant_id) and contract_id.startswith("cw:"):
         return EditDecision.reject(
@@ -730,6 +734,7 @@ def decide_edit(
         )
     columns: dict[str, Any] = {}
     overrides: dict[str, Any] = {}
+    reverted: list[str] = []
     current_field = ""
     try:
         for name, value in split.seeded.items():
@@ -737,10 +742,14 @@ def decide_edit(
             if name in ("start_date", "end_date"):
                 parsed_date = _date(name, value)
                 columns[name] = parsed_date
-                overrides[name] = parsed_date.isoformat() if parsed_date else None
+                override: Any = parsed_date.isoformat() if parsed_date else None
             else:
                 columns[name] = _text(name, value)
-                overrides[name] = columns[name]
+                override = columns[name]
+            if stored.psa_synced and columns[name] == stored.values.get(f"psa_{name}"):
+                reverted.append(name)
+            else:
+                overrides[name] = override
         for name, value in split.local.items():
             current_field = name
             if field_class(name) == "psa_owned":
@@ -759,7 +768,7 @@ def decide_edit(
             raise InvalidValue("end_date is before start_date")
     except InvalidValue as error:
         return EditDecision.reject("invalid_value", (current_field,), str(error))
-    return EditDecision(accepted=True, columns=columns, overrides=overrides)
+    return EditDecision(accepted=True, columns=columns, overrides=overrides, reverted=tuple(reverted))
 
 
 def edit_fields_summary() -> dict[str, tuple[str, ...]]:

@@ -1089,8 +1089,11 @@ class _BatchApplier:
         params: dict[str, Any] = dict(decision.columns)
         if "reminders" in params:
             params["reminders"] = psycopg.types.json.Jsonb(params["reminders"])
-        assignments.append("local_overrides = local_overrides || %(overrides)s::jsonb")
+        assignments.append(
+            "local_overrides = (local_overrides - %(reverted)s::text[]) || %(overrides)s::jsonb"
+        )
         params["overrides"] = _json(decision.overrides)
+        params["reverted"] = list(decision.reverted)
         params["key"] = data.contract_id
         params["event_id"] = edit.id
         # Column names come from the ownership rule list (never from the command), values are bound.

@@ -195,6 +195,7 @@ def test_the_sync_from_psa_flow_in_a_real_browser(
         assert_accessible(page, "contract page")
         page.get_by_role("button", name="Revert Name to the ConnectWise value").click()
         expect(page.get_by_label("Name", exact=True)).to_have_value(first["name"])
+        expect(page.locator('[data-field="name"] [data-overridden]')).to_have_count(0)
 
         # 6. auto-sync on: manual sync disabled with the reason; a ConnectWise change arrives by itself
         page.get_by_role("link", name=f"Contracts of client {client}").click()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -42,7 +42,9 @@ def when(value: Any) -> str:
     if value is None or value == "":
         return ""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment.utcoffset() is not None else str(moment)
+    if moment.utcoffset() is None:
+        return str(moment)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def iso(value: Any) -> str:

@@ -114,7 +114,8 @@ class ReferenceStore:
             tenant_id=self.tenant, client_id=CLIENT, contract_id=key, changes=changes, stored=stored
         )
         if decision.accepted and stored is not None:
-            overrides = {**stored.local_overrides, **decision.overrides}
+            kept = {k: v for k, v in stored.local_overrides.items() if k not in decision.reverted}
+            overrides = {**kept, **decision.overrides}
             values = {**stored.values, **decision.columns, "local_overrides": overrides}
             self.rows[key] = replace(stored, values=values, local_overrides=overrides)
 

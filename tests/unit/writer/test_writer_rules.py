@@ -262,6 +262,22 @@ class TestDecideEdit:
         assert decision.columns["tags"] == ["a", "b"]
         assert decision.columns["notes"] == "n"
 
+    def test_setting_a_seeded_field_back_to_the_psa_value_ends_its_override(self) -> None:
+        stored = self.stored()
+        psa_name = stored.values["psa_name"]
+        stored = replace(stored, local_overrides={"name": "Ours", "description": "kept"})
+        decision = self.decide({"name": psa_name, "description": "changed"}, stored)
+        assert decision.accepted
+        assert decision.reverted == ("name",)
+        assert decision.overrides == {"description": "changed"}
+        assert decision.columns["name"] == psa_name
+
+    def test_on_a_local_contract_a_seeded_value_equal_to_the_old_psa_value_stays_an_override(self) -> None:
+        stored = self.stored(psa_synced=False)
+        decision = self.decide({"name": stored.values["psa_name"]}, stored)
+        assert decision.reverted == ()
+        assert decision.overrides == {"name": stored.values["psa_name"]}
+
     @pytest.mark.parametrize(
         ("changes", "field"),
         [
