@@ -28,9 +28,10 @@ from schemas.commands import (
 from schemas.envelope import CloudEvent
 from schemas.ownership import LOCAL, PSA_SEEDED, split_edit
 from services.gateway import metrics
-from services.gateway.app import SOURCE, authenticate, client_in_scope
 from services.gateway.command_store import request_hash
+from services.gateway.guard import authenticate
 from services.gateway.problems import Problem, not_found
+from services.gateway.routing import SOURCE, client_in_scope
 from services.gateway.ui.console import Console, SignedIn
 from services.gateway.ui.pages import safe_next
 from services.gateway.ui.session import (

@@ -20,8 +20,9 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from services.gateway.app import Gateway, authenticate
+from services.gateway.adapters import Gateway
 from services.gateway.auth import Principal
+from services.gateway.guard import authenticate
 from services.gateway.problems import Problem, forbidden_scope
 from services.gateway.ui.session import Forbidden, NotSignedIn, csrf_token, session_token
 

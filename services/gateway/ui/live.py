@@ -16,9 +16,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response, StreamingResponse
 
 from services.gateway import metrics
-from services.gateway.app import client_in_scope
 from services.gateway.event_stream import selector_for, sse_events
 from services.gateway.problems import not_found
+from services.gateway.routing import client_in_scope
 from services.gateway.ui.console import Console
 
 

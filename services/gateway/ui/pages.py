@@ -14,8 +14,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from schemas.ownership import LOCAL, PSA_SEEDED
-from services.gateway.app import client_in_scope
 from services.gateway.problems import not_found
+from services.gateway.routing import client_in_scope
 from services.gateway.ui.console import Console, SignedIn
 from services.gateway.views import DEFAULT_STATES, STATES, catalog_view, client_summary, contract_view
 

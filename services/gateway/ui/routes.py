@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from services.gateway.app import Gateway
+from services.gateway.adapters import Gateway
 from services.gateway.problems import not_found
 from services.gateway.ui.actions import add_actions
 from services.gateway.ui.console import Console, ConsoleRoute
