@@ -35,6 +35,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN
+from schemas.psa_digest import DIGEST_PATTERN
 from schemas.records import ContractRecordMapped
 
 __all__ = ["MAPPED_TYPE", "MappedRecord", "RecordFields", "decode_mapped", "encode_mapped", "new_event_id"]
@@ -56,6 +57,7 @@ _DATETIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DIGEST = re.compile(DIGEST_PATTERN)
 
 _KEY_PATTERN = r"^cw:[a-z0-9][a-z0-9_-]{0,62}:(agreement|addition):[1-9]\d{0,9}\Z"
 """The contract key (schemas.records) for msgspec, which applies patterns with `re.search`: anchored,
@@ -69,6 +71,7 @@ class _Source(Struct, forbid_unknown_fields=True):
     psa_last_updated: str
     psa: Literal["connectwise"] = "connectwise"
     addition_id: int | None = None
+    psa_digest: str | None = None
 
 
 class _Money(Struct, forbid_unknown_fields=True):
@@ -242,6 +245,8 @@ def _decode(raw: bytes) -> MappedRecord:
         _match(_CURRENCY, currency)
         if len(_CURRENCIES) < _CACHE_MAX:
             _CURRENCIES.add(currency)
+    if source.psa_digest is not None:
+        _match(_DIGEST, source.psa_digest)
     start = data.start_date
     end = data.end_date
     return MappedRecord(

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema
 
 from schemas.envelope import CloudEvent, Payload, UtcDatetime, WireModel
+from schemas.psa_digest import DIGEST_PATTERN
 
 _DECIMAL_RE = re.compile(r"^-?\d{1,15}(\.\d{1,6})?$")
 
@@ -55,6 +56,13 @@ class RecordSource(WireModel):
     agreement_id: int
     addition_id: int | None = None
     psa_last_updated: UtcDatetime = Field(description="Version of the PSA item; older never overwrites newer")
+    psa_digest: str | None = Field(
+        default=None,
+        pattern=DIGEST_PATTERN,
+        description="Digest of the PSA inputs the record was mapped from (schemas.psa_digest): with "
+        "`psa_last_updated` it identifies what was mapped, as ConnectWise versions have one-second "
+        "resolution. Absent only in records of mappers before it existed",
+    )
 
 
 class ContractRecordData(Payload):

@@ -33,7 +33,7 @@ Rules worth a worked example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from schemas.connectwise import CwAddition, CwAgreement
 from schemas.psa import AgreementObservedData
+from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import (
     BillingCycle,
     Category,
@@ -146,6 +147,25 @@ class AgreementContext:
     category_rule: str = ""
     dates: dict[datetime, date | None] = field(default_factory=dict)
     """Calendar dates already computed for this snapshot (additions mostly share theirs)."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Per-snapshot values computed on first use or handed in (the input digests)."""
+
+    def agreement_digest(self) -> str:
+        """`schemas.psa_digest.agreement_digest` of this snapshot."""
+        digest = self.memo.get("agreement")
+        if digest is None:
+            digest = self.memo["agreement"] = agreement_digest(self.data)
+        return str(digest)
+
+    def addition_digest(self, addition: CwAddition) -> str:
+        """`schemas.psa_digest.addition_digest` of one addition of this snapshot."""
+        known = self.memo.get("by_id", {}).get(addition.id)
+        if known is not None:
+            return str(known)
+        digests = self.memo.get("additions")
+        if digests is None:
+            digests = self.memo["additions"] = AdditionDigests(self.data)
+        return str(digests(addition))
 
     def calendar_date(self, value: datetime | None) -> date | None:
         """`calendar_date(value, self.zone)`, memoised per snapshot."""
@@ -439,6 +459,7 @@ def agreement_fields(data: AgreementObservedData, ctx: AgreementContext) -> Reco
             "kind": "agreement",
             "agreement_id": agreement.id,
             "psa_last_updated": data.psa_last_updated,
+            "psa_digest": ctx.agreement_digest(),
         },
     }
     _optional(fields, parent_contract_key=parent_key)
@@ -570,6 +591,7 @@ def addition_fields(
             "agreement_id": data.agreement.id,
             "addition_id": addition.id,
             "psa_last_updated": data.psa_last_updated,
+            "psa_digest": ctx.addition_digest(addition),
         },
         "parent_contract_key": ctx.key,
         "name": name,
@@ -615,17 +637,24 @@ def map_items(
 
 
 def map_items_fields(
-    data: AgreementObservedData, *, agreement: bool, addition_ids: Iterable[int]
+    data: AgreementObservedData,
+    *,
+    agreement: bool,
+    addition_ids: Iterable[int],
+    digests: tuple[str, Mapping[int, str]] | None = None,
 ) -> list[FieldsResult]:
     """`map_items` returning unvalidated `RecordFields` (the same rules, no pydantic per record).
 
     For the hot path: `schemas.fast.encode_mapped` encodes them; a property test asserts that those
-    bytes parse into exactly the record `map_items` builds.
+    bytes parse into exactly the record `map_items` builds. `digests`: the snapshot's input digests
+    (agreement, additions by id) when the caller has them already (`schemas.psa_digest`, not checked).
     """
     results: list[FieldsResult] = []
     ctx: AgreementContext | None = None
     try:
         ctx = agreement_context(data)
+        if digests is not None:
+            ctx.memo["agreement"], ctx.memo["by_id"] = digests
     except MappingError as error:
         if agreement:
             results.append(error)

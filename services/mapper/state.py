@@ -8,14 +8,18 @@ State, all under keys that start with the client key `{tenant}:{client}` (so eve
 client lives in the changelog partition of that client's messages):
 
     "{client}|auto"           -> b"1" / b"0"       (the auto-sync flag; read on every message)
-    "{client}|i|{agreement}"  -> ItemState: one JSON line (snapshot version, its addition ids, which
-                                 items were mapped at which version = linked, removals), then the
+    "{client}|i|{agreement}"  -> ItemState: one JSON line (snapshot version and read time, its addition
+                                 ids, the items' input digests, which items were mapped with which
+                                 version and digest = linked, removals), then the
                                  raw `psa.agreement.observed` bytes of the newest snapshot - one
                                  changelog write per observed agreement
 
 Behaviour (docs/design.md#what-a-user-sees, docs/design.md#wire-contract):
 - observed: stores the snapshot unless it is older than the stored one (`psa_last_updated`
-  guard). With auto-sync on, maps every item of the snapshot not yet mapped at this version.
+  guard; of two with the same version the one read later, `observed_at`, wins). With auto-sync on,
+  maps every item of the snapshot not yet mapped with its current content: what was mapped is
+  recorded as `{psa_last_updated}#{digest of the item's mapped inputs}` (`schemas.psa_digest`),
+  so a second change within ConnectWise's one-second `lastUpdated` is mapped too.
   With auto-sync off nothing is emitted: the writer's catalog shows the change as "updated".
 - select: rejected whole (`auto_sync_enabled`) while auto-sync is on. Otherwise maps each named
   agreement and addition (an addition alone still names its parent's key) with the command id
@@ -64,6 +68,7 @@ from schemas.events import (
 )
 from schemas.fast import MAPPED_TYPE, encode_mapped
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import (
     ContractRecordMapped,
     ContractRecordRestored,
@@ -181,7 +186,12 @@ Output = Emit | DeadLetter
 
 @dataclass
 class ItemState:
-    """One agreement and its additions: the stored snapshot's version and what was mapped when."""
+    """One agreement and its additions: the stored snapshot's version, the digests of its items'
+    mapped inputs (`schemas.psa_digest`), and what was mapped when.
+
+    What was mapped is recorded as a token `{version}#{digest}` per item, never the version alone:
+    ConnectWise versions have one-second resolution, so a second change within the same second has
+    the same version and is told apart by its digest."""
 
     version: str
     additions: list[int]
@@ -192,6 +202,10 @@ class ItemState:
     removed_additions: set[int] = field(default_factory=set)
     removed_at: str | None = None
     """When the newest removal (of the agreement or one of its additions) was observed (ISO 8601)."""
+    observed_at: str | None = None
+    """The stored snapshot's `observed_at`: of two snapshots with the same version the later read wins."""
+    agreement_digest: str = ""
+    addition_digests: dict[int, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         meta = orjson.dumps(
@@ -203,6 +217,9 @@ class ItemState:
                 "gone": self.removed,
                 "gx": sorted(self.removed_additions),
                 "ra": self.removed_at,
+                "o": self.observed_at,
+                "da": self.agreement_digest,
+                "dx": {str(k): v for k, v in self.addition_digests.items()},
             }
         )
         return b"".join((meta, b"\n", self.snapshot))
@@ -220,17 +237,28 @@ class ItemState:
             removed=bool(doc["gone"]),
             removed_additions=set(doc["gx"]),
             removed_at=doc.get("ra"),
+            # state written before digests existed: no digest, so every item counts as not mapped
+            observed_at=doc.get("o"),
+            agreement_digest=doc.get("da", ""),
+            addition_digests={int(k): v for k, v in doc.get("dx", {}).items()},
         )
 
+    def agreement_token(self) -> str:
+        """What mapping the agreement now means: `{version}#{digest}`."""
+        return f"{self.version}#{self.agreement_digest}"
+
+    def addition_token(self, addition_id: int) -> str:
+        return f"{self.version}#{self.addition_digests.get(addition_id, '')}"
+
     def pending(self) -> tuple[bool, list[int]]:
-        """(agreement not mapped at the current version, additions not mapped at it)."""
+        """(agreement not mapped with its current content, additions not mapped with theirs)."""
         if self.removed:
             return False, []
-        agreement = self.mapped_agreement != self.version
+        agreement = self.mapped_agreement != self.agreement_token()
         additions = [
             a
             for a in self.additions
-            if a not in self.removed_additions and self.mapped_additions.get(a) != self.version
+            if a not in self.removed_additions and self.mapped_additions.get(a) != self.addition_token(a)
         ]
         return agreement, additions
 
@@ -572,24 +600,29 @@ def _map(
     correlationid: str | None,
     source: Incoming,
 ) -> list[Output]:
-    """Map the named items of one snapshot, record them as mapped (= linked) at its version.
+    """Map the named items of one snapshot, record them as mapped (= linked) with their content
+    (`{version}#{digest}` of each item).
 
     Records are encoded straight to bytes (`schemas.fast.encode_mapped`), not built as pydantic models.
     """
     outputs: list[Output] = []
     now = utcnow()
     key = event.key
-    for result in map_items_fields(event.data, agreement=agreement, addition_ids=addition_ids):
+    digests = (item.agreement_digest, item.addition_digests) if item.agreement_digest else None
+    for result in map_items_fields(
+        event.data, agreement=agreement, addition_ids=addition_ids, digests=digests
+    ):
         if isinstance(result, MappingError):
             outputs.extend(_mapping_failed(event, snapshot_raw, result, source))
             continue
         value = encode_mapped(result, source=SOURCE, time=now, correlationid=correlationid)
         outputs.append(Emit.encoded(CONTRACT_RECORDS, key=key, type=MAPPED_TYPE, value=value))
         record_source = result["source"]
+        token = f"{item.version}#{record_source['psa_digest']}"
         if record_source["kind"] == "agreement":
-            item.mapped_agreement = item.version
+            item.mapped_agreement = token
         else:
-            item.mapped_additions[record_source["addition_id"]] = item.version
+            item.mapped_additions[record_source["addition_id"]] = token
     return outputs
 
 
@@ -650,13 +683,21 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
     # An older snapshot never replaces a newer one. A removal is undone by a strictly newer
     # snapshot, or by one of the same version read after the removal (the item answered again:
     # a scope that hid it was widened, a proxy stopped misrouting); one of the same version read
-    # before the removal is stale.
+    # before the removal is stale. Of two snapshots with the same version (two changes within
+    # ConnectWise's one-second `lastUpdated`) the one read later wins.
     if (
         item is not None
         and stored is not None
         and (
             data.psa_last_updated < stored
-            or (data.psa_last_updated == stored and item.removed and not seen_after_removal)
+            or (
+                data.psa_last_updated == stored
+                and (
+                    not seen_after_removal
+                    if item.removed
+                    else _read_earlier(data.observed_at, item.observed_at)
+                )
+            )
         )
     ):
         log.info(
@@ -684,6 +725,10 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
         item.version = version
         item.additions = addition_ids
         item.snapshot = message.value
+    item.observed_at = data.observed_at.isoformat()
+    item.agreement_digest = agreement_digest(data)
+    digest_of = AdditionDigests(data)
+    item.addition_digests = {a.id: digest_of(a) for a in data.additions}
 
     outputs: list[Output] = []
     if restored_agreement or restored_additions:
@@ -764,6 +809,11 @@ def _restore(
         extra={"agreement_id": data.agreement.id, "restored": len(mapped)},
     )
     return outputs
+
+
+def _read_earlier(observed_at: datetime, stored_observed_at: str | None) -> bool:
+    """Whether a snapshot read at `observed_at` was read before the stored one (unknown: no)."""
+    return stored_observed_at is not None and observed_at < datetime.fromisoformat(stored_observed_at)
 
 
 def _retired(

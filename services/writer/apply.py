@@ -10,7 +10,9 @@ in one PostgreSQL transaction and `consumer.py` moves bytes. The ownership rules
   a local edit of one becomes a visible override (`local_overrides`), and the PSA's value stays
   visible in `psa_<field>`.
 - Local fields are never written by a sync.
-- A record whose `psa_last_updated` is older than the stored one changes nothing.
+- A record whose `psa_last_updated` is older than the stored one changes nothing; one with the same
+  version changes the contract when its content differs (two changes within ConnectWise's
+  one-second `lastUpdated`), the later record winning.
 
 `merge_contract` is the reference implementation of the upsert that `store.py` runs as one
 set-based statement; the integration tests check that the database agrees with it.
@@ -31,6 +33,7 @@ import orjson
 from schemas.fast import MappedRecord
 from schemas.ownership import LOCAL, PSA_OWNED, PSA_OWNED_COLUMNS, PSA_SEEDED, field_class, split_edit
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import BillingCycle, ContractRecordMapped, ContractRecordRetired, Status
 
 # ---------------------------------------------------------------------------------------------
@@ -45,6 +48,7 @@ SOURCE_COLUMNS: tuple[str, ...] = (
     "addition_id",
     "psa_last_updated",
     "parent_contract_key",
+    "psa_digest",
 )
 """Columns describing where a synced contract comes from; written by every applied sync."""
 
@@ -100,6 +104,7 @@ class ContractRow:
     explanation: dict[str, str]
     event_id: UUID
     correlation_id: str | None = None
+    psa_digest: str | None = None
 
     def stage_tuple(self) -> tuple[Any, ...]:
         """The row in `STAGE_COLUMNS` order (explanation left as a dict for the caller to encode)."""
@@ -131,6 +136,7 @@ def contract_row(event: ContractRecordMapped) -> ContractRow:
         explanation=dict(data.explanation),
         event_id=event.id,
         correlation_id=event.correlationid,
+        psa_digest=data.source.psa_digest,
     )
 
 
@@ -174,6 +180,7 @@ def staged_from_record(record: MappedRecord) -> StagedRecord:
         source.addition_id,
         record.psa_last_updated,
         data.parent_contract_key,
+        source.psa_digest,
         data.status,
         record.amount,
         money.currency,
@@ -226,6 +233,7 @@ def stage_values(event: ContractRecordMapped, explanation_json: str) -> tuple[An
         source.addition_id,
         source.psa_last_updated,
         data.parent_contract_key,
+        source.psa_digest,
         data.status,
         data.billing_cost.amount,
         data.billing_cost.currency,
@@ -388,22 +396,32 @@ class CatalogRow:
     psa_last_updated: datetime
     observed_at: datetime
     event_id: UUID
+    psa_digest: str | None = None
+    """`schemas.psa_digest` of the item's mapped inputs (the same digest its record carries)."""
 
 
 def catalog_state(
     *, removed_at: datetime | None, item_psa_last_updated: datetime, contract_psa_last_updated: datetime | None,
-    has_contract: bool,
+    has_contract: bool, item_psa_digest: str | None = None, contract_psa_digest: str | None = None,
 ) -> CatalogState:  # fmt: skip
     """State of one catalog item (the `catalog_item_states` view computes the same).
 
     removed: the PSA removed it; new: never synced into a contract; updated: the PSA version is
-    newer than the linked contract's; synced: otherwise.
+    newer than the linked contract's, or the same version with other content (both digests known
+    and different: a second change within ConnectWise's one-second `lastUpdated`); synced: otherwise.
     """
     if removed_at is not None:
         return "removed"
     if not has_contract:
         return "new"
     if contract_psa_last_updated is None or item_psa_last_updated > contract_psa_last_updated:
+        return "updated"
+    if (
+        item_psa_last_updated == contract_psa_last_updated
+        and item_psa_digest is not None
+        and contract_psa_digest is not None
+        and item_psa_digest != contract_psa_digest
+    ):
         return "updated"
     return "synced"
 
@@ -436,6 +454,7 @@ def catalog_rows(event: AgreementObserved) -> list[CatalogRow]:
     data = event.data
     agreement = data.agreement
     snapshot_version = data.psa_last_updated
+    addition_digest = AdditionDigests(data)
 
     def version(info: Any) -> datetime:
         last = getattr(info, "last_updated", None) if info is not None else None
@@ -466,6 +485,7 @@ def catalog_rows(event: AgreementObserved) -> list[CatalogRow]:
             psa_last_updated=version(agreement.info),
             observed_at=data.observed_at,
             event_id=event.id,
+            psa_digest=agreement_digest(data),
         )
     ]
     for addition in data.additions:
@@ -499,6 +519,7 @@ def catalog_rows(event: AgreementObserved) -> list[CatalogRow]:
                 psa_last_updated=version(addition.info),
                 observed_at=data.observed_at,
                 event_id=event.id,
+                psa_digest=addition_digest(addition),
             )
         )
     return rows

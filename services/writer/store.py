@@ -405,11 +405,11 @@ RETURNING c.contract_key
 
 _CATALOG_UPSERT = """
 INSERT INTO catalog_items AS ci (contract_key, tenant_id, client_id, kind, agreement_id, addition_id, name,
-                                 summary, psa_last_updated, observed_at, last_event_id)
-SELECT k, t, cl, kd, ag, ad, n, s::jsonb, v, o, e
+                                 summary, psa_last_updated, observed_at, last_event_id, psa_digest)
+SELECT k, t, cl, kd, ag, ad, n, s::jsonb, v, o, e, d
 FROM unnest(%(keys)s::text[], %(tenants)s::text[], %(clients)s::text[], %(kinds)s::text[], %(agreements)s::bigint[],
             %(additions)s::bigint[], %(names)s::text[], %(summaries)s::text[], %(versions)s::timestamptz[],
-            %(observed)s::timestamptz[], %(ids)s::uuid[]) AS x(k, t, cl, kd, ag, ad, n, s, v, o, e)
+            %(observed)s::timestamptz[], %(ids)s::uuid[], %(digests)s::text[]) AS x(k, t, cl, kd, ag, ad, n, s, v, o, e, d)
 ORDER BY k
 ON CONFLICT (contract_key) DO UPDATE SET
     client_id = EXCLUDED.client_id,
@@ -419,6 +419,7 @@ ON CONFLICT (contract_key) DO UPDATE SET
     psa_last_updated = EXCLUDED.psa_last_updated,
     observed_at = EXCLUDED.observed_at,
     last_event_id = EXCLUDED.last_event_id,
+    psa_digest = EXCLUDED.psa_digest,
     updated_at = now(),
     removed_at = CASE WHEN ci.removed_at IS NOT NULL AND EXCLUDED.observed_at > ci.removed_at THEN NULL
                       ELSE ci.removed_at END
@@ -1035,6 +1036,7 @@ class _BatchApplier:
                 "versions": [r.psa_last_updated for r in rows],
                 "observed": [r.observed_at for r in rows],
                 "ids": [r.event_id for r in rows],
+                "digests": [r.psa_digest for r in rows],
             },
         )
         touched.update((row[0], row[1]) for row in await cur.fetchall())
@@ -1133,7 +1135,7 @@ class _BatchApplier:
 
 _CATALOG_LIST = """
 SELECT contract_key, kind, agreement_id, addition_id, name, summary, psa_last_updated, observed_at, removed_at,
-       contract_psa_last_updated, state
+       contract_psa_last_updated, state, psa_digest, contract_psa_digest
 FROM catalog_item_states
 WHERE tenant_id = %(tenant)s AND client_id = %(client)s
 ORDER BY agreement_id, addition_id NULLS FIRST

@@ -58,6 +58,7 @@ contracts = Table(
     Column("addition_id", BigInteger),
     Column("psa_last_updated", DateTime(timezone=True)),
     Column("parent_contract_key", Text),
+    Column("psa_digest", Text),  # digest of the PSA inputs mapped (schemas.psa_digest); NULL before 0007
     # PSA-owned (schemas.ownership.PSA_OWNED_COLUMNS)
     Column("status", Text),
     Column("billing_amount", Numeric),  # unconstrained: keeps the scale the PSA gave ("1500.00")
@@ -112,6 +113,7 @@ catalog_items = Table(
     Column("removed_at", DateTime(timezone=True)),
     Column("last_event_id", UUID(as_uuid=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
+    Column("psa_digest", Text),  # digest of the item's mapped inputs (schemas.psa_digest)
     CheckConstraint("kind IN ('agreement', 'addition')", name="ck_catalog_items_kind"),
     Index("ix_catalog_items_tenant_client", "tenant_id", "client_id"),
     Index("ix_catalog_items_tenant_agreement", "tenant_id", "agreement_id"),

@@ -15,7 +15,7 @@ from services.common.db.tables import metadata
 def test_migrating_again_and_concurrently_is_a_no_op(migrated_url: str) -> None:
     with ThreadPoolExecutor(max_workers=3) as pool:
         list(pool.map(migrate, [migrated_url] * 3))
-    assert current_revision(migrated_url) == "0006_guard_by_role"
+    assert current_revision(migrated_url) == "0007_psa_digest"
 
 
 def test_the_tables_module_matches_the_migrated_schema(migrated_url: str) -> None:

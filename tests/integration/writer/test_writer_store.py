@@ -236,6 +236,8 @@ class TestCatalogAndSettings:
                 item_psa_last_updated=row["psa_last_updated"],
                 contract_psa_last_updated=row["contract_psa_last_updated"],
                 has_contract=row["contract_psa_last_updated"] is not None,
+                item_psa_digest=row["psa_digest"],
+                contract_psa_digest=row["contract_psa_digest"],
             )
             assert row["state"] == expected
 

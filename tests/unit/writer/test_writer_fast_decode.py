@@ -20,7 +20,7 @@ from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN
 from schemas.fast import decode_mapped, encode_mapped
 from schemas.records import ContractRecordData, ContractRecordMapped, Money, RecordSource
 from schemas.topics import CONTRACT_RECORDS, parse
-from services.writer.apply import StagedRecord, staged_from_event, staged_from_record
+from services.writer.apply import STAGE_COLUMNS, StagedRecord, staged_from_event, staged_from_record
 from services.writer.handlers import DeadLetter, parse_message, plan_batch
 
 _offsets = st.timedeltas(
@@ -234,8 +234,9 @@ def test_values_are_typed_as_the_database_expects() -> None:
     fast = parse_mapped(raw)
     assert fast is not None
     assert fast.psa_last_updated == datetime(2026, 1, 1, 8, 0, 0, 500_000, tzinfo=UTC)
-    assert fast.values[10] == Decimal("1500.00") and str(fast.values[10]) == "1500.00"
-    assert fast.values[15] == date(2026, 1, 1)
+    amount = fast.values[STAGE_COLUMNS.index("billing_amount")]
+    assert amount == Decimal("1500.00") and str(amount) == "1500.00"
+    assert fast.values[STAGE_COLUMNS.index("start_date")] == date(2026, 1, 1)
     assert fast == reference(raw)
 
 

@@ -61,6 +61,7 @@ def make_record(
     end_date: date | None = None,
     description: str | None = "Managed services",
     correlationid: str | None = None,
+    psa_digest: str | None = None,
     **extra: Any,
 ) -> ContractRecordMapped:
     kind = "addition" if addition_id is not None else "agreement"
@@ -70,7 +71,11 @@ def make_record(
         client_id=client,
         contract_key=f"cw:{tenant}:{kind}:{item}",
         source=RecordSource(
-            kind=kind, agreement_id=agreement_id, addition_id=addition_id, psa_last_updated=version
+            kind=kind,
+            agreement_id=agreement_id,
+            addition_id=addition_id,
+            psa_last_updated=version,
+            psa_digest=psa_digest,
         ),
         parent_contract_key=f"cw:{tenant}:agreement:{agreement_id}" if addition_id is not None else None,
         name=name or f"{kind.title()} {item}",
