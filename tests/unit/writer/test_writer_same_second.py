@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from writer_factories import T0, at, make_observed, make_record, unique_tenant
 
-from schemas.psa_digest import addition_digest, agreement_digest
 from schemas.fast import decode_mapped
+from schemas.psa_digest import addition_digest, agreement_digest
 from services.writer.apply import (
     STAGE_COLUMNS,
     StagedRecord,
