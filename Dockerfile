@@ -19,16 +19,17 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first (cached while only the code changes): install from pyproject.toml alone.
+# Dependencies first (cached while only the code changes): exactly the runtime lock, every file
+# checked against its hash (requirements/runtime.lock, `make lock`).
+COPY requirements/runtime.lock ./requirements/
+RUN pip install --require-hashes --no-deps -r requirements/runtime.lock
+# Then the code itself (a regular, non-editable install, with the locked build back-end), and the
+# build back-end leaves the environment again: the image holds only what runs.
 COPY pyproject.toml README.md ./
-RUN mkdir -p schemas services \
- && touch schemas/__init__.py services/__init__.py \
- && pip install . \
- && pip uninstall -y contract-sync
-# Then the code itself (a regular, non-editable install).
 COPY schemas ./schemas
 COPY services ./services
-RUN pip install --no-deps . \
+RUN pip install --no-deps --no-build-isolation . \
+ && pip uninstall -y setuptools wheel \
  && python -c "from services.common.db import MIGRATIONS_DIR; assert (MIGRATIONS_DIR / 'env.py').is_file()" \
  && contract-sync --help >/dev/null
 

@@ -1,6 +1,7 @@
 # contract-sync developer tasks. Everything runs from ./.venv (created by `make venv`).
 #
-#   make venv        create .venv (python3) and pip install -e '.[dev]' when pyproject.toml changed
+#   make venv        create .venv (python3): the hashed lock requirements/dev.lock, then the project
+#   make lock        re-lock requirements/*.lock (uv, with hashes) after changing a dependency
 #   make test        ruff check, mypy, lint-imports, then pytest tests/ against the real local stack
 #   make test-unit   pytest tests/unit only (no services)
 #   make lint        ruff check, ruff format --check, mypy, lint-imports (layering)
@@ -22,17 +23,32 @@ PYTEST_FLAGS ?= -p no:cacheprovider -q -ra --strict-markers --durations=15
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-unit lint demo bench stack-up stack-down clean
+.PHONY: help venv lock test test-unit lint demo bench stack-up stack-down clean
 
 help:
 	@sed -n '2,13s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
+DEV_LOCK := requirements/dev.lock
+RUNTIME_LOCK := requirements/runtime.lock
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock"
+
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (every file checked against its hash), then the project itself.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes --no-deps -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@touch $@
+
+# Re-lock after changing a dependency in pyproject.toml (a test fails until this ran): the dev lock
+# (runtime + dev extra + build back-end) for make venv and CI, the runtime lock for the image.
+lock: venv
+	$(UV_COMPILE) --extra dev pyproject.toml requirements/build.in -o $(DEV_LOCK)
+	$(UV_COMPILE) pyproject.toml requirements/build.in -o $(RUNTIME_LOCK)
+	$(BIN)/python deploy/lock_inputs.py > requirements/inputs.sha256
+	@echo "make: locked; commit requirements/"
 
 # with_stack: shell prefix that makes the stack endpoints available to the commands after it.
 # It installs an EXIT trap that runs `stack down` only when it ran `stack up` itself, so the
