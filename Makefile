@@ -44,7 +44,12 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 
 # Re-lock after changing a dependency in pyproject.toml (a test fails until this ran): the dev lock
 # (runtime + dev extra + build back-end) for make venv and CI, the runtime lock for the image.
-lock: venv
+# It needs no lock to start from: on a fresh checkout it creates .venv and installs uv from the
+# range pyproject.toml's dev extra gives (the dev lock then pins uv itself like everything else).
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --disable-pip-version-check -q \
+		"$$($(BIN)/python -c 'import tomllib; print(next(r for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["dev"] if r.startswith("uv")))')"
 	$(UV_COMPILE) --extra dev pyproject.toml requirements/build.in -o $(DEV_LOCK)
 	$(UV_COMPILE) pyproject.toml requirements/build.in -o $(RUNTIME_LOCK)
 	$(BIN)/python deploy/lock_inputs.py > requirements/inputs.sha256

@@ -9,6 +9,7 @@ import tomllib
 from importlib import metadata
 
 from deploy_helpers import ROOT, load_script
+from packaging.markers import Marker
 
 REQUIREMENTS = ROOT / "requirements"
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==([^\s;\\]+)\s*(;[^\\]*)?\\?$")
@@ -63,7 +64,7 @@ def test_the_virtualenv_holds_exactly_the_locked_versions() -> None:
     """`make venv` installs the dev lock with --require-hashes; a drifted package shows here."""
     wrong = {}
     for name, (version, marker) in locked("dev.lock").items():
-        if marker:  # platform-specific entries (e.g. win32 only) need not be installed
+        if marker and not Marker(marker).evaluate():  # another platform's entry (e.g. win32 only)
             continue
         try:
             installed = metadata.version(name)
