@@ -84,3 +84,13 @@ FAUST_INTERNALS_MISSING = Gauge(
     "contract_sync_mapper_faust_internals_missing",
     "faust internals the mapper needs that this faust release lacks (start-up self-check; > 0: not ready)",
 )
+MAPPER_STATE_RECOVERED = Counter(
+    "contract_sync_mapper_state_recovered_records_total",
+    "State changelog records the mapper read back into its local store, per changelog partition",
+    ["partition"],
+)
+MAPPER_STATE_RECOVERY_FROM = Gauge(
+    "contract_sync_mapper_state_recovery_from_offset",
+    "The changelog offset the mapper's last recovery of a partition started at (its local checkpoint)",
+    ["partition"],
+)

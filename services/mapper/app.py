@@ -61,6 +61,7 @@ from services.common.metrics import (
 from services.common.poison import failure_of, is_environmental
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper import faust_internals
+from services.mapper.changelog import ChangelogRecovery, StaleLocalState, changelog_topic, encode_key
 from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
 from services.mapper.settings import MapperSettings
 from services.mapper.state import (
@@ -72,6 +73,13 @@ from services.mapper.state import (
     IndexedStore,
     Output,
     decide,
+)
+from services.mapper.state_store import (
+    LazyClientIndex,
+    MemoryBackend,
+    StateBackend,
+    item_prefix,
+    open_backend,
 )
 
 log = logging.getLogger(__name__)
@@ -121,94 +129,125 @@ class OutMessage:
 
 
 class StateStore(IndexedStore):
-    """The state table as `decide` sees it, with its per-client index (`state.ClientIndex`).
+    """The mapper's state as `decide` sees it: a local backend (`services.mapper.state_store`:
+    `memory://` or `rocksdb://`) plus the current batch's pending changes, with its per-client index.
 
-    Reads and writes go to the table's local store (what faust recovers from the changelog);
-    every write also queues its changelog record - the key serialised as faust does, to the
-    partition of the message being handled - which is produced together with the batch's
-    outputs and awaited before the batch is acknowledged. So state changes are durable before
-    their source offsets can commit, and they skip faust's one-message-at-a-time table buffer.
-    The index follows every write and undo here, and is rebuilt (one pass over the table) each
-    time faust completes a recovery, which fills the table without going through this class.
+    Writes go to an in-memory overlay and queue their changelog record (the key as a JSON string,
+    to the partition of the message being handled). The batch's changelog records are produced with
+    its outputs; once they are acknowledged, `keep()` writes the overlay to the backend together
+    with the changelog offsets they end at (one atomic write for rocksdb). So the local store never
+    holds a change the changelog lacks: a crash before `keep()` leaves the previous state and
+    checkpoint, and recovery reads the tail the changelog has beyond it. `discard()` drops the
+    overlay (a failed or cancelled batch leaves no trace). The index follows every write and undo;
+    for `rocksdb://` it is a bounded `LazyClientIndex` built per client from prefix scans, for
+    `memory://` the full `ClientIndex`, rebuilt (one pass) after each recovery.
     """
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self.data = faust_internals.local_store(table)
-        self.index = ClientIndex()
+    def __init__(self, backend: StateBackend, changelog_name: str) -> None:
+        self.backend = backend
+        self.index: ClientIndex = LazyClientIndex(self._client_items) if backend.persistent else ClientIndex()
         self.index_lock = threading.Lock()
         """Held while a command is decided off the event loop and while the index is rebuilt."""
-        self.changelog_name: str = table.changelog_topic.get_topic_name()
+        self.changelog_name = changelog_name
         self.partition = 0
         self.pending: list[OutMessage] = []
-        self._undo: dict[str, bytes | None] = {}
-        """Each key changed since `keep()`, with its value before (None: absent); see `discard()`."""
+        self._overlay: dict[str, bytes | None] = {}
+        """Each key changed since `keep()`, with its new value (None: deleted)."""
+        self._written: dict[int, int] = {}
+        """Changelog partition -> the offset after the batch's last acknowledged changelog record."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._overlay:
+            value = self._overlay[key]
+            return default if value is None else value
+        found = self.backend.get(key)
+        return default if found is None else found
 
     def __getitem__(self, key: str) -> bytes:
-        value: bytes = self.data[key]
+        value: bytes | None = self.get(key)
+        if value is None:
+            raise KeyError(key)
         return value
 
     def __setitem__(self, key: str, value: bytes) -> None:
-        self._remember(key)
-        self.data[key] = value
+        self._overlay[key] = value
         self.index.on_write(key, value)
         self._log(key, value)
 
     def __delitem__(self, key: str) -> None:
-        self._remember(key)
-        del self.data[key]
+        if self.get(key) is None:
+            raise KeyError(key)
+        self._overlay[key] = None
         self.index.on_write(key, None)
         self._log(key, None)
 
-    def rebuild_index(self) -> None:
-        with self.index_lock:
-            self.index.rebuild(self.data)
-
-    def _remember(self, key: str) -> None:
-        if key not in self._undo:
-            self._undo[key] = self.data.get(key)
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self.data.keys()))
+        keys = {k for k in self.backend.state_keys() if self._overlay.get(k, b"") is not None}
+        keys.update(k for k, v in self._overlay.items() if v is not None)
+        return iter(sorted(keys))
 
     def __len__(self) -> int:
-        return len(self.data)
+        return sum(1 for _ in self)
+
+    def _client_items(self, client: str) -> Iterator[tuple[int, bytes]]:
+        """Every item of `client` as stored now (pending changes included), for the lazy index."""
+        prefix = item_prefix(client)
+        items: dict[str, bytes | None] = dict(self.backend.scan(prefix))
+        items.update((k, v) for k, v in self._overlay.items() if k.startswith(prefix))
+        for key, raw in items.items():
+            agreement = key[len(prefix) :]
+            if raw is not None and agreement.isdigit():
+                yield int(agreement), raw
+
+    def rebuild_index(self) -> None:
+        with self.index_lock:
+            if isinstance(self.backend, MemoryBackend):
+                self.index.rebuild(self.backend.data)
+            else:
+                self.index.rebuild({})
 
     def _log(self, key: str, value: bytes | None, partition: int | None = None) -> None:
-        key_bytes = faust_internals.changelog_key(self.table, key)
         where = self.partition if partition is None else partition
-        self.pending.append(OutMessage(self.changelog_name, key_bytes, value, [], where))
+        self.pending.append(OutMessage(self.changelog_name, encode_key(key), value, [], where))
 
     def position(self, topic: str, partition: int) -> int | None:
         """The next offset of `topic`/`partition` the state expects (`services.mapper.positions`)."""
-        return decode_position(self.data.get(position_key(topic, partition)))
+        return decode_position(self.get(position_key(topic, partition)))
 
     def put_position(self, topic: str, partition: int, offset: int) -> None:
         """Record the next offset to handle; its changelog record goes to that partition."""
         key, value = position_key(topic, partition), encode_position(offset)
-        self._remember(key)
-        self.data[key] = value
+        self._overlay[key] = value
         self._log(key, value, partition)
 
     def take_pending(self) -> list[OutMessage]:
         pending, self.pending = self.pending, []
         return pending
 
+    def written(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """The batch's changelog records were acknowledged, ending at these offsets (exclusive)."""
+        for (topic, partition), offset in offsets.items():
+            if topic == self.changelog_name:
+                self._written[partition] = max(offset, self._written.get(partition, 0))
+
     def keep(self) -> None:
-        """The changes so far are durable (their changelog records were written): keep them."""
-        self._undo.clear()
+        """The changes so far are durable (their changelog records were written): store them
+        locally with the changelog offsets they reach, in one write."""
+        if self._overlay or self._written:
+            self.backend.write(self._overlay, self._written)
+        self._overlay = {}
+        self._written = {}
 
     def discard(self) -> None:
         """Undo every change since `keep()` and drop their unsent changelog records: the local
         state is again what the changelog holds, so a batch that failed leaves no trace."""
-        data = self.data
-        for key, before in self._undo.items():
-            if before is None:
-                data.pop(key, None)
-            else:
-                data[key] = before
-            self.index.on_write(key, before)
-        self._undo.clear()
+        overlay, self._overlay = self._overlay, {}
+        for key in overlay:
+            self.index.on_write(key, self.backend.get(key))
+        self._written = {}
         self.pending = []
 
 
@@ -255,12 +294,14 @@ class OutputProducer(Service):
             self._by_key[(topic, key)] = partition
         return partition
 
-    async def produce_all(self, messages: list[OutMessage]) -> None:
+    async def produce_all(self, messages: list[OutMessage]) -> dict[tuple[str, int], int]:
+        """Returns, per (topic, partition) written, the offset after its last record."""
         await self.producer_started.wait()
         producer = self.producer
         assert producer is not None
         batches: dict[tuple[str, int], Any] = {}
-        deliveries: list[Awaitable[Any]] = []
+        deliveries: list[tuple[Awaitable[Any], int]] = []
+        """Each delivery future with the number of records it carries."""
         by_key = self._by_key
         for count, message in enumerate(messages, 1):
             if count % _YIELD_EVERY_MESSAGES == 0:  # a big batch (a large select) leaves the loop turns
@@ -278,26 +319,35 @@ class OutputProducer(Service):
                 batch.append(key=message.key, value=message.value, timestamp=None, headers=message.headers)
                 is None
             ):
-                deliveries.append(await producer.send_batch(batch, where[0], partition=where[1]))
+                deliveries.append(
+                    (await producer.send_batch(batch, where[0], partition=where[1]), batch.record_count())
+                )
                 batch = batches[where] = producer.create_batch()
                 appended = batch.append(
                     key=message.key, value=message.value, timestamp=None, headers=message.headers
                 )
                 if appended is None:  # larger than a whole batch: send it on its own
-                    deliveries.append(
-                        await producer.send(
-                            message.topic,
-                            message.value,
-                            key=message.key,
-                            partition=where[1],
-                            headers=message.headers,
-                        )
+                    single = await producer.send(
+                        message.topic,
+                        message.value,
+                        key=message.key,
+                        partition=where[1],
+                        headers=message.headers,
                     )
+                    deliveries.append((single, 1))
                     batches.pop(where)
         for (topic, partition), batch in batches.items():
             if batch.record_count():
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*deliveries)
+                deliveries.append(
+                    (await producer.send_batch(batch, topic, partition=partition), batch.record_count())
+                )
+        results = await asyncio.gather(*(delivery for delivery, _ in deliveries))
+        ends: dict[tuple[str, int], int] = {}
+        for metadata, (_, count) in zip(results, deliveries, strict=True):
+            if metadata is not None and metadata.offset is not None:
+                where = (metadata.topic, metadata.partition)
+                ends[where] = max(ends.get(where, 0), metadata.offset + count)
+        return ends
 
 
 def _transient(error: BaseException) -> bool:
@@ -404,7 +454,7 @@ class MapperApp:
             broker=kafka.faust_broker,
             broker_credentials=_credentials(kafka),
             broker_client_id=f"{kafka.client_id}-mapper",
-            store=settings.store,
+            store="memory://",  # faust holds no table: the state is the mapper's own (StateStore)
             datadir=settings.datadir,
             autodiscover=False,
             web_enabled=False,
@@ -421,16 +471,16 @@ class MapperApp:
             consumer_max_fetch_size=8 * 1024 * 1024,
             table_standby_replicas=0,
         )
-        self.table = self.app.Table(
-            "state",
-            key_type=str,  # -> json keys
-            value_type=bytes,  # -> raw values, also when recovered from the changelog
-            partitions=settings.partitions,
-            extra_topic_configs=kafka.topic_config({}),  # min.insync.replicas like every topic
-            help="Per-client mapper state: snapshots, linked items, auto-sync flag",
-        )
-        self.store = StateStore(self.table)
-        self.table.on_recover(self._on_recovered)
+        self.changelog_name = changelog_topic(settings.app_id)
+        self.backend = open_backend(settings.store, settings.datadir)
+        self.store = StateStore(self.backend, self.changelog_name)
+        self.recovery = ChangelogRecovery(kafka, self.changelog_name, self.backend)
+        self._assigned: set[int] | None = None
+        """Input partitions assigned to this worker (None: no assignment yet)."""
+        self._recovered_partitions: set[int] = set()
+        """Changelog partitions whose records the local store holds up to the end (since assigned)."""
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
+        self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
         self._input_topics = {settings.topic(PSA_AGREEMENTS), settings.topic(SYNC_COMMANDS)}
         self.inputs = self.app.topic(*sorted(self._input_topics), **_RAW)
         self.app.agent(self.inputs, name="mapper")(self._agent)
@@ -455,6 +505,7 @@ class MapperApp:
         # faust starts instances too (App.on_init_extra_service takes a Service or its class)
         self.app.service(self.output)  # type: ignore[arg-type]
         self.app.service(self.gap_reader)  # type: ignore[arg-type]
+        self.app.service(self.recovery)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------------------
 
@@ -472,23 +523,59 @@ class MapperApp:
             self.ready = False
 
     async def _handle_batch(self, events: list[Any]) -> None:
-        """Handle one batch of faust events (see `_handle_messages`), or hold it while the state
-        table is not recovered: nothing is decided on a partial state, and faust's re-delivery
-        after recovery may drop the messages, so they are handled with the next batch."""
-        if not self._recovered():
-            self._held.extend(_Raw.of(event.message) for event in events)
-            return
+        """Handle one batch of faust events (see `_handle_messages`) once the state of their
+        partitions is recovered; when recovery fails (the broker is away) the batch is held and
+        handled by the position check once it succeeds: nothing is decided on a partial state."""
+        messages = [_Raw.of(event.message) for event in events]
         async with self._lock:
-            await self._handle_messages(self._with_held([_Raw.of(event.message) for event in events]))
+            if not await self._recover({m.partition for m in messages}):
+                self._held.extend(messages)
+                return
+            await self._handle_messages(self._with_held(messages))
 
-    async def _on_recovered(self) -> None:
-        """faust filled the table from the changelog: index it again (one pass, once per recovery)."""
+    def _on_partitions_revoked(self, sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        """A partition that leaves may change elsewhere: read its changelog tail when it is back
+        (faust's `on_partitions_revoked` signal: args = (revoked partitions,))."""
+        revoked: set[Any] = args[0]
+        self._recovered_partitions -= {tp.partition for tp in revoked if tp.topic in self._input_topics}
+
+    def _on_partitions_assigned(self, sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        """faust's `on_partitions_assigned` signal: args = (the whole new assignment,)."""
+        assigned: set[Any] = args[0]
+        self._assigned = {tp.partition for tp in assigned if tp.topic in self._input_topics}
+        self._recovered_partitions &= self._assigned
+
+    async def _recover(self, partitions: set[int]) -> bool:
+        """Bring the local store up to the changelog's end for `partitions` not recovered since
+        they were assigned (`ChangelogRecovery`: only the tail after the local checkpoint). A local
+        store that belongs to another changelog is cleared and read again. False when a partition
+        could not be recovered now (logged; retried by the next batch or position check).
+        Called with `_lock` held."""
+        wanted = sorted(partitions - self._recovered_partitions)
+        if not wanted:
+            return True
+        try:
+            for partition in wanted:
+                try:
+                    await self.recovery.recover(partition)
+                except StaleLocalState as stale:
+                    log.warning("local state store cleared: %s", stale)
+                    self.backend.clear()
+                    self._recovered_partitions.clear()
+                    await self.recovery.recover(partition)
+                self._recovered_partitions.add(partition)
+        except Exception:
+            log.warning("cannot recover the state from its changelog yet", exc_info=True)
+            return False
+        finally:
+            self._on_recovered()
+        return True
+
+    def _on_recovered(self) -> None:
+        """The store was filled behind the index's back: rebuild the index (memory://: one pass)."""
         started = time.perf_counter()
         self.store.rebuild_index()
-        log.info(
-            "state index rebuilt",
-            extra={"keys": len(self.store), "ms": round((time.perf_counter() - started) * 1000)},
-        )
+        log.info("state index rebuilt", extra={"ms": round((time.perf_counter() - started) * 1000)})
 
     def _with_held(self, messages: list[_Raw]) -> list[_Raw]:
         """`messages` plus the held ones of partitions still assigned, each partition in offset
@@ -559,9 +646,9 @@ class MapperApp:
             await self._produce_retrying([self._message(output) for output in outputs], "outputs")
         state = store.take_pending()
         if state:
-            await self._produce_retrying(state, "state")
+            store.written(await self._produce_retrying(state, "state"))
 
-    async def _produce_retrying(self, messages: list[OutMessage], what: str) -> None:
+    async def _produce_retrying(self, messages: list[OutMessage], what: str) -> dict[tuple[str, int], int]:
         """`OutputProducer.produce_all`, retried with exponential back-off until it succeeds
         when the error is transient (`_transient`: the broker away, timeouts, leader changes).
 
@@ -593,8 +680,8 @@ class MapperApp:
             reraise=True,
         ):
             with attempt:
-                await self.output.produce_all(messages)
-                return
+                return await self.output.produce_all(messages)
+        raise AssertionError("unreachable: AsyncRetrying re-raises the last error")  # pragma: no cover
 
     async def _decide_any(self, message: _Raw) -> list[Output]:
         """`_decide`; a command (whose cost grows with what it names: a select of 10,000 ids takes
@@ -662,7 +749,7 @@ class MapperApp:
 
     def _self_check(self) -> None:
         """Check the faust internals the mapper needs (`faust_internals`); report any missing."""
-        self._missing_internals = faust_internals.missing(self.app, self.table)
+        self._missing_internals = faust_internals.missing(self.app)
         FAUST_INTERNALS_MISSING.set(len(self._missing_internals))
         if self._missing_internals:
             log.error(
@@ -671,7 +758,8 @@ class MapperApp:
             )
 
     def _recovered(self) -> bool:
-        return not self._missing_internals and faust_internals.table_recovered(self.app)
+        """Every assigned input partition's state is recovered (False before the first assignment)."""
+        return self._assigned is not None and self._assigned <= self._recovered_partitions
 
     async def _check_positions(self) -> None:
         """Periodic, once the state table is recovered:
@@ -683,12 +771,17 @@ class MapperApp:
            handled: no later message would reveal such a gap at a partition's end;
         3. the group's offsets are committed up to the positions (`_commit_positions`).
         """
+        if self._assigned is not None and not self._recovered():
+            async with self._lock:
+                await self._recover(set(self._assigned))
         if not self._recovered():
             return
         if self._held:
             async with self._lock:
                 if self._held and self._recovered():
                     await self._handle_or_log(self._with_held([]), "messages held during recovery")
+        if self._missing_internals:
+            return
         consumer = self.app.consumer
         committed = faust_internals.committed_offsets(self.app)
         for tp in consumer.assignment():
@@ -825,6 +918,6 @@ class MapperApp:
         return worker
 
     def is_ready(self) -> bool:
-        """Ready = the agent runs, faust has every internal the mapper needs (start-up self-check),
-        no rebalance is in progress and the state table is recovered."""
-        return self.ready and self._recovered()
+        """Ready = the agent runs, faust has every internal the mapper needs (start-up self-check)
+        and the state of every assigned partition is recovered."""
+        return self.ready and not self._missing_internals and self._recovered()

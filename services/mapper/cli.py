@@ -1,7 +1,8 @@
 """`contract-sync mapper`: run the mapper's faust worker until SIGTERM/SIGINT.
 
 Before the worker starts: the wire topics are created when missing (idempotent; `--no-create-topics`
-to skip) and the state changelog is given as many partitions as `psa.agreements.v1` has.
+to skip) and the state changelog (`<app_id>-state-changelog`, compacted) is created when missing with
+as many partitions as `psa.agreements.v1` has.
 Exit codes: 0 after a clean stop, 1 when Kafka is unreachable or the topics are inconsistent.
 Exit code 2 when MAPPER_TENANTS_FILE names a file that gives no usable tenant ids, or MAPPER_DATADIR
 (default `<state dir>/mapper`, see services.common.state_dir) cannot be created.
@@ -24,6 +25,7 @@ from services.common.kafka import ensure_topics
 from services.common.logging import configure_logging
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.common.tenants import TenantRegistryError, tenant_registry
+from services.mapper.changelog import changelog_spec
 from services.mapper.settings import MapperSettings
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if partitions != settings.partitions:
         log.info("state changelog follows the source topics", extra={"partitions": partitions})
         settings = settings.model_copy(update={"partitions": partitions})
+    try:  # the mapper's own topic: created even with --no-create-topics
+        asyncio.run(ensure_topics(kafka, [changelog_spec(settings.app_id, partitions)]))
+    except Exception as error:
+        log.error("cannot create the state changelog on %s: %s", kafka.bootstrap_servers, error)
+        return 1
 
     from services.mapper.app import MapperApp  # faust only when the worker really runs
 

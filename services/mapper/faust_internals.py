@@ -5,11 +5,11 @@ recovery (faust-streaming/faust#216, #221), and acknowledged offsets that stop c
 gap appears (faust-streaming/faust#596 "A race condition in recovery causes unrecoverable gaps in
 acked offsets and consequently blocks committing", #606 "Wrong offset commit in case of gaps").
 The mapper keeps its own durable input positions, re-reads skipped input and commits up to those
-positions; for that it needs what faust keeps to itself, listed in `REQUIRED`. The state table is
-read and written through its local store and changelog key serialiser, because the mapper writes
-state in batches outside faust's per-event context (docs/mapper.md#state-and-delivery-statepy-apppy).
+positions; for that it needs what faust keeps to itself, listed in `REQUIRED`. (The mapper's state
+is its own - services.mapper.state_store and services.mapper.changelog - so no faust table internal
+is needed.)
 
-Contract: `missing(app, table)` is the start-up self-check - the names of the internals this faust
+Contract: `missing(app)` is the start-up self-check - the names of the internals this faust
 release no longer provides (empty when all are there). The worker reports itself not ready and
 sets `contract_sync_mapper_faust_internals_missing` to their number when it is not empty, so a
 faust upgrade that renames one fails loudly instead of silently turning off the gap check and the
@@ -18,22 +18,18 @@ position commits. Every other function here assumes the self-check passed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 REQUIRED: tuple[str, ...] = (
-    "app.tables.recovery.completed",
-    "app.rebalancing",
     "app.consumer._committed_offset",
     "app.consumer._commit_offsets",
-    "table.data",
-    "table.changelog_topic.prepare_key",
 )
 
 
-def missing(app: Any, table: Any) -> list[str]:
-    """The internals of `REQUIRED` that `app`/`table` do not provide (the start-up self-check)."""
-    roots = {"app": app, "table": table}
+def missing(app: Any) -> list[str]:
+    """The internals of `REQUIRED` that `app` does not provide (the start-up self-check)."""
+    roots = {"app": app}
     gone: list[str] = []
     for path in REQUIRED:
         root, *steps = path.split(".")
@@ -49,14 +45,6 @@ def missing(app: Any, table: Any) -> list[str]:
 _ABSENT = object()
 
 
-def table_recovered(app: Any) -> bool:
-    """faust finished recovering the tables and no rebalance is in progress."""
-    recovery = getattr(app.tables, "recovery", None)
-    return (
-        recovery is not None and recovery.completed.is_set() and not bool(getattr(app, "rebalancing", True))
-    )
-
-
 def committed_offsets(app: Any) -> Mapping[Any, int | None]:
     """The consumer group's committed offset per assigned partition, as faust last saw it."""
     committed: Mapping[Any, int | None] = app.consumer._committed_offset
@@ -67,15 +55,3 @@ def offset_committer(app: Any) -> Callable[[dict[Any, int]], Awaitable[Any]]:
     """faust's own commit call (it never moves a partition's offset backwards)."""
     commit: Callable[[dict[Any, int]], Awaitable[Any]] = app.consumer._commit_offsets
     return commit
-
-
-def local_store(table: Any) -> MutableMapping[Any, Any]:
-    """The table's local store (what faust recovers from the changelog), read and written directly."""
-    data: MutableMapping[Any, Any] = table.data
-    return data
-
-
-def changelog_key(table: Any, key: str) -> bytes:
-    """`key` serialised as faust writes it to the table's changelog."""
-    key_bytes, _ = table.changelog_topic.prepare_key(key, table.key_serializer)
-    return bytes(key_bytes)

@@ -31,14 +31,15 @@ class MapperSettings(BaseSettings):
     store: str = Field(
         default="memory://",
         description=(
-            "faust table store; only memory:// (rebuilt from the changelog at start) is supported "
-            "(docs/mapper.md#state-store)"
+            "Local state store: memory:// (a dict, the whole changelog read back at every start) or "
+            "rocksdb:// (RocksDB in MAPPER_DATADIR, only the changelog tail after its checkpoint read "
+            "back; needs a persistent MAPPER_DATADIR) (docs/mapper.md#state-store)"
         ),
     )
     datadir: str = Field(
         default_factory=mapper_datadir,
         description=(
-            "faust data directory (rocksdb stores, worker state); created with its parents at start. "
+            "Data directory (the rocksdb:// state store, faust's worker state); created with its parents at start. "
             "Default `<state dir>/mapper`: CONTRACT_SYNC_STATE_DIR, else $XDG_STATE_HOME/contract-sync, "
             "else ~/.local/state/contract-sync"
         ),
@@ -62,10 +63,9 @@ class MapperSettings(BaseSettings):
     @classmethod
     def _supported_store(cls, value: str) -> str:
         """Refuse stores the mapper cannot run on, at start-up instead of in a crash loop."""
-        if value.split("://", 1)[0].lower() != "memory":
+        if value.split("://", 1)[0].lower() not in ("memory", "rocksdb"):
             raise ValueError(
-                f"MAPPER_STORE={value!r} is not supported: the mapper writes its state outside faust's "
-                "event context, which faust's rocksdb store cannot place in a partition; use memory:// "
+                f"MAPPER_STORE={value!r} is not supported: use memory:// or rocksdb:// "
                 "(docs/mapper.md#state-store)"
             )
         return value

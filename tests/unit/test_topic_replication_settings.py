@@ -3,26 +3,22 @@ min.insync.replicas from settings; drift of existing topics is computed purely (
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from services.common.kafka import topic_drift
 from services.common.settings import KafkaSettings
-from services.mapper.app import MapperApp
-from services.mapper.settings import MapperSettings
+from services.mapper.changelog import changelog_spec
 
 
-def test_the_mappers_changelog_takes_replication_and_min_insync_replicas_from_settings(
-    tmp_path: Path,
-) -> None:
+def test_the_mappers_changelog_is_compacted_and_takes_min_insync_replicas_from_settings() -> None:
     kafka = KafkaSettings(
         bootstrap_servers="127.0.0.1:1", topic_replication_factor=3, topic_min_insync_replicas=2
     )
-    mapper = MapperApp(MapperSettings(app_id="unit-rf", datadir=str(tmp_path), partitions=2), kafka)
+    spec = changelog_spec("unit-rf", 2)
 
-    changelog = mapper.table.changelog_topic
-    assert mapper.app.conf.topic_replication_factor == 3
-    assert changelog.replicas in (None, 3)  # None = the app's topic_replication_factor
-    assert dict(changelog.config or {})["min.insync.replicas"] == "2"
+    assert spec.name == "unit-rf-state-changelog"
+    assert spec.partitions == 2
+    # ensure_topics creates it like every topic: max(spec, settings) replicas, the settings' min ISR
+    assert max(spec.replication_factor, kafka.topic_replication_factor) == 3
+    assert kafka.topic_config(dict(spec.config)) == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
 
 
 def test_the_settings_add_min_insync_replicas_to_a_topics_registry_config() -> None:

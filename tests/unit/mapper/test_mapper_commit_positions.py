@@ -143,10 +143,11 @@ async def test_a_batch_whose_produce_fails_is_sent_again_until_it_lands_before_i
     monkeypatch.setattr(app_module, "PRODUCE_RETRY_MAX_S", 0.02)
     attempts: list[list[OutMessage]] = []
 
-    async def broker_away_twice(messages: list[OutMessage]) -> None:
+    async def broker_away_twice(messages: list[OutMessage]) -> dict[tuple[str, int], int]:
         attempts.append(list(messages))
         if len(attempts) <= 2:
             raise KafkaTimeoutError()
+        return {}
 
     mapper.output.produce_all = broker_away_twice  # type: ignore[method-assign]
 
@@ -188,12 +189,12 @@ async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as
 ) -> None:
     auto = set_auto_sync(True, tenant="t1")
 
-    async def sent(messages: list[OutMessage]) -> None:
-        return None
+    async def sent(messages: list[OutMessage]) -> dict[tuple[str, int], int]:
+        return {}
 
     mapper.output.produce_all = sent  # type: ignore[method-assign]
     await mapper._handle_messages([_Raw(COMMANDS, 0, 0, auto.key, auto.to_bytes())])
-    before = dict(mapper.table.data)
+    before = dict(mapper.store.items())
 
     async def rebalance(messages: list[OutMessage]) -> None:
         raise asyncio.CancelledError()
@@ -203,6 +204,6 @@ async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as
     with pytest.raises(asyncio.CancelledError):
         await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, observed.key, observed.to_bytes())])
 
-    assert dict(mapper.table.data) == before
+    assert dict(mapper.store.items()) == before
     assert mapper.store.position(AGREEMENTS, 0) is None
     assert mapper.store.take_pending() == []

@@ -95,7 +95,7 @@ def mapper(tmp_path: Path) -> MapperApp:
 
 
 def test_this_faust_release_provides_every_internal_the_mapper_needs(mapper: MapperApp) -> None:
-    assert faust_internals.missing(mapper.app, mapper.table) == []
+    assert faust_internals.missing(mapper.app) == []
 
 
 def test_a_faust_without_one_of_them_makes_the_worker_unready_and_sets_the_metric(mapper: MapperApp) -> None:
