@@ -1,26 +1,29 @@
-"""The mapper's faust app: one agent over `psa.agreements.v1` + `sync.commands.v1`, one state table.
+"""The mapper's faust app: one agent over `psa.agreements.v1` + `sync.commands.v1`, its own state store.
 
 Thin adapter around `services.mapper.state.decide`:
 - Both source topics are read as raw bytes (`value_serializer="raw"`) and parsed with
   `schemas.topics.parse` inside `decide`; faust never defines a second schema.
-- State lives in one faust Table (`<app_id>-state-changelog`), keys prefixed by the client key.
-  Each change is written to the changelog partition of the message being handled; as every
-  message about a client is keyed `{tenant}:{client}` and all topics are co-partitioned, a
-  client's state sits in the changelog partition of that client's messages and moves with it on
-  a rebalance; faust recovers it on start. The changelog therefore has as many partitions as the
-  source topics (`MapperSettings.partitions`, auto-detected by the CLI).
+- State lives in the mapper's own store (`StateStore`: a local backend from
+  `services.mapper.state_store`, `memory://` or `rocksdb://`, plus the batch's pending changes),
+  keys prefixed by the client key, and in its changelog topic (`<app_id>-state-changelog`,
+  `services.mapper.changelog`), which the mapper writes itself: each change goes to the changelog
+  partition of the message being handled. As every message about a client is keyed
+  `{tenant}:{client}` and all topics are co-partitioned, a client's state sits in the changelog
+  partition of that client's messages. faust holds no table: on every (re)assignment the store
+  reads back, per assigned partition, the changelog records after its local checkpoint (all of
+  them for `memory://`, only the tail for `rocksdb://`) before anything of that partition is decided.
 - Delivery: at-least-once (faust's exactly_once is unreliable). Messages are handled in batches
   (`stream.take_events`); the batch's outputs are produced (per-partition record batches of a
   dedicated idempotent producer, `OutputProducer`) and awaited first, then its state changes and
   input positions (changelog records), and only then is the batch acknowledged: no offset commits
   ahead of its effects, and no state ever claims records that were not written. A failed
   produce is retried with back-off until it lands (the agent waits meanwhile).
-- Input positions (`services.mapper.positions`): the state table holds, per source partition, the
+- Input positions (`services.mapper.positions`): the state holds, per source partition, the
   next offset the state reflects. Duplicates below it are skipped; a message beyond it means
   faust skipped input (its fetcher can drop messages around recovery and seeks), so the missing
   range is read again with a group-less consumer (`GapReader`) and handled first; a timer does
   the same when the group's committed offset is beyond the position (a gap at a partition's
-  end). Nothing is decided before the table is recovered: such messages are held.
+  end). Nothing is decided before the partition's state is recovered: such messages are held.
 - The worker keeps running on bad input: `decide` dead-letters it. An unexpected exception while
   handling one message dead-letters that message (`internal_error`) and the batch goes on.
 """
@@ -429,7 +432,7 @@ class GapReader(Service):
 
 
 class MapperApp:
-    """The faust app, its state table, topics and agent, built from settings (nothing at import)."""
+    """The faust app, its state store, topics and agent, built from settings (nothing at import)."""
 
     def __init__(
         self,
@@ -447,7 +450,7 @@ class MapperApp:
         self._missing_internals: list[str] = []
         """faust internals this release lacks (`faust_internals.missing`): not ready while any."""
         self._held: list[Any] = []
-        """Messages delivered before the state table was recovered, handled once it is."""
+        """Messages whose partition's state could not be recovered yet, handled once it is."""
         self.ready = False
         self.app = faust.App(
             settings.app_id,
@@ -762,7 +765,7 @@ class MapperApp:
         return self._assigned is not None and self._assigned <= self._recovered_partitions
 
     async def _check_positions(self) -> None:
-        """Periodic, once the state table is recovered:
+        """Periodic: recovers assigned partitions not recovered yet, then, once all are:
 
         1. messages held during recovery are handled (without waiting for a next batch, which
            may never come when faust re-delivers nothing);

@@ -1,6 +1,6 @@
 """The mapper's decisions: client state + one incoming message -> state changes + output messages.
 
-Pure apart from the key-value store it is handed (a dict in tests, a faust Table in the app):
+Pure apart from the key-value store it is handed (a dict in tests, the worker's StateStore in the app):
 no Kafka, no faust, no clock reads beyond CloudEvent timestamps. The faust agent is a thin loop
 around `handle`.
 
@@ -297,7 +297,7 @@ class ClientIndex:
 
     Derived from the item keys of a store, never stored itself: `IndexedStore` keeps it in step
     with every write, and `rebuild` recomputes it after the store was filled behind its back
-    (faust's changelog recovery). A lookup costs O(1), listing a client's agreements O(that
+    (changelog recovery). A lookup costs O(1), listing a client's agreements O(that
     client), whatever the size of the store.
     """
 

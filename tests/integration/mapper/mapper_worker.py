@@ -71,8 +71,11 @@ class Received:
 
 
 class MapperWorker:
-    def __init__(self, bootstrap: str, prefix: str, app_id: str, workdir: Path) -> None:
+    def __init__(
+        self, bootstrap: str, prefix: str, app_id: str, workdir: Path, store: str = "memory://"
+    ) -> None:
         self.bootstrap = bootstrap
+        self.store = store
         self.prefix = prefix
         self.app_id = app_id
         self.workdir = workdir
@@ -92,6 +95,7 @@ class MapperWorker:
             "MAPPER_APP_ID": self.app_id,
             "MAPPER_PARTITIONS": str(PARTITIONS),
             "MAPPER_DATADIR": str(self.workdir / "data"),
+            "MAPPER_STORE": self.store,
             "MAPPER_BATCH_WITHIN_S": "0.02",
             "HEALTH_PORT": str(self.port),
             "HEALTH_HOST": "127.0.0.1",
@@ -140,6 +144,22 @@ class MapperWorker:
                 process.kill()
                 process.wait(timeout=10)
         return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL and wait: nothing is flushed or closed."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+    def metric(self, name: str) -> dict[str, float]:
+        """Every sample of one metric from /metrics: its label text -> value."""
+        samples: dict[str, float] = {}
+        for line in self.metrics().splitlines():
+            if line.startswith(name):
+                labels, _, value = line[len(name) :].rpartition(" ")
+                samples[labels] = float(value)
+        return samples
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
