@@ -222,6 +222,22 @@ def panels() -> list[dict[str, Any]]:
             kind="stat",
             thresholds=[(None, "green"), (1, "red")],
         ),
+        _panel(
+            "Mapper: state changelog records read back",
+            "contract_sync_mapper_state_recovered_records_total: state changelog records the mapper read back "
+            "into its local store (rocksdb://: only those after its checkpoint). "
+            "contract_sync_mapper_state_recovery_from_offset: where the last recovery of a partition started.",
+            [
+                (
+                    f"sum by (partition) (increase(contract_sync_mapper_state_recovered_records_total[{RATE}]))",
+                    "read back, partition {{partition}}",
+                ),
+                (
+                    "max by (partition) (contract_sync_mapper_state_recovery_from_offset)",
+                    "recovery from offset, partition {{partition}}",
+                ),
+            ],
+        ),
         _row("Sync API (gateway)"),
         _panel(
             "Gateway requests per second, by route and status",

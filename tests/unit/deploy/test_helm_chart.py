@@ -517,3 +517,26 @@ def test_services_with_several_replicas_get_a_disruption_budget_selecting_their_
         pod_labels = by_component[component]["spec"]["template"]["metadata"]["labels"]
         assert budget["spec"]["maxUnavailable"] == 1
         assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_the_mapper_is_a_statefulset_keeping_its_rocksdb_store_on_a_claim_per_pod() -> None:
+    mapper = workloads(render())["mapper"]
+    container = mapper["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(container)
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+
+    assert mapper["kind"] == "StatefulSet"
+    assert env["MAPPER_STORE"]["value"] == "rocksdb://"
+    [claim] = mapper["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "state"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert mounts["state"] == env["MAPPER_DATADIR"]["value"]
+
+
+def test_a_mapper_on_the_memory_store_gets_no_claim() -> None:
+    mapper = workloads(render({"mapper": {"store": "memory://"}}))["mapper"]
+    container = mapper["spec"]["template"]["spec"]["containers"][0]
+
+    assert env_of(container)["MAPPER_STORE"]["value"] == "memory://"
+    assert "volumeClaimTemplates" not in mapper["spec"]
+    assert "state" not in {mount["name"] for mount in container["volumeMounts"]}
