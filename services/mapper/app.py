@@ -473,6 +473,7 @@ class MapperApp:
             producer_max_request_size=8 * 1024 * 1024,
             consumer_max_fetch_size=8 * 1024 * 1024,
             table_standby_replicas=0,
+            consumer_group_instance_id=settings.group_instance_id,
         )
         self.changelog_name = changelog_topic(settings.app_id)
         self.backend = open_backend(settings.store, settings.datadir)

@@ -44,6 +44,15 @@ class MapperSettings(BaseSettings):
             "else ~/.local/state/contract-sync"
         ),
     )
+    group_instance_id: str | None = Field(
+        default=None,
+        description=(
+            "Kafka static group membership (group.instance.id) of this worker: a worker restarted with "
+            "the same id gets its partitions back at once instead of after the group's session timeout "
+            "(faust's 60 s); a stopped worker's partitions wait that long before moving. Unique per "
+            "running worker (the chart uses the pod name); unset = dynamic membership"
+        ),
+    )
     batch_max: int = Field(default=500, ge=1, le=100_000, description="Most messages handled per batch")
     batch_within_s: float = Field(
         default=0.05, gt=0, le=10, description="Longest wait for a batch to fill before handling it"

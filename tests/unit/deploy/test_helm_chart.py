@@ -531,6 +531,8 @@ def test_the_mapper_is_a_statefulset_keeping_its_rocksdb_store_on_a_claim_per_po
     assert claim["metadata"]["name"] == "state"
     assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
     assert mounts["state"] == env["MAPPER_DATADIR"]["value"]
+    # static group membership by pod name: a restarted pod takes its partitions back at once
+    assert env["MAPPER_GROUP_INSTANCE_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def test_a_mapper_on_the_memory_store_gets_no_claim() -> None:
