@@ -102,13 +102,16 @@ class RocksBackend:
     persistent = True
 
     def __init__(self, path: Path) -> None:
-        from rocksdict import Options, Rdict  # imported only when this store is chosen
+        from rocksdict import DBCompressionType, Options, Rdict  # only when this store is chosen
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_max_open_files(256)  # bounded file handles and table-reader memory
+        options.set_write_buffer_size(32 * 1024 * 1024)  # memtables: at most 2 x 32 MiB in RAM
+        options.set_max_write_buffer_number(2)
+        options.set_compression_type(DBCompressionType.lz4())  # JSON snapshots compress well, cheaply
         self.db = Rdict(str(path), options)
 
     def get(self, key: str) -> bytes | None:
