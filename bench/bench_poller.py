@@ -34,7 +34,8 @@ from services.common.settings import DatabaseSettings, KafkaSettings
 from services.cwsim.testing import SimHandle, run_simulator
 from services.poller.connectwise import ConnectWiseClient
 from services.poller.publisher import KafkaPublisher
-from services.poller.service import RunStats, TenantPoller
+from services.poller.run import RunStats
+from services.poller.service import TenantPoller
 from services.poller.store import PostgresPollerStore
 from services.poller.sweep import expected_share
 from services.poller.tenants import TenantConfig, connection_for, parse_config

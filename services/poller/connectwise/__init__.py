@@ -6,7 +6,7 @@ error tree (see `errors`). Guide: docs/connectwise-client.md.
 """
 
 from services.poller.connectwise import conditions
-from services.poller.connectwise.client import ClientStats, ConnectWiseClient, StatsSnapshot, render_order_by
+from services.poller.connectwise.client import ConnectWiseClient, render_order_by
 from services.poller.connectwise.conditions import Condition, ConditionError
 from services.poller.connectwise.config import DEFAULT_API_VERSION, ConnectWiseConnection
 from services.poller.connectwise.errors import (
@@ -34,6 +34,7 @@ from services.poller.connectwise.models import (
 from services.poller.connectwise.paging import MAX_PAGE_SIZE, Paging
 from services.poller.connectwise.ratelimit import TokenBucket
 from services.poller.connectwise.retry import RetryPolicy, parse_retry_after
+from services.poller.connectwise.stats import ClientStats, StatsSnapshot
 
 __all__ = [
     "DEFAULT_API_VERSION",

@@ -129,5 +129,5 @@ async def test_endpoint_queues_a_recheck_for_a_validly_signed_callback_only() ->
         400,
     ]
     assert all(f["url"] == KEY_URL and f["client"] == "client-guid" for f in fetched)
-    assert poller._recheck_hints == {1001: False}
+    assert poller.hints.rechecks == {1001: False}
     await poller.client.aclose()

@@ -17,7 +17,7 @@ from schemas.commands import RefreshCommand, RefreshData
 from schemas.envelope import utcnow
 from services.cwsim.callbacks import sign
 from services.poller import callbacks as callbacks_module
-from services.poller import service as service_module
+from services.poller import hints as hints_module
 from services.poller.app import handle_command, hint_forwarder
 from services.poller.callbacks import KEY_CACHE_SIZE, MAX_BODY_BYTES, KeyFetcher, build_app
 from services.poller.service import TenantPoller
@@ -123,7 +123,7 @@ async def test_genuine_callbacks_coalesce_per_agreement_into_a_bounded_set(
 ) -> None:
     monkeypatch.setattr(callbacks_module, "SOURCE_BURST", 10_000.0)
     monkeypatch.setattr(callbacks_module, "TENANT_BURST", 10_000.0)
-    monkeypatch.setattr(service_module, "MAX_RECHECK_HINTS", 5)
+    monkeypatch.setattr(hints_module, "MAX_RECHECK_HINTS", 5)
     keys, poller = KeyServer(), make_poller(tenant())
     async with app_for({"acme": poller}, keys) as http:
         for _ in range(50):
@@ -132,7 +132,7 @@ async def test_genuine_callbacks_coalesce_per_agreement_into_a_bounded_set(
         for n in range(100, 110):
             await post(http, "acme", payload(n))
     assert poller.hints_waiting == 5
-    assert poller._recheck_hints[7] is True  # one hint for 51 callbacks, `deleted` kept
+    assert poller.hints.rechecks[7] is True  # one hint for 51 callbacks, `deleted` kept
     assert poller.hints_dropped == 6
     await poller.client.aclose()
 
@@ -201,7 +201,7 @@ async def test_with_two_shards_a_callback_reaching_the_other_replica_gets_to_the
     configured = frozenset(configs)
     for pollers in (shard_a, shard_b):  # every shard's command consumer reads it; the owner acts
         await handle_command(hint.to_bytes(), pollers, timedelta(minutes=10), configured, key=hint.key)
-    assert shard_b["t2"]._recheck_hints == {43: False, 42: True}
+    assert shard_b["t2"].hints.rechecks == {43: False, 42: True}
     assert shard_a["t1"].hints_waiting == 0
     for pollers in (shard_a, shard_b):
         for poller in pollers.values():

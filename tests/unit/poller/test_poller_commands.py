@@ -52,7 +52,7 @@ async def test_refresh_is_queued_with_the_command_id_as_correlation() -> None:
         await handle_command(command.to_bytes(), {"acme": poller}, MAX_AGE, key=command.key)
         == "refresh queued"
     )
-    assert poller._refresh_hints == {"250": str(command.id)}
+    assert poller.hints.refreshes == {"250": str(command.id)}
 
 
 async def test_stale_refreshes_and_other_tenants_are_skipped() -> None:

@@ -1,5 +1,5 @@
 """One removal guard on every path: only ConnectWise's own NotFound proves a removal, and a budget
-per run and per tenant bounds how many agreements any path may remove (`TenantPoller._remove_agreement`).
+per run and per tenant bounds how many agreements any path may remove (`removals.RemovalChecks`).
 
 Against the ConnectWise simulator in process; its `proxy_404_rate` fault answers GETs by id with a
 proxy's HTML 404 while lists work, its `missing_agreements` fault answers ConnectWise's NotFound for
@@ -154,7 +154,7 @@ async def test_only_connectwises_own_not_found_body_is_a_not_found_error(
     from services.poller.connectwise import ConnectWiseClient
 
     rig = await make_rig(sim)
-    client = ConnectWiseClient(rig.poller.client._connection, transport=httpx.MockTransport(answer))
+    client = ConnectWiseClient(rig.poller.client.connection, transport=httpx.MockTransport(answer))
     async with client:
         with pytest.raises(error) as raised:
             await client.get_agreement(7)

@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 from schemas.psa import AgreementObserved
 from services.cwsim.app import Simulator
 from services.poller import cursor as cursors
-from services.poller.service import TenantPoller, pause_for
+from services.poller.failures import pause_for
+from services.poller.service import TenantPoller
 from services.poller.tenants import TenantConfig, parse_config
 
 CREDS = {"public_key": {"env": "A"}, "private_key": {"env": "B"}, "client_id": {"env": "C"}}
