@@ -209,35 +209,7 @@ class TenantPoller:
                     raise cause from error
                 raise
             self._measure(stats)
-            if stats.removals_held:
-                held = sorted(stats.removals_held)
-                await self.events.failed(
-                    f"poller.{kind}",
-                    "removal_guard",
-                    f"{len(held)} removal(s) held back although ConnectWise answered NotFound: "
-                    f"{next(iter(stats.removals_held.values()))}; held: {held[:50]}",
-                    retryable=True,
-                    operator_action=(
-                        "Check that the ConnectWise API member still sees every agreement (security role, "
-                        "Level/Location/Department limits). Held agreements stay known and are confirmed "
-                        "again later; raise removal_guard_ratio only if these deletions are real."
-                    ),
-                    correlationid=correlationid,
-                )
-            if stats.invalid_ids:
-                ids = sorted(set(stats.invalid_ids))
-                await self.events.failed(
-                    f"poller.{kind}",
-                    "invalid_psa_data",
-                    f"{len(ids)} agreement(s) skipped: ConnectWise sent data the wire contract cannot carry "
-                    f"(no company, or a field of an unexpected type/value): {ids[:50]}",
-                    retryable=False,
-                    operator_action=(
-                        "Open these agreements in ConnectWise and check their company and status fields; "
-                        "the poller logs name the fields. They are read again once edited."
-                    ),
-                    correlationid=correlationid,
-                )
+            await self.events.run_findings(stats, correlationid)
             await self.events.completed(stats, correlationid)
             log.info(
                 "poll run completed",
