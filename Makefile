@@ -1,6 +1,6 @@
 # contract-sync developer tasks. Everything runs from ./.venv (created by `make venv`).
 #
-#   make venv        create .venv (python3): the hashed lock requirements/dev.lock, then the project
+#   make venv        create .venv (python3): the hashed lock requirements/dev.lock, then the project and devtools/
 #   make lock        re-lock requirements/*.lock (uv, with hashes) after changing a dependency
 #   make test        ruff check, mypy, lint-imports, then pytest tests/ against the real local stack
 #   make test-unit   pytest tests/unit only (no services)
@@ -35,11 +35,13 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --g
 
 venv: $(STAMP)
 
-# Exactly the locked versions (every file checked against its hash), then the project itself.
-$(STAMP): pyproject.toml $(DEV_LOCK)
+# Exactly the locked versions (every file checked against its hash), then the project itself and the
+# development tools (devtools/: the local stack, the simulator, the demo), their own distribution
+# installed here only: the production wheel built from ./pyproject.toml never contains them.
+$(STAMP): pyproject.toml devtools/pyproject.toml $(DEV_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --require-hashes --no-deps -r $(DEV_LOCK)
-	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . -e ./devtools
 	@touch $@
 
 # Re-lock after changing a dependency in pyproject.toml (a test fails until this ran): the dev lock

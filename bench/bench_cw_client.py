@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from bench.report import report
-from services.cwsim.testing import SimHandle, run_simulator
+from devtools.cwsim.testing import SimHandle, run_simulator
 from services.poller.connectwise import ConnectWiseClient, ConnectWiseConnection
 
 LATENCY_MS = 200

@@ -31,7 +31,7 @@ import orjson
 import uvloop
 
 from bench.report import report
-from services.cwsim.testing import SimHandle, run_simulator
+from devtools.cwsim.testing import SimHandle, run_simulator
 
 SECONDS = float(os.environ.get("CWSIM_BENCH_SECONDS", "2"))
 CONCURRENCY = int(os.environ.get("CWSIM_BENCH_CONCURRENCY", "2"))

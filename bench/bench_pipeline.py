@@ -1,6 +1,6 @@
 """The two headline figures of the whole pipeline (issue 7), on the local stack, as separate processes.
 
-`LocalPipeline` (services/demo/pipeline.py) runs the ConnectWise simulator, the writer, the mapper
+`LocalPipeline` (devtools/demo/pipeline.py) runs the ConnectWise simulator, the writer, the mapper
 and the poller as their own processes on the real Kafka and PostgreSQL. This benchmark talks to them
 only through the wire contract (commands on `sync.commands.v1`), the simulator's control API and
 what lands in PostgreSQL / Kafka. The services run on topics of their own (`bench-<id>.` prefix,
@@ -62,12 +62,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
 from bench.report import report
-from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
-from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS
-from services.common.db.roles import OWNER
-from services.common.kafka import CONTENT_TYPE_HEADER, new_producer
-from services.common.settings import DatabaseSettings, KafkaSettings
-from services.demo.pipeline import (
+from devtools.demo.pipeline import (
     SIM_CLIENT_ID,
     SIM_COMPANY,
     SIM_PRIVATE_KEY,
@@ -75,6 +70,11 @@ from services.demo.pipeline import (
     LocalPipeline,
     PipelineOptions,
 )
+from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
+from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS
+from services.common.db.roles import OWNER
+from services.common.kafka import CONTENT_TYPE_HEADER, new_producer
+from services.common.settings import DatabaseSettings, KafkaSettings
 from services.poller.connectwise import ConnectWiseClient
 from services.poller.publisher import KafkaPublisher
 from services.poller.service import TenantPoller

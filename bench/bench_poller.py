@@ -29,9 +29,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 
 from bench.report import report
+from devtools.cwsim.testing import SimHandle, run_simulator
 from services.common.kafka import new_producer
 from services.common.settings import DatabaseSettings, KafkaSettings
-from services.cwsim.testing import SimHandle, run_simulator
 from services.poller.connectwise import ConnectWiseClient
 from services.poller.publisher import KafkaPublisher
 from services.poller.run import RunStats

@@ -3,7 +3,7 @@
 A scenario (`Scenario.run`):
 1. a new tenant id with topics of its own (`{tenant}.psa.agreements.v1`, ...: the pipeline's
    `topic_prefix`), the simulator + writer, mapper, poller started as processes
-   (`services.demo.pipeline.LocalPipeline`);
+   (`devtools.demo.pipeline.LocalPipeline`);
 2. auto-sync on for every client but a few "manual" clients (auto-sync off);
 3. while the import streams: the fault schedule runs in its own thread; a mutator changes
    ConnectWise data (amounts, names, cancellations, addition quantities, new agreements); the
@@ -39,6 +39,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from chaos.checker import CheckResult, Intent, PsaData, compare, expected_store, read_psa, stored_rows
 from chaos.rules import expected_records
 from chaos.security import find_secrets
+from devtools.demo.pipeline import (
+    SIM_CLIENT_ID,
+    SIM_COMPANY,
+    SIM_PRIVATE_KEY,
+    SIM_PUBLIC_KEY,
+    LocalPipeline,
+    PipelineOptions,
+    tenants_toml,
+)
+from devtools.stack import LocalStack
+from devtools.stack.local import Endpoints
 from schemas.commands import (
     EditCommand,
     EditData,
@@ -54,18 +65,7 @@ from schemas.topics import SYNC_COMMANDS, TOPICS
 from services.common.db.tables import catalog_items
 from services.common.kafka import ensure_topics, new_producer, wait_for_leaders
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import (
-    SIM_CLIENT_ID,
-    SIM_COMPANY,
-    SIM_PRIVATE_KEY,
-    SIM_PUBLIC_KEY,
-    LocalPipeline,
-    PipelineOptions,
-    tenants_toml,
-)
 from services.launcher.group import contract_sync_command, free_port, wait_until
-from services.stack import LocalStack
-from services.stack.local import Endpoints
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

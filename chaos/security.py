@@ -28,14 +28,14 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from devtools.demo.pipeline import SIM_COMPANY, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY
 from schemas.topics import TOPICS
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import SIM_COMPANY, SIM_PRIVATE_KEY, SIM_PUBLIC_KEY
 from services.launcher.group import free_port
 
 
 def configured_secrets() -> dict[str, str]:
-    """The credential values the pipeline is configured with (services.demo.pipeline)."""
+    """The credential values the pipeline is configured with (devtools.demo.pipeline)."""
     token = base64.b64encode(f"{SIM_COMPANY}+{SIM_PUBLIC_KEY}:{SIM_PRIVATE_KEY}".encode()).decode()
     return {"public_key": SIM_PUBLIC_KEY, "private_key": SIM_PRIVATE_KEY, "basic_token": token}
 
@@ -227,7 +227,7 @@ def callback_checks(callback_url: str, body: bytes, signature: str) -> tuple[lis
 
 def tls_verification_default() -> tuple[list[str], list[str]]:
     """(passed, failures): default client vs a self-signed simulator, then with its CA (control)."""
-    from services.cwsim.testing import run_simulator
+    from devtools.cwsim.testing import run_simulator
     from services.poller.connectwise.client import ConnectWiseClient
     from services.poller.connectwise.config import ConnectWiseConnection
     from services.poller.connectwise.errors import ConnectWiseError

@@ -11,8 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from services.stack import LocalStack
-from services.stack.local import REPO_ROOT
+from devtools.stack import LocalStack
+from devtools.stack.local import REPO_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,10 @@
 
 Each sub-command lives in the module that owns it and is imported only when that
 sub-command runs, so `contract-sync stack up` never imports faust and
-`contract-sync writer` never imports the simulator. A module listed here exposes
+`contract-sync writer` never imports the simulator. The development tools' sub-commands
+(`DEV_COMMANDS`: the local stack, the simulator, the demo) live in the `devtools` package, which
+only the development install has (`make venv`); without it they are simply not offered. A module
+listed here exposes
 `add_parser(subparsers) -> None`, which registers its parser and sets `func`
 (a callable taking the parsed `argparse.Namespace` and returning an exit code).
 """
@@ -11,16 +14,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 
 # sub-command name -> module that registers it (and its own nested sub-commands)
 COMMANDS: dict[str, str] = {
-    "stack": "services.stack.cli",
     "topics": "services.common.topics_cli",
     "db": "services.common.db_cli",
     "kafka": "services.common.kafka_acls_cli",
-    "cw-sim": "services.cwsim.cli",
     "poller": "services.poller.cli",
     "callbacks": "services.poller.callbacks_cli",
     "mapper": "services.mapper.cli",
@@ -31,15 +33,29 @@ COMMANDS: dict[str, str] = {
     "events": "services.common.events_cli",
     "run": "services.launcher.cli",
     "gateway": "services.gateway.cli",
-    "demo": "services.demo",
+}
+# development tools' sub-commands (package `devtools`, not in the production wheel or image)
+DEV_COMMANDS: dict[str, str] = {
+    "stack": "devtools.stack.cli",
+    "cw-sim": "devtools.cwsim.cli",
+    "demo": "devtools.demo",
 }
 
 
-def _load(name: str, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> bool:
+def available_commands() -> dict[str, str]:
+    """Sub-command name -> module: the production ones, plus the development tools' when installed."""
+    if importlib.util.find_spec("devtools") is None:
+        return dict(COMMANDS)
+    return {**DEV_COMMANDS, **COMMANDS}
+
+
+def _load(
+    name: str, module_name: str, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+) -> bool:
     try:
-        module = importlib.import_module(COMMANDS[name])
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name and COMMANDS[name].startswith(error.name):
+        if error.name and module_name.startswith(error.name):
             return False  # sub-command not built yet
         raise
     module.add_parser(subparsers)
@@ -53,9 +69,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Import ConnectWise Manage agreements into contract records.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    names = [only] if only in COMMANDS else list(COMMANDS)
+    commands = available_commands()
+    names = [only] if only in commands else list(commands)
     for name in names:
-        _load(name, subparsers)
+        _load(name, commands[name], subparsers)
     return parser
 
 

@@ -3,7 +3,7 @@
 `kafka_bootstrap` / `database_url` resolve, in order:
   1. the environment (`KAFKA_BOOTSTRAP_SERVERS`, `DATABASE_URL`), as `make test` and `.ci/run` export;
   2. testcontainers, only when a Docker engine answers (cheap check, no Docker on the dev machines);
-  3. the local stack (`services.stack.LocalStack`, `.stack/` by default), started if needed and
+  3. the local stack (`devtools.stack.LocalStack`, `.stack/` by default), started if needed and
      stopped at session end only for the components this session started.
 `make_topic` creates per-test topics and deletes them afterwards; `unique_name` makes names.
 When none works: under `CI=true` the test fails (a missing service must never pass silently),
@@ -27,8 +27,8 @@ from typing import NoReturn
 import pytest
 from sqlalchemy.engine import make_url
 
-from services.stack import LocalStack, StackError
-from services.stack.local import apply_migrations
+from devtools.stack import LocalStack, StackError
+from devtools.stack.local import apply_migrations
 
 TESTS_DIR = Path(__file__).resolve().parent
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"  # KafkaContainer drives cp-kafka images only

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `
 from chaos.harness import ScenarioResult, Workload
 from chaos.scenarios import hostile_input, sigkill
 from chaos.security import tls_verification_default
-from services.stack.local import Endpoints
+from devtools.stack.local import Endpoints
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from e2e_support import E2E, KafkaTail, TailRecord
 
+from devtools.demo.pipeline import LocalPipeline, PipelineOptions
 from schemas.topics import DEADLETTER, SYNC_EVENTS
-from services.demo.pipeline import LocalPipeline, PipelineOptions
 
 
 def _process_group_gone(pgid: int) -> bool:

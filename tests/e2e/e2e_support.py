@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devtools.demo.pipeline import LocalPipeline
 from schemas.commands import (
     EditCommand,
     EditData,
@@ -42,7 +43,6 @@ from schemas.commands import (
     SetAutoSyncData,
 )
 from schemas.envelope import CloudEvent
-from services.demo.pipeline import LocalPipeline
 
 T = TypeVar("T")
 SOURCE = "contract-sync/e2e-tests"

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from e2e_support import E2E
 
+from devtools.stack import LocalStack
 from services.common.db import migrate
 from services.launcher.group import ProcessGroup, contract_sync_command, free_port, wait_until
-from services.stack import LocalStack
 
 SERVICES = ("writer", "mapper", "poller")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from services.demo.pipeline import LocalPipeline, PipelineOptions, tenants_toml
+from devtools.demo.pipeline import LocalPipeline, PipelineOptions, tenants_toml
 from services.launcher.group import contract_sync_command, wait_until
 
 SERVICES = ("writer", "mapper", "poller")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.stack import LocalStack
 from services.cli import main
-from services.stack import LocalStack
 
 
 def free_port() -> int:

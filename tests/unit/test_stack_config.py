@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import StackError, resolve_settings
-from services.stack import local as stack_local
-from services.stack.kafka import KafkaConfig, KafkaNode, new_cluster_id, pom_digest, render_server_properties
-from services.stack.local import PICKED_PORT_RANGE, Endpoints, StackSettings, record_ports
+from devtools.stack import StackError, resolve_settings
+from devtools.stack import local as stack_local
+from devtools.stack.kafka import KafkaConfig, KafkaNode, new_cluster_id, pom_digest, render_server_properties
+from devtools.stack.local import PICKED_PORT_RANGE, Endpoints, StackSettings, record_ports
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from services.stack.kafka import CHECKSUMS_FILE, checksum_problems, read_checksums
-from services.stack.local import DEFAULT_POM
+from devtools.stack.kafka import CHECKSUMS_FILE, checksum_problems, read_checksums
+from devtools.stack.local import DEFAULT_POM
 
 LIST = DEFAULT_POM.with_name(CHECKSUMS_FILE)
 

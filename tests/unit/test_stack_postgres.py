@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.stack.postgres import (
+from devtools.stack.postgres import (
     PostgresConfig,
     PostgresNode,
     bin_dir,

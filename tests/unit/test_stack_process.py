@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.stack.process import is_alive, is_our_process, port_answers, read_pid, terminate, write_pid
+from devtools.stack.process import is_alive, is_our_process, port_answers, read_pid, terminate, write_pid
 
 IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
 

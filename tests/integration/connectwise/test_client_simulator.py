@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.cwsim.testing import SimHandle, run_simulator
+from devtools.cwsim.testing import SimHandle, run_simulator
 from services.poller.connectwise import (
     ConnectWiseAuthenticationError,
     ConnectWiseBadRequestError,

@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 
-from services.cwsim.testing import SimHandle, run_simulator
+from devtools.cwsim.testing import SimHandle, run_simulator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -404,7 +404,7 @@ def test_cli_ctl_drives_a_simulator_running_in_a_subprocess() -> None:
         command = [
             sys.executable,
             "-m",
-            "services.cwsim",
+            "devtools.cwsim",
             "ctl",
             "faults",
             "latency_ms=5",
@@ -414,7 +414,7 @@ def test_cli_ctl_drives_a_simulator_running_in_a_subprocess() -> None:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
         assert orjson.loads(result.stdout)["latency_ms"] == 5
         info = subprocess.run(
-            [sys.executable, "-m", "services.cwsim", "ctl", "info", "--url", sim.site_url],
+            [sys.executable, "-m", "devtools.cwsim", "ctl", "info", "--url", sim.site_url],
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         assert orjson.loads(info.stdout)["counts"]["agreements"] == 6

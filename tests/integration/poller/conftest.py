@@ -11,10 +11,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "poller"))
 from poller_support import KafkaTap
 from sqlalchemy import create_engine, text
 
+from devtools.cwsim.testing import SimHandle, run_simulator
 from services.common.db.roles import POLLER, role_url
 from services.common.kafka import new_producer
 from services.common.settings import KafkaSettings
-from services.cwsim.testing import SimHandle, run_simulator
 from services.poller.publisher import KafkaPublisher
 from services.poller.store import PostgresPollerStore
 

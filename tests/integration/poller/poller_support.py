@@ -13,11 +13,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devtools.cwsim.testing import SimHandle
 from schemas.envelope import CloudEvent
 from schemas.topics import PSA_AGREEMENTS, SYNC_EVENTS, parse
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.cwsim.testing import SimHandle
 
 REPO = Path(__file__).resolve().parents[3]
 

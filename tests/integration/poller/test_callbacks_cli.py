@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.cwsim.testing import SimHandle, run_simulator
 from services.cli import main
-from services.cwsim.testing import SimHandle, run_simulator
 
 POLLER_BASE = "https://poller.example.com/hooks"
 

@@ -15,8 +15,8 @@ import pytest
 from poller_support import KafkaTap, unique_tenant
 from pydantic import SecretStr
 
+from devtools.cwsim.testing import SimHandle
 from schemas.envelope import CloudEvent
-from services.cwsim.testing import SimHandle
 from services.poller import cursor as cursors
 from services.poller.connectwise import ConnectWiseClient, ConnectWiseConnection
 from services.poller.publisher import KafkaPublisher

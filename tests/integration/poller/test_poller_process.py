@@ -12,11 +12,11 @@ import pytest
 from poller_support import KafkaTap, start_poller_process, unique_tenant, write_tenants_toml
 from sqlalchemy import create_engine, text
 
+from devtools.cwsim.testing import SimHandle, run_simulator
 from schemas.commands import RefreshCommand, RefreshData
 from schemas.topics import SYNC_COMMANDS
 from services.common.kafka import new_producer, publish
 from services.common.settings import KafkaSettings
-from services.cwsim.testing import SimHandle, run_simulator
 
 
 def completed(events: list, count: int = 1) -> bool:  # type: ignore[type-arg]

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devtools.stack.kafka import LIBS_MARKER, KafkaConfig, KafkaNode
+from devtools.stack.local import DEFAULT_DIR, DEFAULT_LOG4J, DEFAULT_POM, ENV_DIR, PORTS_FILE
 from services.launcher.group import contract_sync_command
-from services.stack.kafka import LIBS_MARKER, KafkaConfig, KafkaNode
-from services.stack.local import DEFAULT_DIR, DEFAULT_LOG4J, DEFAULT_POM, ENV_DIR, PORTS_FILE
 
 STACKS = ("first", "second")
 

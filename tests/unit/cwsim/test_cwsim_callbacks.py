@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.cwsim.callbacks import CallbackError, build_payload, delivery_url, matches, sign, validate_entry
-from services.cwsim.store import Change
+from devtools.cwsim.callbacks import CallbackError, build_payload, delivery_url, matches, sign, validate_entry
+from devtools.cwsim.store import Change
 
 AGREEMENT = {
     "id": 1234,

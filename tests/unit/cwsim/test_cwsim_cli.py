@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
+from devtools.cwsim.cli import DEFAULTS, _value
 from services.cli import build_parser
-from services.cwsim.cli import DEFAULTS, _value
 
 
 def serve_help() -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.cwsim.conditions import (
+from devtools.cwsim.conditions import (
     And,
     Comparison,
     ConditionError,

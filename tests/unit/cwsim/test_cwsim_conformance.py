@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.cwsim.app import SimConfig, Simulator
+from devtools.cwsim.app import SimConfig, Simulator
 
 DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

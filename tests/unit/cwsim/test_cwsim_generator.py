@@ -10,7 +10,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from services.cwsim.generator import DataSet, GeneratorSettings, generate
+from devtools.cwsim.generator import DataSet, GeneratorSettings, generate
 
 ANCHOR = date(2026, 6, 15)
 SETTINGS = GeneratorSettings(

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from services.cwsim.query import (
+from devtools.cwsim.query import (
     QueryError,
     forward_only_links,
     last_page,
@@ -19,7 +19,7 @@ from services.cwsim.query import (
     project,
     sort_records,
 )
-from services.cwsim.schema import TABLES
+from devtools.cwsim.schema import TABLES
 
 BASE = "https://cw.example/v4_6_release/apis/3.0/finance/agreements"
 

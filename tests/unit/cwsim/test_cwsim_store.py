@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.cwsim.app import SimConfig, Simulator
-from services.cwsim.clock import SimClock
-from services.cwsim.conditions import build_predicate
-from services.cwsim.generator import GeneratorSettings
-from services.cwsim.schema import TABLES
-from services.cwsim.store import Change, Store, StoreError
+from devtools.cwsim.app import SimConfig, Simulator
+from devtools.cwsim.clock import SimClock
+from devtools.cwsim.conditions import build_predicate
+from devtools.cwsim.generator import GeneratorSettings
+from devtools.cwsim.schema import TABLES
+from devtools.cwsim.store import Change, Store, StoreError
 
 SETTINGS = GeneratorSettings(seed=3, companies=8, agreements_per_company=30, additions_per_agreement=3,
                              anchor=date(2026, 3, 1))  # fmt: skip

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devtools.demo.pipeline import LocalPipeline, PipelineOptions, tenants_toml
 from services.common.tenants import load_tenant_ids
-from services.demo.pipeline import LocalPipeline, PipelineOptions, tenants_toml
 from services.launcher.cli import registry_env
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from devtools.demo.pipeline import LocalPipeline, PipelineOptions
 from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
-from services.demo.pipeline import LocalPipeline, PipelineOptions
 
 
 def _pipeline(tmp_path: Path, prefix: str) -> LocalPipeline:

@@ -49,12 +49,21 @@ def test_the_compose_file_names_every_service_the_simulator_kafka_and_postgres(
     assert services["postgres"]["image"] == "postgres:17"
 
 
-def test_each_service_runs_its_cli_sub_command_from_the_project_image(compose: dict[str, Any]) -> None:
+def test_services_run_from_the_production_image_and_the_simulator_from_the_devtools_target(
+    compose: dict[str, Any],
+) -> None:
     services = compose["services"]
 
-    for name in (*SERVICES, "cw-sim", "migrate", "topics"):
+    for name in (*SERVICES, "migrate", "topics"):
         assert services[name]["image"] == "contract-sync:local", name
         assert services[name]["build"]["dockerfile"] == "Dockerfile", name
+        assert "target" not in services[name]["build"], name  # the default target: the production image
+    assert services["cw-sim"]["image"] == "contract-sync-devtools:local"
+    assert services["cw-sim"]["build"] == {
+        "context": "../..",
+        "dockerfile": "Dockerfile",
+        "target": "devtools",
+    }
     assert services["poller"]["command"][:3] == ["poller", "--config", "/etc/contract-sync/tenants.toml"]
     assert services["mapper"]["command"] == ["mapper"]
     assert services["writer"]["command"] == ["writer"]

@@ -8,7 +8,7 @@ import pytest
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.common import config_reference
+from devtools import config_reference
 from services.common.settings import DatabaseSettings, KafkaSettings, ObservabilitySettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_the_committed_configuration_reference_is_current() -> None:
     committed = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 
-    assert committed == config_reference.render(), "run: python -m services.common.config_reference"
+    assert committed == config_reference.render(), "run: python -m devtools.config_reference"
 
 
 def test_check_mode_fails_on_a_stale_file_and_passes_on_a_current_one(tmp_path: Path) -> None:

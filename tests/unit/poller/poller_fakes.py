@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from devtools.cwsim.app import SimConfig, Simulator
 from schemas.envelope import CloudEvent
-from services.cwsim.app import SimConfig, Simulator
 from services.poller.changes import KnownAgreement
 from services.poller.connectwise import ConnectWiseClient, ConnectWiseConnection
 from services.poller.store import Cursor

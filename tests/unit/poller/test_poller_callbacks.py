@@ -7,7 +7,7 @@ import httpx
 import pytest
 from poller_fakes import InMemoryStore, RecordingPublisher, make_simulator, sim_client
 
-from services.cwsim.callbacks import sign
+from devtools.cwsim.callbacks import sign
 from services.poller.callbacks import (
     KeyFetcher,
     build_app,

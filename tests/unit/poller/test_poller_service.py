@@ -11,8 +11,8 @@ import pytest
 from poller_fakes import InMemoryStore, RecordingPublisher, make_simulator, sim_client
 from prometheus_client import REGISTRY
 
+from devtools.cwsim.app import Simulator
 from schemas.psa import AgreementObserved
-from services.cwsim.app import Simulator
 from services.poller import cursor as cursors
 from services.poller.failures import pause_for
 from services.poller.service import TenantPoller

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import httpx
 
-from services.cwsim.app import SimConfig, Simulator
-from services.cwsim.client import SimControl
-from services.cwsim.server import ServeOptions, build
+from devtools.cwsim.app import SimConfig, Simulator
+from devtools.cwsim.client import SimControl
+from devtools.cwsim.server import ServeOptions, build
 
 READY = re.compile(r"cwsim ready url=(\S+)")
 
@@ -171,7 +171,7 @@ def _subprocess_server(cfg: SimConfig, options: ServeOptions, timeout_s: float) 
     args = [
         sys.executable,
         "-m",
-        "services.cwsim",
+        "devtools.cwsim",
         "serve",
         "--host",
         options.host,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    from services.demo.walkthrough import run_demo, stop_kept
+    from devtools.demo.walkthrough import run_demo, stop_kept
 
     stack_dir = Path(args.dir) if args.dir else None
     if args.stop:

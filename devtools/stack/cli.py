@@ -16,8 +16,8 @@ import argparse
 import sys
 import time
 
-from services.stack.errors import StackError
-from services.stack.local import (
+from devtools.stack.errors import StackError
+from devtools.stack.local import (
     ENV_CONTROLLER_PORT,
     ENV_DIR,
     ENV_KAFKA_PORT,

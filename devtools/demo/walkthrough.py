@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from devtools.demo.pipeline import LocalPipeline, PipelineOptions
 from schemas.commands import (
     EditCommand,
     EditData,
@@ -34,7 +35,6 @@ from schemas.commands import (
     SetAutoSyncCommand,
     SetAutoSyncData,
 )
-from services.demo.pipeline import LocalPipeline, PipelineOptions
 
 SOURCE = "contract-sync/demo"
 T = TypeVar("T")
@@ -294,9 +294,9 @@ def run_demo(*, keep: bool, stack_dir: Path | None = None) -> int:
     import asyncio
     import os
 
+    from devtools.stack import LocalStack
     from services.common.kafka import ensure_topics
     from services.common.settings import KafkaSettings
-    from services.stack import LocalStack
 
     os.environ.setdefault("COLUMNS", "160")  # readable tables in logs too (the CLIs it runs inherit it)
     console = Console()
@@ -369,7 +369,7 @@ def stop_kept(stack_dir: Path | None = None) -> int:
     import os
     import signal
 
-    from services.stack.local import stack_directory
+    from devtools.stack.local import stack_directory
 
     pid_file = stack_directory(stack_dir) / "demo" / "kept.pids"
     if not pid_file.exists():

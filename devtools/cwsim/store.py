@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 import orjson
 
-from services.cwsim.clock import SimClock, format_cw
-from services.cwsim.conditions import And, Comparison, Node, Predicate, build_predicate, conjuncts
-from services.cwsim.generator import (
+from devtools.cwsim.clock import SimClock, format_cw
+from devtools.cwsim.conditions import And, Comparison, Node, Predicate, build_predicate, conjuncts
+from devtools.cwsim.generator import (
     BILLING_CYCLES,
     CURRENCIES,
     PRODUCTS,
@@ -37,8 +37,8 @@ from services.cwsim.generator import (
     generate,
     midnight,
 )
-from services.cwsim.query import SortKey, parse_order_by, sort_records
-from services.cwsim.schema import ADDITION_FIELDS, AGREEMENT_FIELDS, COMPANY_FIELDS, TABLES
+from devtools.cwsim.query import SortKey, parse_order_by, sort_records
+from devtools.cwsim.schema import ADDITION_FIELDS, AGREEMENT_FIELDS, COMPANY_FIELDS, TABLES
 
 Action = Literal["added", "updated", "deleted"]
 log = logging.getLogger(__name__)

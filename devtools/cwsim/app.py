@@ -28,12 +28,12 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from services.cwsim.callbacks import CallbackError, Dispatcher, matches, validate_entry
-from services.cwsim.clock import SimClock
-from services.cwsim.conditions import ConditionError
-from services.cwsim.faults import PERMISSIONS, Budget, FaultDice, Faults, Permissions, Stats
-from services.cwsim.generator import GeneratorSettings
-from services.cwsim.query import (
+from devtools.cwsim.callbacks import CallbackError, Dispatcher, matches, validate_entry
+from devtools.cwsim.clock import SimClock
+from devtools.cwsim.conditions import ConditionError
+from devtools.cwsim.faults import PERMISSIONS, Budget, FaultDice, Faults, Permissions, Stats
+from devtools.cwsim.generator import GeneratorSettings
+from devtools.cwsim.query import (
     QueryError,
     forward_only_links,
     link_header,
@@ -43,7 +43,7 @@ from services.cwsim.query import (
     parse_paging,
     project,
 )
-from services.cwsim.store import Change, Collection, Store
+from devtools.cwsim.store import Change, Collection, Store
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +588,7 @@ class Simulator:
 
     # -- control API ----------------------------------------------------------------------------------
     def _control_app(self) -> Starlette:
-        from services.cwsim.control import routes
+        from devtools.cwsim.control import routes
 
         return Starlette(
             routes=[Route(path, endpoint, methods=methods) for path, endpoint, methods in routes(self)]

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from devtools.cwsim.client import SimControl
 from schemas.envelope import CloudEvent
 from schemas.topics import (
     CONTRACT_RECORDS,
@@ -46,7 +47,6 @@ from services.common.kafka import (
     wait_for_leaders,
 )
 from services.common.settings import KafkaSettings
-from services.cwsim.client import SimControl
 from services.launcher.group import ProcessGroup, ServiceProcess, contract_sync_command, free_port, wait_until
 
 SIM_COMPANY = "simco"

@@ -130,14 +130,14 @@ def ready_line(public_url: str, codebase: str, counts: tuple[int, int, int], log
     )
     if log_format != "json":
         return text
-    record = logging.LogRecord("services.cwsim", logging.INFO, __file__, 0, text, None, None)
+    record = logging.LogRecord("devtools.cwsim", logging.INFO, __file__, 0, text, None, None)
     record.url = public_url
     return JsonFormatter(SERVICE).format(record)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from services.cwsim.app import SimConfig
-    from services.cwsim.server import ServeOptions, build
+    from devtools.cwsim.app import SimConfig
+    from devtools.cwsim.server import ServeOptions, build
 
     observability = ObservabilitySettings()
     log_format = observability.log_format
@@ -193,7 +193,7 @@ def _value(raw: str) -> Any:
 
 
 def _ctl(args: argparse.Namespace) -> int:
-    from services.cwsim.client import SimControl, SimControlError
+    from devtools.cwsim.client import SimControl, SimControlError
 
     n_ids, method, template = _ACTIONS[args.action]
     ids, pairs = args.args[:n_ids], args.args[n_ids:]

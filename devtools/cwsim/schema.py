@@ -7,7 +7,7 @@ their sub-fields (`company/id`, `company/name`, …) are listed explicitly. `las
 
 from __future__ import annotations
 
-from services.cwsim.conditions import FieldTable, Kind
+from devtools.cwsim.conditions import FieldTable, Kind
 
 _INFO: dict[str, Kind] = {"_info": "ref", "_info/lastUpdated": "datetime", "_info/updatedBy": "string"}
 

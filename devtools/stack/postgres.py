@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack.errors import StackError
-from services.stack.process import is_our_process, port_answers, read_pid, tail, terminate, wait_gone
+from devtools.stack.errors import StackError
+from devtools.stack.process import is_our_process, port_answers, read_pid, tail, terminate, wait_gone
 
 logger = logging.getLogger(__name__)
 

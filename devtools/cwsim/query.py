@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from services.cwsim.conditions import FieldTable, field_datetime, getter
+from devtools.cwsim.conditions import FieldTable, field_datetime, getter
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 1000

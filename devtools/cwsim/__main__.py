@@ -1,4 +1,4 @@
-"""`python -m services.cwsim serve|ctl ...` (the same as `contract-sync cw-sim ...`)."""
+"""`python -m devtools.cwsim serve|ctl ...` (the same as `contract-sync cw-sim ...`)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from services.cwsim.clock import format_cw
+from devtools.cwsim.clock import format_cw
 
 Json = dict[str, Any]
 

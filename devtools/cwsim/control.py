@@ -35,10 +35,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.cwsim.store import StoreError
+from devtools.cwsim.store import StoreError
 
 if TYPE_CHECKING:
-    from services.cwsim.app import Simulator
+    from devtools.cwsim.app import Simulator
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

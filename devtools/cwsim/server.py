@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from services.cwsim.app import SimConfig, Simulator
+from devtools.cwsim.app import SimConfig, Simulator
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from services.cwsim.store import Change
+from devtools.cwsim.store import Change
 
 log = logging.getLogger(__name__)
 

@@ -36,9 +36,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack.errors import StackError
-from services.stack.kafka import KafkaConfig, KafkaNode
-from services.stack.postgres import PostgresConfig, PostgresNode
+from devtools.stack.errors import StackError
+from devtools.stack.kafka import KafkaConfig, KafkaNode
+from devtools.stack.postgres import PostgresConfig, PostgresNode
 
 logger = logging.getLogger(__name__)
 
