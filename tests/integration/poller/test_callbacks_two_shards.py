@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from poller_support import KafkaTap, start_poller_process, unique_tenant, write_tenants_toml_for
 
+from devtools.cwsim.testing import SimHandle
 from schemas.commands import RefreshCommand
 from schemas.envelope import CloudEvent
 from schemas.topics import SYNC_COMMANDS
-from services.cwsim.testing import SimHandle
 from services.launcher.group import free_port
 from services.poller.tenants import shard_of
 

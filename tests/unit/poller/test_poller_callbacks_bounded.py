@@ -13,9 +13,9 @@ import httpx
 import pytest
 from poller_fakes import InMemoryStore, RecordingPublisher, make_simulator, sim_client
 
+from devtools.cwsim.callbacks import sign
 from schemas.commands import RefreshCommand, RefreshData
 from schemas.envelope import utcnow
-from services.cwsim.callbacks import sign
 from services.poller import callbacks as callbacks_module
 from services.poller import hints as hints_module
 from services.poller.app import handle_command, hint_forwarder
