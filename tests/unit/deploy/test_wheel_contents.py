@@ -94,6 +94,14 @@ def test_installing_the_wheel_pulls_no_development_tool(wheel: zipfile.ZipFile) 
     assert extras >= DEV_ONLY  # they moved to the dev extra, not away
 
 
+def test_the_image_lock_pins_no_development_tool() -> None:
+    lock = (ROOT / "requirements" / "runtime.lock").read_text(encoding="utf-8")
+    pinned = {_name(line) for line in lock.splitlines() if re.match(r"^[A-Za-z0-9]", line)}
+
+    assert "fastapi" in pinned, "requirements/runtime.lock does not look like a lock"
+    assert not pinned & DEV_ONLY, f"the image would install development tools: {pinned & DEV_ONLY}"
+
+
 def _imported_top_level_modules(*packages: str) -> set[str]:
     modules: set[str] = set()
     for package in packages:
