@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final, get_args
 
 import orjson
 from pydantic import BaseModel
 
-from schemas.connectwise import CwAddition
-from schemas.psa import AgreementObservedData
+from schemas.connectwise import CwAddition, CwAgreement
+
+if TYPE_CHECKING:  # the snapshot protocol lives with the compiled decoder, which imports this module
+    from schemas.fast import AdditionView, ObservedSnapshot
 
 DIGEST_PATTERN: Final = r"^[0-9a-f]{16}$"
 
@@ -78,12 +81,58 @@ def _include(model: type[BaseModel]) -> dict[str, Any]:
     return spec
 
 
-def _plain(model: BaseModel, fields: Iterable[str] | None = None) -> dict[str, Any]:
-    """The typed fields of `model` (or the named ones) as plain values, in pydantic's own dump."""
-    spec = _include(type(model))
+def _plain(item: Any, model: type[BaseModel], fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """The typed fields of `item` (or the named ones) as plain values, as pydantic dumps them.
+
+    `item` is an instance of `model` (pydantic) or has its attributes (the compiled decoder's
+    structs, `schemas.fast`): both give the same dict, field for field in declaration order."""
+    spec = _include(model)
     if fields is not None:
         spec = {name: spec[name] for name in fields}
-    return model.model_dump(include=spec)
+    if isinstance(item, BaseModel):
+        return item.model_dump(include=spec)
+    return _attributes(item, model, spec)
+
+
+_KEYS: dict[type[BaseModel], dict[str, str]] = {}
+
+
+def _keys(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the key `model_dump` writes it under (its alias when the model serialises by alias)."""
+    keys = _KEYS.get(model)
+    if keys is None:
+        by_alias = bool(model.model_config.get("serialize_by_alias"))
+        keys = _KEYS[model] = {
+            name: (info.serialization_alias or info.alias or name) if by_alias else name
+            for name, info in model.model_fields.items()
+        }
+    return keys
+
+
+def _attributes(item: Any, model: type[BaseModel], spec: dict[str, Any]) -> dict[str, Any]:
+    """`model_dump(include=spec)` of an object with `model`'s attributes (not a pydantic instance)."""
+    keys = _keys(model)
+    out: dict[str, Any] = {}
+    for name, nested in spec.items():
+        value = getattr(item, name)
+        if value is not None and nested is not True:
+            nested_model = _model_type(model.model_fields[name].annotation)
+            assert nested_model is not None
+            value = _attributes(value, nested_model, nested)
+        elif isinstance(value, datetime) and type(value) is not datetime:
+            value = datetime(
+                value.year,
+                value.month,
+                value.day,
+                value.hour,
+                value.minute,
+                value.second,
+                value.microsecond,
+                value.tzinfo,
+                fold=value.fold,
+            )
+        out[keys[name]] = value
+    return out
 
 
 def _canonical(value: Any) -> Any:
@@ -104,28 +153,28 @@ def _digest(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def _tenant_context(data: AgreementObservedData) -> dict[str, Any]:
+def _tenant_context(data: ObservedSnapshot) -> dict[str, Any]:
     return {"time_zone": data.time_zone, "default_currency": data.default_currency}
 
 
-def agreement_digest(data: AgreementObservedData) -> str:
+def agreement_digest(data: ObservedSnapshot) -> str:
     """The digest of everything the agreement's record is mapped from (see the module docstring)."""
-    return _digest(_encode({"agreement": _plain(data.agreement), **_tenant_context(data)}))
+    return _digest(_encode({"agreement": _plain(data.agreement, CwAgreement), **_tenant_context(data)}))
 
 
 class AdditionDigests:
     """`addition_digest` for every addition of one snapshot, the agreement's part computed once."""
 
-    def __init__(self, data: AgreementObservedData) -> None:
+    def __init__(self, data: ObservedSnapshot) -> None:
         agreement = data.agreement
         self._context = _encode(
-            {"agreement": _plain(agreement, ADDITION_CONTEXT_FIELDS), **_tenant_context(data)}
+            {"agreement": _plain(agreement, CwAgreement, ADDITION_CONTEXT_FIELDS), **_tenant_context(data)}
         )
 
-    def __call__(self, addition: CwAddition) -> str:
-        return _digest(self._context, b"\n", _encode(_plain(addition)))
+    def __call__(self, addition: AdditionView) -> str:
+        return _digest(self._context, b"\n", _encode(_plain(addition, CwAddition)))
 
 
-def addition_digest(data: AgreementObservedData, addition: CwAddition) -> str:
+def addition_digest(data: ObservedSnapshot, addition: AdditionView) -> str:
     """The digest of everything an addition's record is mapped from (see the module docstring)."""
     return AdditionDigests(data)(addition)

@@ -42,8 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from schemas.connectwise import CwAddition, CwAgreement
-from schemas.psa import AgreementObservedData
+from schemas.fast import AdditionView, AgreementView, ObservedSnapshot
 from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import (
     BillingCycle,
@@ -142,7 +141,7 @@ class AgreementContext:
     status: Status
     status_rule: str
     end_date: date | None
-    data: AgreementObservedData
+    data: ObservedSnapshot
     category: Category = "recurring"
     category_rule: str = ""
     dates: dict[datetime, date | None] = field(default_factory=dict)
@@ -157,7 +156,7 @@ class AgreementContext:
             digest = self.memo["agreement"] = agreement_digest(self.data)
         return str(digest)
 
-    def addition_digest(self, addition: CwAddition) -> str:
+    def addition_digest(self, addition: AdditionView) -> str:
         """`schemas.psa_digest.addition_digest` of one addition of this snapshot."""
         known = self.memo.get("by_id", {}).get(addition.id)
         if known is not None:
@@ -233,7 +232,7 @@ def _higher(a: Status, b: Status) -> Status:
 # Agreement
 
 
-def _zone(data: AgreementObservedData) -> ZoneInfo:
+def _zone(data: ObservedSnapshot) -> ZoneInfo:
     try:
         return ZoneInfo(data.time_zone)
     except (ZoneInfoNotFoundError, ValueError) as error:
@@ -245,7 +244,7 @@ def _zone(data: AgreementObservedData) -> ZoneInfo:
         ) from error
 
 
-def _currency(agreement: CwAgreement, default: str) -> tuple[str, int, str]:
+def _currency(agreement: AgreementView, default: str) -> tuple[str, int, str]:
     cw = agreement.currency
     code = cw.currency_code if cw is not None and cw.currency_code else None
     rule = (
@@ -274,7 +273,7 @@ def _currency(agreement: CwAgreement, default: str) -> tuple[str, int, str]:
     return code, decimals, f"{rule}; {decimals} decimals ({source})"
 
 
-def _cycle(agreement: CwAgreement) -> tuple[BillingCycle, str]:
+def _cycle(agreement: AgreementView) -> tuple[BillingCycle, str]:
     name = agreement.billing_cycle.name if agreement.billing_cycle is not None else None
     if not name:
         if agreement.bill_one_time_flag:
@@ -295,7 +294,7 @@ def _cycle(agreement: CwAgreement) -> tuple[BillingCycle, str]:
 
 
 def _agreement_status(
-    agreement: CwAgreement, start: date | None, end: date | None, today: date
+    agreement: AgreementView, start: date | None, end: date | None, today: date
 ) -> tuple[Status, str]:
     raw = agreement.agreement_status
     if agreement.cancelled_flag:
@@ -313,7 +312,7 @@ def _agreement_status(
     return "active", f"agreementStatus {raw or 'absent'}, started by today {today!s}, not ended -> active"
 
 
-def agreement_context(data: AgreementObservedData) -> AgreementContext:
+def agreement_context(data: ObservedSnapshot) -> AgreementContext:
     """Compute the agreement-wide facts (today, currency, cycle, status); raises `MappingError`."""
     agreement = data.agreement
     _check_id(agreement.id, "agreement", kind="agreement", item_id=agreement.id)
@@ -363,7 +362,7 @@ def _money(amount: Decimal, ctx: AgreementContext, kind: str, item_id: int) -> D
     return rounded
 
 
-def _category(cycle: BillingCycle, agreement: CwAgreement) -> tuple[Category, str]:
+def _category(cycle: BillingCycle, agreement: AgreementView) -> tuple[Category, str]:
     if cycle == "one_time":
         return "fixed_cost", "billing cycle one_time -> fixed_cost"
     if agreement.bill_one_time_flag:
@@ -415,12 +414,12 @@ def _build(fields: RecordFields) -> ContractRecordData:
         ) from error
 
 
-def map_agreement(data: AgreementObservedData, ctx: AgreementContext | None = None) -> ContractRecordData:
+def map_agreement(data: ObservedSnapshot, ctx: AgreementContext | None = None) -> ContractRecordData:
     """The agreement's own contract record; raises `MappingError`."""
     return _build(agreement_fields(data, ctx or agreement_context(data)))
 
 
-def agreement_fields(data: AgreementObservedData, ctx: AgreementContext) -> RecordFields:
+def agreement_fields(data: ObservedSnapshot, ctx: AgreementContext) -> RecordFields:
     """`map_agreement` as plain `RecordFields` (not validated); raises `MappingError`."""
     agreement = data.agreement
     amount = agreement.bill_amount if agreement.bill_amount is not None else _ZERO
@@ -483,7 +482,7 @@ def agreement_fields(data: AgreementObservedData, ctx: AgreementContext) -> Reco
 # Addition
 
 
-def _addition_cost(addition: CwAddition, ctx: AgreementContext) -> tuple[Decimal, str]:
+def _addition_cost(addition: AdditionView, ctx: AgreementContext) -> tuple[Decimal, str]:
     bill = addition.bill_customer
     if bill is None:
         raise MappingError(
@@ -522,14 +521,14 @@ def _addition_status(
 
 
 def map_addition(
-    data: AgreementObservedData, addition: CwAddition, ctx: AgreementContext | None = None
+    data: ObservedSnapshot, addition: AdditionView, ctx: AgreementContext | None = None
 ) -> ContractRecordData:
     """One addition's contract record (parent = its agreement's key); raises `MappingError`."""
     return _build(addition_fields(data, addition, ctx))
 
 
 def addition_fields(
-    data: AgreementObservedData, addition: CwAddition, ctx: AgreementContext | None = None
+    data: ObservedSnapshot, addition: AdditionView, ctx: AgreementContext | None = None
 ) -> RecordFields:
     """`map_addition` as plain `RecordFields` (not validated); raises `MappingError`."""
     _check_id(addition.id, "addition", kind="addition", item_id=addition.id)
@@ -616,9 +615,7 @@ MappingResult = ContractRecordData | MappingError
 FieldsResult = RecordFields | MappingError
 
 
-def map_items(
-    data: AgreementObservedData, *, agreement: bool, addition_ids: Iterable[int]
-) -> list[MappingResult]:
+def map_items(data: ObservedSnapshot, *, agreement: bool, addition_ids: Iterable[int]) -> list[MappingResult]:
     """Map the agreement (when `agreement`) and the named additions; one result per item, in order.
 
     A failure of one item is returned as its `MappingError`, so the other items still map.
@@ -637,7 +634,7 @@ def map_items(
 
 
 def map_items_fields(
-    data: AgreementObservedData,
+    data: ObservedSnapshot,
     *,
     agreement: bool,
     addition_ids: Iterable[int],

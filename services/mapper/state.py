@@ -66,15 +66,21 @@ from schemas.events import (
     SyncFailed,
     SyncFailedData,
 )
-from schemas.fast import MAPPED_TYPE, encode_mapped
+from schemas.fast import (
+    MAPPED_TYPE,
+    RETIRED_TYPE,
+    ObservedEvent,
+    ObservedMessage,
+    decode_observed,
+    encode_mapped,
+    encode_retired,
+)
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import (
     ContractRecordMapped,
     ContractRecordRestored,
-    ContractRecordRetired,
     ContractRestoredData,
-    ContractRetiredData,
     RetiredSource,
     contract_key,
 )
@@ -86,7 +92,6 @@ from services.common.kafka import (
     error_paths,
     recover_addressee,
 )
-from services.mapper.inputs import parse_input
 from services.mapper.mapping import MappingError, map_items_fields
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,18 @@ STAGE_MAP: Final = "mapper.map"
 STAGE_TENANT: Final = "mapper.tenant"
 
 Store = MutableMapping[str, bytes]
+
+
+def parse_input(topic: str, raw: bytes) -> CloudEvent | ObservedEvent:
+    """One input message: `psa.agreement.observed` through the compiled decoder
+    (`schemas.fast.decode_observed`); whatever it declines, and every other type, through
+    `schemas.topics.parse`, which raises `pydantic.ValidationError` / `ValueError` with its reasons.
+    Both accept and reject the same messages with the same values (property tests)."""
+    if topic == PSA_AGREEMENTS:
+        fast = decode_observed(raw)
+        if fast is not None:
+            return fast
+    return parse(topic, raw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +491,7 @@ def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = Non
         )
     view = ClientView(indexed(store), event.subject)
     outputs: list[Output] = []
-    if isinstance(event, AgreementObserved):
+    if isinstance(event, ObservedEvent | AgreementObserved):
         outputs = _observed(view, event, message)
     elif isinstance(event, AgreementRemoved):
         outputs = _agreement_removed(view, event)
@@ -497,7 +514,7 @@ def _malformed(
     reason: str,
     error: str,
     *,
-    event: CloudEvent | None = None,
+    event: CloudEvent | ObservedEvent | None = None,
     stage: str = STAGE_PARSE,
     paths: list[str] | None = None,
 ) -> list[Output]:
@@ -591,7 +608,7 @@ def _malformed(
 
 def _map(
     view: ClientView,
-    event: AgreementObserved,
+    event: ObservedMessage,
     snapshot_raw: bytes,
     item: ItemState,
     *,
@@ -627,7 +644,7 @@ def _map(
 
 
 def _mapping_failed(
-    event: AgreementObserved, snapshot_raw: bytes, error: MappingError, source: Incoming
+    event: ObservedMessage, snapshot_raw: bytes, error: MappingError, source: Incoming
 ) -> list[Output]:
     reason = f"mapping.{error.code}"
     text = f"{error.kind} {error.item_id} of agreement {event.data.agreement.id}: {error.message}"
@@ -672,7 +689,7 @@ def _mapping_failed(
 # PSA events
 
 
-def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> list[Output]:
+def _observed(view: ClientView, event: ObservedMessage, message: Incoming) -> list[Output]:
     data = event.data
     agreement_id = data.agreement.id
     item = view.item(agreement_id)
@@ -753,7 +770,7 @@ def _observed(view: ClientView, event: AgreementObserved, message: Incoming) -> 
 
 def _restore(
     view: ClientView,
-    event: AgreementObserved,
+    event: ObservedMessage,
     message: Incoming,
     item: ItemState,
     agreement: bool,
@@ -822,25 +839,21 @@ def _retired(
     item_id: int,
     evidence: str,
 ) -> Emit:
+    """The item's `contract.record.retired`, encoded straight to bytes (`schemas.fast.encode_retired`)."""
     data = event.data
-    return Emit(
-        CONTRACT_RECORDS,
-        ContractRecordRetired.build(
-            ContractRetiredData(
-                tenant_id=data.tenant_id,
-                client_id=data.client_id,
-                contract_key=contract_key(data.tenant_id, kind, item_id),
-                source=RetiredSource(
-                    kind=kind,
-                    agreement_id=data.agreement_id,
-                    addition_id=item_id if kind == "addition" else None,
-                ),
-                observed_at=data.observed_at,
-                evidence=evidence[:500],
-            ),
-            source=SOURCE,
-        ),
+    value = encode_retired(
+        tenant_id=data.tenant_id,
+        client_id=data.client_id,
+        contract_key=contract_key(data.tenant_id, kind, item_id),
+        kind=kind,
+        agreement_id=data.agreement_id,
+        addition_id=item_id if kind == "addition" else None,
+        observed_at=data.observed_at,
+        evidence=evidence[:500],
+        source=SOURCE,
+        time=utcnow(),
     )
+    return Emit.encoded(CONTRACT_RECORDS, key=event.key, type=RETIRED_TYPE, value=value)
 
 
 def _newest(stored: str | None, observed_at: datetime) -> str:
@@ -1055,7 +1068,7 @@ def _map_stored(
     the item's new linked/mapped state."""
     raw = item.snapshot
     snapshot = parse_input(PSA_AGREEMENTS, raw)
-    assert isinstance(snapshot, AgreementObserved)
+    assert isinstance(snapshot, ObservedEvent | AgreementObserved)
     outputs = _map(
         view,
         snapshot,

@@ -12,11 +12,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mapper"))
 
+import orjson
 from mapper_factories import cw_addition, cw_agreement, observed_data
 
+from schemas.fast import decode_observed
 from schemas.psa import AgreementObservedData
 from schemas.psa_digest import DIGEST_PATTERN, addition_digest, agreement_digest
-from services.mapper.inputs import LeanObserved
 from services.mapper.mapping import map_items
 
 
@@ -38,9 +39,9 @@ def test_a_digest_is_sixteen_hex_digits_and_deterministic() -> None:
     assert all(re.match(DIGEST_PATTERN, d) for d in first)
 
 
-def test_the_mappers_lean_models_and_the_full_models_give_the_same_digests() -> None:
+def test_the_compiled_decoders_structs_and_the_pydantic_models_give_the_same_digests() -> None:
     full = data()
-    lean = LeanObserved.model_validate(
+    raw = orjson.dumps(
         {
             "type": "psa.agreement.observed",
             "specversion": "1.0",
@@ -52,7 +53,9 @@ def test_the_mappers_lean_models_and_the_full_models_give_the_same_digests() -> 
             "data": full.model_dump(mode="json", by_alias=True),
         }
     )
-    assert digests(lean.data) == digests(full)
+    fast = decode_observed(raw)
+    assert fast is not None
+    assert digests(fast.data) == digests(full)
 
 
 @pytest.mark.parametrize(
