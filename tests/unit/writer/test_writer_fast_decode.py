@@ -265,3 +265,14 @@ def _canonical_example() -> bytes:
         b'"contract_type":"t","category":"recurring","status":"active","billing_cost":{"amount":"1500.00",'
         b'"currency":"USD"},"billing_cycle":"monthly","start_date":"2026-01-01"}}'
     )
+
+
+def test_nesting_deeper_than_pydantic_allows_is_declined_to_pydantic() -> None:
+    """msgspec reads nesting pydantic's JSON parser refuses (~255-1,000 levels) and fails on deeper
+    with RecursionError: either way the record is declined and pydantic rejects it."""
+    record = orjson.loads(_canonical_example())
+    for depth in (300, 600, 4_000):
+        record["x-ext"] = "@"
+        raw = orjson.dumps(record).replace(b'"@"', b"[" * depth + b"]" * depth)
+        assert decode_mapped(raw) is None, depth
+        assert reference(raw) == "rejected"
