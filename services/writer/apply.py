@@ -30,9 +30,9 @@ from uuid import UUID
 
 import orjson
 
-from schemas.fast import MappedRecord
+from schemas.fast import MappedRecord, ObservedMessage
 from schemas.ownership import LOCAL, PSA_OWNED, PSA_OWNED_COLUMNS, PSA_SEEDED, field_class, split_edit
-from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
+from schemas.psa import AdditionRemoved, AgreementRemoved
 from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import BillingCycle, ContractRecordMapped, ContractRecordRetired, Status
 
@@ -445,7 +445,7 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def catalog_rows(event: AgreementObserved) -> list[CatalogRow]:
+def catalog_rows(event: ObservedMessage) -> list[CatalogRow]:
     """The catalog rows one observed snapshot yields: the agreement, then each addition.
 
     An item's version is its own `_info.lastUpdated` (the snapshot's version when missing), so a
@@ -525,7 +525,7 @@ def catalog_rows(event: AgreementObserved) -> list[CatalogRow]:
     return rows
 
 
-def reduce_catalog(events: Sequence[AgreementObserved]) -> list[CatalogRow]:
+def reduce_catalog(events: Sequence[ObservedMessage]) -> list[CatalogRow]:
     """One row per catalog key: the newest (`psa_last_updated`, `observed_at`), later on a tie."""
     best: dict[str, CatalogRow] = {}
     for event in events:

@@ -45,7 +45,7 @@ from schemas.events import (
     SyncFailed,
     SyncFailedData,
 )
-from schemas.fast import decode_mapped
+from schemas.fast import ObservedEvent, decode_mapped, decode_observed
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import ContractRecordMapped, ContractRecordRestored, ContractRecordRetired
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, parse
@@ -101,11 +101,11 @@ class Applicable(NamedTuple):
     carried as `StagedRecord` (validated, reduced to their stage row), every other type as its
     pydantic model."""
 
-    event: CloudEvent | StagedRecord
+    event: CloudEvent | ObservedEvent | StagedRecord
     message: Incoming
 
 
-def client_of(event: CloudEvent | StagedRecord) -> ClientKey:
+def client_of(event: CloudEvent | ObservedEvent | StagedRecord) -> ClientKey:
     """The (tenant, client) an applicable event is about."""
     if isinstance(event, StagedRecord):
         return (event.tenant_id, event.client_id)
@@ -134,9 +134,9 @@ class BatchPlan:
 DEADLETTERED_HERE: frozenset[str] = frozenset({CONTRACT_RECORDS})
 """Registry topics whose unreadable messages the writer dead-letters; the mapper owns the others."""
 
-HANDLED_TYPES: dict[str, tuple[type[CloudEvent], ...]] = {
+HANDLED_TYPES: dict[str, tuple[type[CloudEvent | ObservedEvent], ...]] = {
     CONTRACT_RECORDS: (ContractRecordMapped, ContractRecordRetired, ContractRecordRestored),
-    PSA_AGREEMENTS: (AgreementObserved, AgreementRemoved, AdditionRemoved),
+    PSA_AGREEMENTS: (ObservedEvent, AgreementObserved, AgreementRemoved, AdditionRemoved),
     SYNC_COMMANDS: (EditCommand, SetAutoSyncCommand),
 }
 
@@ -204,10 +204,12 @@ def _plan_one(
     plan: BatchPlan, message: Incoming, kind: str, seen: set[UUID], tenants: frozenset[str] | None
 ) -> None:
     """Sort one message into `plan` (the body of `plan_batch`'s loop)."""
-    parsed: CloudEvent | StagedRecord | DeadLetter | None = None
+    parsed: CloudEvent | ObservedEvent | StagedRecord | DeadLetter | None = None
     if kind == CONTRACT_RECORDS and message.value is not None:
         record = decode_mapped(message.value)  # the canonical bulk: no pydantic models
         parsed = None if record is None else staged_from_record(record)
+    elif kind == PSA_AGREEMENTS and message.value is not None:
+        parsed = decode_observed(message.value)  # canonical snapshots: no pydantic models
     if parsed is None:
         parsed = parse_message(message, kind)
         if isinstance(parsed, ContractRecordMapped):
@@ -272,7 +274,9 @@ def _plan_one(
     plan.events.append(Applicable(parsed, message))
 
 
-def _key_mismatch(message: Incoming, subject_key: bytes, parsed: CloudEvent | StagedRecord) -> DeadLetter:
+def _key_mismatch(
+    message: Incoming, subject_key: bytes, parsed: CloudEvent | ObservedEvent | StagedRecord
+) -> DeadLetter:
     tenant_id, client_id = subject_key.decode().split(":", 1)
     routed = "no Kafka key" if message.key is None else f"Kafka key {message.key[:200]!r}"
     return DeadLetter(
@@ -284,7 +288,9 @@ def _key_mismatch(message: Incoming, subject_key: bytes, parsed: CloudEvent | St
     )
 
 
-def _unknown_tenant(message: Incoming, subject_key: bytes, parsed: CloudEvent | StagedRecord) -> DeadLetter:
+def _unknown_tenant(
+    message: Incoming, subject_key: bytes, parsed: CloudEvent | ObservedEvent | StagedRecord
+) -> DeadLetter:
     tenant_id, client_id = subject_key.decode().split(":", 1)
     return DeadLetter(
         message,

@@ -77,6 +77,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
 from schemas.commands import EditCommand, SetAutoSyncCommand
+from schemas.fast import ObservedEvent
 from schemas.ownership import PSA_OWNED_COLUMNS, PSA_SEEDED
 from schemas.psa import AdditionRemoved, AgreementObserved, AgreementRemoved
 from schemas.records import ContractRecordRestored, ContractRecordRetired
@@ -821,7 +822,7 @@ class _BatchApplier:
             await self._restore(cur, restored, result, synced_clients)
             touched.update(synced_clients)
 
-        observed = [e for e in events if isinstance(e, AgreementObserved)]
+        observed = [e for e in events if isinstance(e, ObservedEvent | AgreementObserved)]
         removals = [e for e in events if isinstance(e, AgreementRemoved | AdditionRemoved)]
         if observed:
             touched.update(await self._upsert_catalog(cur, observed))
@@ -1018,7 +1019,7 @@ class _BatchApplier:
                 counts.unchanged += 1
 
     async def _upsert_catalog(
-        self, cur: psycopg.AsyncCursor[Any], observed: list[AgreementObserved]
+        self, cur: psycopg.AsyncCursor[Any], observed: list[ObservedEvent | AgreementObserved]
     ) -> set[ClientKey]:
         rows = reduce_catalog(observed)
         touched = {(e.data.tenant_id, e.data.client_id) for e in observed}
