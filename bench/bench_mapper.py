@@ -7,15 +7,16 @@ Measured in one run, on fresh topics (`bench-<id>.` prefix, 4 partitions), with 
    stopped), then N observed agreements are produced as a backlog and the worker is started
    again; it recovers its state table and maps the backlog (6 records per agreement, 3 state
    changelog writes, batched produce).
-2. the baseline of the final JSON line: a raw aiokafka loop over the same backlog doing the same
-   work without faust and without state: consume -> `schemas.topics.parse` -> `map_items_fields`
-   -> `schemas.fast.encode_mapped` (the mapper's hot path) -> produce the same 6 records per agreement,
-   with the same batched producer the mapper uses
-   (so the ratio isolates what faust, the state table and its changelog cost).
+2. a raw aiokafka loop over the same backlog doing the same work without faust and without state,
+   printed with its ratio: consume -> the mapper's input parse (`services.mapper.state.parse_input`:
+   the compiled decoder of `schemas.fast`) -> `map_items_fields` -> `schemas.fast.encode_mapped`
+   (the mapper's hot path) -> produce the same 6 records per agreement, with the same batched
+   producer the mapper uses (so that ratio isolates what faust, the state table and its changelog cost).
 3. a ceiling, printed only: raw aiokafka consume -> parse -> produce one message per input
    (no mapping), to show what the mapping itself costs.
-4. the I/O floor, printed only: raw aiokafka consume -> produce the same 6 records per input
-   (copies of one encoded record), no parse, no mapping: what Kafka I/O alone allows on this box.
+4. the baseline of the final JSON line, the Kafka I/O floor: raw aiokafka consume -> produce the
+   same 6 records per input (copies of one encoded record), no parse, no mapping: what Kafka I/O
+   alone allows on this box (goal: the mapper at >= 0.60 of it).
 
 Throughput of each = agreements / (last output timestamp - first output timestamp), so start-up,
 group joins and table recovery are excluded alike. N = env `BENCH_MAPPER_AGREEMENTS` (default 20,000);
@@ -45,20 +46,21 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.report import report
 from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
-from schemas.fast import encode_mapped
+from schemas.fast import ObservedEvent, encode_mapped
 from schemas.psa import AgreementObserved, AgreementObservedData
-from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, TOPICS, parse
+from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, TOPICS
 from services.common.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from services.common.settings import KafkaSettings
 from services.mapper.app import OutMessage, OutputProducer
 from services.mapper.mapping import MappingError, map_items_fields
 from services.mapper.settings import MapperSettings
+from services.mapper.state import parse_input
 
 PARTITIONS = 4
 CLIENTS = 200
 ADDITIONS = 5
 TENANT = "bench"
-GOAL = "agreements/s (goal >= 5,000 and >= 50% of the raw loop)"
+GOAL = "(goal >= 5,000 agreements/s on a quiet machine and >= 0.60 of the Kafka I/O floor)"
 
 
 def _observed(i: int, now: datetime) -> AgreementObserved:
@@ -304,8 +306,8 @@ async def _raw_loop(
                         )
                         done += 1
                         continue
-                    event = parse(PSA_AGREEMENTS, record.value)
-                    assert isinstance(event, AgreementObserved)
+                    event = parse_input(PSA_AGREEMENTS, record.value)
+                    assert isinstance(event, ObservedEvent)  # the fast path, as in the mapper
                     if mapping:
                         ids = [a.id for a in event.data.additions]
                         now = datetime.now(UTC)
@@ -314,7 +316,7 @@ async def _raw_loop(
                             value = encode_mapped(result, source="bench/raw", time=now)
                             messages.append(OutMessage(sink, event.key, value, [CONTENT_TYPE_HEADER]))
                     else:
-                        messages.append(OutMessage(sink, event.key, event.to_bytes(), [CONTENT_TYPE_HEADER]))
+                        messages.append(OutMessage(sink, event.key, record.value, [CONTENT_TYPE_HEADER]))
                     done += 1
             if messages:
                 await output.produce_all(messages)
@@ -442,8 +444,9 @@ async def _run(n: int, profile: str = "") -> None:
             f"raw aiokafka consume->produce {1 + ADDITIONS} records of {len(record_bytes):,} bytes"
             f" (no parse, no mapping): {io_floor:,.0f} agreements/s"
         )
+        print(f"mapper vs raw loop: {mapper_rate / raw_rate:.2f}")
         print(f"machine load at end: {os.getloadavg()}")
-        report("mapper_throughput", mapper_rate, "agreements/s", raw_rate, goal=GOAL)
+        report("mapper_throughput", mapper_rate, "agreements/s", io_floor, goal=GOAL)
     finally:
         await _delete_topics(bootstrap, prefix)
 
