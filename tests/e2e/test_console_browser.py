@@ -65,12 +65,16 @@ def company(e2e: E2E) -> dict[str, object]:
     return {"id": str(created["id"]), "agreements": agreements}
 
 
-def signed_in(browser: Browser, url: str, token: str) -> tuple[BrowserContext, Page]:
+def signed_in(
+    browser: Browser, url: str, token: str, check_accessibility: bool = False
+) -> tuple[BrowserContext, Page]:
     context = browser.new_context(base_url=url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(WAIT_MS)
     page = context.new_page()
     page.goto("/ui/")
     expect(page).to_have_url(re.compile(r"/ui/sign-in"))
+    if check_accessibility:
+        assert_accessible(page, "sign-in page")
     page.get_by_label("Access token").fill(token)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(re.compile(r"/ui/clients$"))
@@ -101,7 +105,9 @@ def test_the_sync_from_psa_flow_in_a_real_browser(
     other_tenant = pipeline.options.extra_tenants[0]
     client = str(company["id"])
     first, second, third = company["agreements"]  # type: ignore[misc]
-    context, page = signed_in(browser, url, pipeline.gateway_token(subject="ops@msp.example"))
+    context, page = signed_in(
+        browser, url, pipeline.gateway_token(subject="ops@msp.example"), check_accessibility=True
+    )
     activity = context.new_page()
     try:
         activity.goto("/ui/activity")
@@ -122,7 +128,8 @@ def test_the_sync_from_psa_flow_in_a_real_browser(
         page.get_by_role("link", name=f"Client {client}", exact=True).click()
         expect(page.get_by_role("heading", name=f"Contracts of client {client}")).to_be_visible()
         page.evaluate("() => { window.stillTheSamePage = true; }")
-        page.get_by_role("button", name="Sync from PSA").click()
+        page.get_by_role("button", name="Sync from PSA").focus()  # keyboard only, as a person could
+        page.keyboard.press("Enter")
         dialog = page.get_by_role("dialog", name="Sync from PSA")
         expect(dialog).to_be_visible()
         shots.take(page, "dialog-open")
@@ -138,7 +145,8 @@ def test_the_sync_from_psa_flow_in_a_real_browser(
         button = dialog.get_by_role("button", name=re.compile(r"^Sync \d+ Selected Contracts$"))
         expect(button).to_have_accessible_name("Sync 0 Selected Contracts")
         expect(button).to_be_disabled()
-        dialog.get_by_role("checkbox", name=first["name"], exact=True).check()
+        dialog.get_by_role("checkbox", name=first["name"], exact=True).focus()
+        page.keyboard.press("Space")
         expect(button).to_have_accessible_name("Sync 1 Selected Contracts")
         first_group = dialog.locator(f'fieldset[data-agreement="{first["id"]}"]')
         first_group.get_by_role("button", name="Select all additions of this agreement").click()
@@ -168,7 +176,8 @@ def test_the_sync_from_psa_flow_in_a_real_browser(
         expect(cost.locator("del")).to_have_text("101.00")
         expect(cost.locator("ins")).to_have_text("250.25")
         shots.take(page, "updated-with-difference")
-        dialog.get_by_role("button", name="Close the Sync from PSA dialog").click()
+        page.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
 
         # 5. a PSA-owned field is read-only on the contract page; the API refuses its edit
         first_key = f"cw:{e2e.tenant}:agreement:{first['id']}"

@@ -137,6 +137,15 @@ def test_state_changing_requests_without_the_csrf_token_or_from_another_origin_a
     assert commands_of(e2e, subject) == 0
 
 
+def test_a_body_above_the_limit_is_refused_before_it_is_read(session: httpx.Client) -> None:
+    client = a_client(session)
+    csrf = CSRF_RE.search(session.get(f"/ui/clients/{client}").text)
+    assert csrf
+    huge = {"agreement_ids": ["1"] * 40_000}  # ~600 kB, above the 256 kB default
+    response = session.post(f"/ui/clients/{client}/sync", data=huge, headers={"X-CSRF-Token": csrf.group(1)})
+    assert response.status_code == 413
+
+
 def test_a_psa_owned_edit_posted_to_the_console_is_refused_and_publishes_nothing(
     e2e: E2E, session: httpx.Client, subject: str
 ) -> None:

@@ -120,7 +120,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
 
     async def guarded(request: Request) -> tuple[SignedIn, dict[str, list[str]]]:
         me = await console.signed_in(request)
-        fields = await form_fields(request)
+        fields = await form_fields(request, gateway.settings.max_body_bytes)
         check_csrf(request, session_token(request), fields)
         return me, fields
 
@@ -149,7 +149,7 @@ def add_actions(router: APIRouter, console: Console) -> None:
     async def sign_in(request: Request) -> Response:
         if not same_origin(request):
             raise Forbidden("cross-origin sign-in")
-        fields = await form_fields(request)
+        fields = await form_fields(request, gateway.settings.max_body_bytes)
         token = first(fields, "token").strip()
         target = safe_next(first(fields, "next"))
         try:

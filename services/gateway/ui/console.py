@@ -24,7 +24,7 @@ from services.gateway.adapters import Gateway
 from services.gateway.auth import Principal
 from services.gateway.guard import authenticate
 from services.gateway.problems import Problem, forbidden_scope
-from services.gateway.ui.session import Forbidden, NotSignedIn, csrf_token, session_token
+from services.gateway.ui.session import Forbidden, NotSignedIn, TooLarge, csrf_token, session_token
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 SECURITY_HEADERS = {
@@ -81,7 +81,8 @@ class SignedIn:
 
 
 class Console:
-    """What every console page needs: the gateway's adapters and the templates."""
+    """What every console page needs: the gateway's adapters and the templates. A signed-in request
+    counts against its tenant's rate limit like an API request (429 with `Retry-After` above it)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -94,6 +95,15 @@ class Console:
             principal = await authenticate(self.gateway, f"Bearer {token}")
         except Problem:
             raise NotSignedIn("the session's token is no longer valid") from None
+        retry_after = self.gateway.limiter.take(principal.tenant_id)
+        if retry_after:
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"your tenant's request rate is limited; retry in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
+            )
         return SignedIn(principal, csrf_token(token))
 
     def page(
@@ -133,8 +143,11 @@ class ConsoleRoute(APIRoute):
                 response = _sign_in_redirect(request)
             except Forbidden as refused:
                 response = _error_page(request, 403, "Refused", str(refused))
+            except TooLarge as refused:
+                response = _error_page(request, 413, "Request too large", str(refused))
             except Problem as problem:
                 response = _error_page(request, problem.status, problem.title, problem.detail or "")
+                response.headers.update(problem.headers)
             for name, value in SECURITY_HEADERS.items():
                 response.headers.setdefault(name, value)
             response.headers.setdefault("Cache-Control", "no-store")

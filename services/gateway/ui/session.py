@@ -67,10 +67,28 @@ def same_origin(request: Request) -> bool:
     return origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
-async def form_fields(request: Request) -> dict[str, list[str]]:
-    """The urlencoded body of a form POST (htmx and plain forms send this encoding)."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return parse_qs(body, keep_blank_values=True, max_num_fields=2000)
+class TooLarge(Exception):
+    """A request body above the gateway's `max_body_bytes` (413)."""
+
+
+async def form_fields(request: Request, limit: int) -> dict[str, list[str]]:
+    """The urlencoded body of a form POST (htmx and plain forms send this encoding); raises
+    `TooLarge` for a body above `limit` bytes, without reading more than that."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise TooLarge(f"request bodies are limited to {limit} bytes")
+    chunks: list[bytes] = []
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise TooLarge(f"request bodies are limited to {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks).decode("utf-8", errors="replace")
+    try:
+        return parse_qs(body, keep_blank_values=True, max_num_fields=2000)
+    except ValueError:
+        raise TooLarge("too many form fields") from None
 
 
 def check_csrf(request: Request, session: str, fields: dict[str, list[str]]) -> None:

@@ -93,17 +93,18 @@
     return value === null || value === undefined ? "" : String(value);
   }
 
+  var HIDDEN_FIELDS = { tenant_id: true, client_id: true, command_id: true };
+
   function details(event) {
     var data = event.data || {};
     var parts = [];
-    ["created", "updated", "unchanged", "removed", "agreements", "additions", "changed_items"].forEach(function (name) {
-      if (typeof data[name] === "number") parts.push(name + " " + data[name]);
+    Object.keys(data).forEach(function (name) {
+      var value = data[name];
+      if (HIDDEN_FIELDS[name] || value === null || value === undefined || typeof value === "object" && !Array.isArray(value)) return;
+      parts.push(name + "=" + (Array.isArray(value) ? value.join(" ") : String(value)));
     });
-    if (data.enabled !== undefined) parts.push("auto-sync " + (data.enabled ? "on" : "off"));
-    if (data.reason) parts.push("reason " + data.reason);
-    if (data.error_code) parts.push("error " + data.error_code);
-    if (data.message) parts.push(text(data.message));
-    return parts.join(", ");
+    var line = parts.join(", ");
+    return line.length > 220 ? line.slice(0, 219) + "…" : line;
   }
 
   function addActivityRow(event) {
@@ -117,7 +118,8 @@
     var type = document.createElement("td");
     type.textContent = text(event.type);
     var client = document.createElement("td");
-    client.textContent = text((event.data || {}).client_id);
+    var clientId = text((event.data || {}).client_id);
+    client.textContent = clientId === "*" ? "all" : clientId;
     var detail = document.createElement("td");
     detail.textContent = details(event);
     [time, type, client, detail].forEach(function (cell) { row.appendChild(cell); });
