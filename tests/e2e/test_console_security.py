@@ -13,6 +13,8 @@ import pytest
 import sqlalchemy as sa
 from e2e_support import E2E
 
+from services.gateway.local_issuer import ensure_keys, mint_token
+
 CSRF_RE = re.compile(r'"X-CSRF-Token": "([0-9a-f]{64})"')
 
 
@@ -96,6 +98,24 @@ def test_sign_in_sets_a_strict_http_only_cookie(e2e: E2E) -> None:
     cookie = response.headers["set-cookie"].lower()
     assert cookie.startswith("cs_console=")
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+
+
+def test_a_token_too_large_for_a_cookie_is_refused_with_the_reason(e2e: E2E) -> None:
+    pipeline = e2e.pipeline
+    huge = mint_token(
+        ensure_keys(pipeline.options.work_dir / "gateway-keys"),
+        tenant_id=e2e.tenant,
+        subject="big@msp.example",
+        scopes=["catalog:read"],
+        issuer=pipeline.GATEWAY_ISSUER,
+        audience=pipeline.GATEWAY_AUDIENCE,
+        ttl_seconds=600,
+        client_scope=[f"{n:06d}" for n in range(500)],
+    )
+    assert len(huge) > 4000
+    response = httpx.post(f"{pipeline.gateway_url}/ui/sign-in", data={"token": huge}, timeout=30)
+    assert response.status_code == 400 and "too large for a browser cookie" in response.text
+    assert "set-cookie" not in response.headers
 
 
 def test_a_cross_origin_sign_in_is_refused(e2e: E2E) -> None:

@@ -46,6 +46,8 @@ from services.gateway.ui.session import (
 from services.gateway.views import contract_view
 
 _DATE_FIELDS = ("start_date", "end_date")
+MAX_COOKIE_TOKEN = 3800
+"""Longest token kept in the session cookie (browsers drop cookies above ~4 KB)."""
 _REMINDER_RE = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})\s*(.*)$")
 
 
@@ -157,6 +159,9 @@ def add_actions(router: APIRouter, console: Console) -> None:
         except Problem as refused:
             context = {"next": target, "error": refused.detail or "the token was refused"}
             return console.page(request, "sign_in.html", context, status=401)
+        if len(token) > MAX_COOKIE_TOKEN:
+            error = "the token is too large for a browser cookie; sign in through the reverse proxy (docs/console.md)"
+            return console.page(request, "sign_in.html", {"next": target, "error": error}, status=400)
         response = RedirectResponse(target, status_code=303)
         set_session(response, request, token)
         return response
