@@ -8,6 +8,9 @@ Guarantees:
 - The tenant comes only from the configured claim of a verified token and must be a valid tenant id.
 - Every refusal raises `Unauthorized` with a short reason for the problem document; the token
   itself is never logged nor echoed.
+- With `cache_seconds` > 0 a verified token's principal is reused for that long, never past the
+  token's `exp` (refusals are never cached); so a signing key taken out of the JWKS stops being
+  accepted within `cache_seconds` (JWKS URLs are cached longer already).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,13 +162,40 @@ class TokenVerifier:
     """Verify a compact JWS and return its `Principal` (see the module's guarantees)."""
 
     def __init__(
-        self, keys: KeySource, options: VerifierOptions, now: Callable[[], float] = time.time
+        self,
+        keys: KeySource,
+        options: VerifierOptions,
+        now: Callable[[], float] = time.time,
+        cache_seconds: float = 0,
+        cache_entries: int = 10_000,
     ) -> None:
         self.keys = keys
         self.options = options
         self.now = now
+        self.cache_seconds = cache_seconds
+        self.cache_entries = cache_entries
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; raises `Unauthorized`. Thread-safe."""
+        if self.cache_seconds <= 0:
+            return self._verify(token)[0]
+        now = self.now()
+        with self._lock:
+            cached = self._cache.get(token)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        principal, expires = self._verify(token)
+        with self._lock:
+            self._cache.pop(token, None)
+            while len(self._cache) >= self.cache_entries:
+                self._cache.pop(next(iter(self._cache)))  # the oldest entry
+            self._cache[token] = (min(expires, now + self.cache_seconds), principal)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal and the token's `exp`."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -212,9 +243,10 @@ class TokenVerifier:
         clients: frozenset[str] | None = None
         if o.client_scope_claim in claims:
             clients = parse_scopes(claims[o.client_scope_claim])
-        return Principal(
+        principal = Principal(
             tenant_id=tenant, subject=subject, scopes=parse_scopes(claims.get(o.scope_claim)), clients=clients
         )
+        return principal, float(claims["exp"])
 
 
 def bearer_token(authorization: str | None) -> str:

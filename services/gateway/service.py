@@ -56,6 +56,7 @@ def verifier_for(settings: GatewaySettings) -> TokenVerifier:
             client_scope_claim=settings.client_scope_claim,
             leeway_seconds=settings.leeway_seconds,
         ),
+        cache_seconds=settings.token_cache_seconds,
     )
 
 

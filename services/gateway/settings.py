@@ -43,6 +43,13 @@ class GatewaySettings(BaseSettings):
         default="client_scope",
         description="Optional claim limiting a token to some clients of its tenant (string or list); absent = all",
     )
+    token_cache_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=300,
+        description="How long a verified token's principal is reused (never past its exp; 0 = verify every "
+        "request); a key removed from the JWKS stops being accepted within this time",
+    )
     leeway_seconds: int = Field(default=30, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat")
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, description="Largest accepted request body (413 above)"

@@ -118,3 +118,42 @@ def test_the_bearer_scheme_is_required() -> None:
     for header in (None, "", "Basic abc", "Bearer "):
         with pytest.raises(Unauthorized):
             bearer_token(header)
+
+
+class _CountingKeys(StaticKeySource):
+    def __init__(self, jwks: dict[str, object]) -> None:
+        super().__init__(jwks)
+        self.lookups = 0
+
+    def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        self.lookups += 1
+        return super().key_for(kid, alg)
+
+
+def test_a_verified_token_is_reused_for_the_cache_time_but_never_past_its_expiry_and_refusals_are_not_cached() -> (
+    None
+):
+    private = ec.generate_private_key(ec.SECP256R1())
+    keys = _CountingKeys({"keys": [_jwk(ECAlgorithm.to_jwk(private.public_key()), "k1", "ES256")]})
+    clock = [time.time()]
+    verifier = TokenVerifier(keys, OPTIONS, now=lambda: clock[0], cache_seconds=30)
+    long_lived = jwt.encode(_claims(), private, algorithm="ES256", headers={"kid": "k1"})  # exp in 60 s
+    assert verifier.verify(long_lived).tenant_id == "acme"
+    assert verifier.verify(long_lived).subject == "u" and keys.lookups == 1, "the second use is cached"
+    clock[0] += 31
+    verifier.verify(long_lived)
+    assert keys.lookups == 2, "verified again after cache_seconds"
+    short = jwt.encode(_claims(exp=int(clock[0]) + 5), private, algorithm="ES256", headers={"kid": "k1"})
+    verifier.verify(short)
+    clock[0] += 6
+    verifier.verify(short)  # the real clock still accepts it (leeway); the cache must not have answered
+    assert keys.lookups == 4, "a cached principal never outlives the token's exp"
+    wrong_audience = jwt.encode(_claims(aud="other"), private, algorithm="ES256", headers={"kid": "k1"})
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            verifier.verify(wrong_audience)
+    assert keys.lookups == 6, "refusals are verified every time"
+    uncached = TokenVerifier(keys, OPTIONS)
+    uncached.verify(long_lived)
+    uncached.verify(long_lived)
+    assert keys.lookups == 8
