@@ -30,6 +30,9 @@ _CYCLES = {
     "notrecurring": "one_time",
 }
 
+_DATE_PREFIX = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+_NOT_A_TO_Z = re.compile(r"[^a-z]")
+
 
 def _text(value: Any) -> str | None:
     if value is None:
@@ -44,7 +47,7 @@ def _calendar_date(value: Any) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    match = re.match(r"^(\d{4}-\d{2}-\d{2})", text)
+    match = _DATE_PREFIX.match(text)
     return match.group(1) if match else text
 
 
@@ -65,7 +68,7 @@ def _cycle(value: Any) -> str | None:
     text = _text(value)
     if text is None:
         return None
-    key = re.sub(r"[^a-z]", "", text.lower())
+    key = _NOT_A_TO_Z.sub("", text.lower())
     return _CYCLES.get(key, text)
 
 
