@@ -192,6 +192,8 @@ DLQ_REASONS: dict[str, str] = {
     "internal_error": "a service failed unexpectedly on this message (a bug), twice for the writer; the error "
     "and error-class headers have the cause",
     "too_deeply_nested": "a JSON value nested deeper than a parser's recursion limit",
+    "too_large": "Kafka refused what the message produces for its size (a record or state entry over a topic's "
+    "`max.message.bytes`): the message is set aside instead of blocking its partition",
     **{f"mapping.{code}": f"a PSA item could not be mapped: {text}" for code, text in _MAPPING_CODES.items()},
 }
 """The `cs-dlq-reason` vocabulary: every reason a service dead-letters with, and what it means."""

@@ -17,7 +17,8 @@ Thin adapter around `services.mapper.state.decide`:
   dedicated idempotent producer, `OutputProducer`) and awaited first, then its state changes and
   input positions (changelog records), and only then is the batch acknowledged: no offset commits
   ahead of its effects, and no state ever claims records that were not written. A failed
-  produce is retried with back-off until it lands (the agent waits meanwhile).
+  produce is retried with back-off until it lands (the agent waits meanwhile); a size refusal is
+  pinned on its message, which is dead-lettered (`too_large`) instead (`_set_aside`).
 - Input positions (`services.mapper.positions`): the state holds, per source partition, the
   next offset the state reflects. Duplicates below it are skipped; a message beyond it means
   faust skipped input (its fetcher can drop messages around recovery and seeks), so the missing
@@ -42,7 +43,12 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
@@ -76,6 +82,7 @@ from services.mapper.state import (
     IndexedStore,
     Output,
     decide,
+    too_large,
 )
 from services.mapper.state_store import (
     LazyClientIndex,
@@ -353,6 +360,12 @@ class OutputProducer(Service):
         return ends
 
 
+def _too_large(error: BaseException) -> bool:
+    """Kafka refused a record for its size (over a topic's `max.message.bytes` or the producer's
+    request limit): permanent, and caused by the content of the message that produced it."""
+    return isinstance(error, MessageSizeTooLargeError | RecordTooLargeError | RecordListTooLargeError)
+
+
 def _transient(error: BaseException) -> bool:
     """A produce error worth retrying: Kafka says so, or the broker did not answer in time."""
     return isinstance(error, KafkaTimeoutError | OSError | TimeoutError) or bool(
@@ -608,10 +621,57 @@ class MapperApp:
         """
         try:
             await self._handle_messages_once(messages)
+        except BaseException as error:
+            self.store.discard()
+            if not _too_large(error):
+                raise
+            refused: BaseException = error
+        else:
+            self.store.keep()
+            return
+        if len(messages) == 1:
+            await self._undone_unless(self._set_aside(messages[0], refused))
+            return
+        log.warning(
+            "Kafka refused the batch's outputs or state for their size: handling it message by message",
+            extra={"messages": len(messages), "error": str(refused)[:300]},
+        )
+        for message in messages:
+            await self._handle_messages([message])
+
+    async def _undone_unless(self, step: Awaitable[None]) -> None:
+        """`await step`, keeping its state changes; undone when it raises."""
+        try:
+            await step
         except BaseException:
             self.store.discard()
             raise
         self.store.keep()
+
+    async def _set_aside(self, message: _Raw, error: BaseException) -> None:
+        """A message whose outputs or state Kafka refused for their size (a batch of its own):
+        dead-lettered as `too_large`, answered when its tenant can be read, recorded as handled,
+        so a permanent size refusal never blocks its partition. Outputs that landed before the
+        refusal (the records, when only the state was too large) stay: at-least-once, the writer
+        applies them by content. Only a message at its partition's position is set aside; one
+        after a gap is raised again, so skipped input is never passed over with it (the gap is
+        read again later, and split message by message)."""
+        where = (message.topic, message.partition)
+        position = self.store.position(*where)
+        if classify(position, message.offset) is not Verdict.PROCESS:
+            if classify(position, message.offset) is Verdict.DUPLICATE:
+                return
+            raise error
+        incoming = self._incoming(message)
+        text = f"{type(error).__name__}: {error}"
+        log.error(
+            "message set aside: Kafka refused what it produces for its size",
+            extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
+        )
+        self._consumed(incoming.topic, "too_large").inc()
+        self.store.put_position(*where, message.offset + 1)
+        await self._produce_retrying([self._message(o) for o in too_large(incoming, text)], "outputs")
+        self.store.written(await self._produce_retrying(self.store.take_pending(), "state"))
 
     async def _handle_messages_once(self, messages: list[_Raw]) -> None:
         outputs: list[Output] = []
@@ -662,10 +722,11 @@ class MapperApp:
         retry sends the same messages again (same event ids: the writer applies them once).
         The agent waits meanwhile, so nothing else is consumed. Cancellation (shutdown,
         rebalance) is not retried: the in-memory state then goes with the batch, and the durable
-        positions make the partition's next owner read the batch again. A permanent error (a
-        message over the broker's size limit, a denied topic) is raised at once: the caller
-        undoes the batch's state, and the batch is read again as a gap on the next position
-        check, so the partition waits (with an error logged each time) until it is fixed.
+        positions make the partition's next owner read the batch again. A permanent error is
+        raised at once and the caller undoes the batch's state: a size refusal (`_too_large`) is
+        pinned on its message, which is set aside (`_set_aside`); any other (a denied topic)
+        makes the batch be read again as a gap on the next position check, so the partition
+        waits (with an error logged each time) until the operator fixes it.
         """
 
         def before_sleep(state: RetryCallState) -> None:
@@ -707,8 +768,8 @@ class MapperApp:
         with self.store.index_lock:
             return self._decide(message)
 
-    def _decide(self, message: _Raw) -> list[Output]:
-        incoming = Incoming(
+    def _incoming(self, message: _Raw) -> Incoming:
+        return Incoming(
             topic=self.settings.canonical(message.topic),
             source_topic=message.topic,
             partition=message.partition,
@@ -716,6 +777,9 @@ class MapperApp:
             key=message.key,
             value=message.value if message.value is not None else b"",
         )
+
+    def _decide(self, message: _Raw) -> list[Output]:
+        incoming = self._incoming(message)
         self.store.partition = message.partition
         try:
             decision = decide(self.store, incoming, self.tenants)

@@ -100,6 +100,8 @@ SOURCE: Final = "contract-sync/mapper"
 STAGE_PARSE: Final = "mapper.parse"
 STAGE_MAP: Final = "mapper.map"
 STAGE_TENANT: Final = "mapper.tenant"
+STAGE_PRODUCE: Final = "mapper.produce"
+TOO_LARGE: Final = "too_large"
 
 Store = MutableMapping[str, bytes]
 
@@ -507,6 +509,15 @@ def decide(store: Store, message: Incoming, tenants: frozenset[str] | None = Non
 
 # ---------------------------------------------------------------------------------------------
 # Malformed input
+
+
+def too_large(message: Incoming, error: str) -> list[Output]:
+    """The answer to a message whose outputs or state Kafka refused for their size (a record over
+    a topic's `max.message.bytes`, e.g. a snapshot too big for the state changelog): the message is
+    dead-lettered with reason `too_large` (stage `mapper.produce`) and answered like a malformed one
+    (`sync.command.rejected` reason `malformed` / `sync.failed`) when its tenant and client can be
+    read from its bytes (pure)."""
+    return _malformed(message, TOO_LARGE, error, stage=STAGE_PRODUCE)
 
 
 def _malformed(
