@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from schemas.envelope import CLIENT_ID_PATTERN, TENANT_ID_PATTERN
+from schemas.psa import AgreementObserved, AgreementObservedData
 from schemas.topics import (
     CONTRACT_RECORDS,
     DEADLETTER,
@@ -48,6 +49,7 @@ from schemas.topics import (
     PSA_AGREEMENTS,
     SYNC_COMMANDS,
     SYNC_EVENTS,
+    TOPICS_BY_NAME,
 )
 from services.common.kafka import new_consumer, new_producer
 from services.common.settings import KafkaSettings
@@ -59,6 +61,20 @@ _TENANT_RE = re.compile(TENANT_ID_PATTERN)
 _CLIENT_RE = re.compile(CLIENT_ID_PATTERN)
 _POSITION_RE = re.compile(r"([A-Za-z0-9._-]+)\[(\d+)\]@(\d+)")
 REJECTION_TYPES = ("sync.command.rejected", "sync.edit.rejected", "sync.failed")
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's default `message.max.bytes`: the limit of a topic that does not set `max.message.bytes`."""
+_RECORD_OVERHEAD = 1024
+"""Room left under a topic's limit for the record batch, key and headers."""
+BIG_CLIENT = "987654321"
+"""The client of the valid maximum-size snapshot: auto-sync off and no contracts, so the snapshot is
+only stored (and refused by the state changelog), never mapped into the tenant's checked contracts."""
+
+
+def max_message_bytes(topic: str) -> int:
+    """The largest message `topic` accepts: its `max.message.bytes` in the registry
+    (`schemas.topics`), else the broker's default."""
+    configured = TOPICS_BY_NAME[topic].config.get("max.message.bytes")
+    return int(configured) if configured else BROKER_MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -457,9 +473,13 @@ def strategy_huge(target: Target) -> list[FuzzCase]:
 
 def poison_cases(target: Target) -> list[FuzzCase]:
     """One input per class of poison message, sent to every input topic: JSON nested 4,000 and
-    100,000 deep, values near the broker's 1 MB message limit, invalid UTF-8, `1e999999`, duplicate
-    keys (the last wins in every parser: here it names another tenant), null Kafka keys. Each must
-    be dead-lettered (and answered when its producer can be identified) while every service lives."""
+    100,000 deep, values up to each topic's maximum message size (`max_message_bytes`: 4 MiB on
+    psa.agreements.v1, also as a valid snapshot), invalid UTF-8, `1e999999`, duplicate keys (the
+    last wins in every parser: here it names another tenant), null and mismatched Kafka keys. Each
+    must be dead-lettered, and answered whenever its tenant and client can be read (all but the
+    nested values and invalid UTF-8, which no parser reads), while every service lives."""
+    # ensure_ascii=False: the marker placeholder stays literal, so `generate` substitutes it in place
+    # (escaped, it would be appended after the JSON and every case would be just malformed JSON)
     tenant, client = target.tenant, target.clients[0]
     key = f"{tenant}:{client}".encode()
     out: list[FuzzCase] = []
@@ -470,10 +490,28 @@ def poison_cases(target: Target) -> list[FuzzCase]:
         document = _envelope(
             tenant, client, "sync.command.select", {"agreement_ids": [1], "requested_by": MARK}
         )
-        document["data"]["filler"] = "x" * 990_000
-        out.append(FuzzCase("max_size", topic, json.dumps(document).encode(), key))
+        document["data"]["filler"] = ""
+        room = (
+            max_message_bytes(topic)
+            - _RECORD_OVERHEAD
+            - len(json.dumps(document, ensure_ascii=False).encode())
+        )
+        document["data"]["filler"] = "x" * room
+        # a command names its sender: answered like any other readable command
+        answered = topic == SYNC_COMMANDS
+        out.append(
+            FuzzCase(
+                "max_size",
+                topic,
+                json.dumps(document, ensure_ascii=False).encode(),
+                key,
+                document["id"],
+                expect_rejection=answered,
+            )
+        )
+    out.append(_max_size_snapshot(tenant))
     select = _valid_command(tenant, client, 0, "")
-    raw = json.dumps(select).encode()
+    raw = json.dumps(select, ensure_ascii=False).encode()
     out.append(
         FuzzCase(
             "invalid_utf8",
@@ -482,26 +520,70 @@ def poison_cases(target: Target) -> list[FuzzCase]:
             key,
         )
     )
-    huge_number = json.dumps(select).replace('"agreement_ids": [1]', '"agreement_ids": [1e999999]')
-    out.append(FuzzCase("huge_number", SYNC_COMMANDS, huge_number.encode(), key, select["id"]))
+    # readable commands of a configured tenant: each names its tenant, client and id, so besides
+    # the dead letter its sender gets a `sync.command.rejected` (matched by the command id)
+    huge_number = json.dumps(select, ensure_ascii=False).replace(
+        '"agreement_ids": [1]', '"agreement_ids": [1e999999]'
+    )
+    out.append(
+        FuzzCase("huge_number", SYNC_COMMANDS, huge_number.encode(), key, select["id"], expect_rejection=True)
+    )
     duplicate = _valid_command(tenant, client, 0, "")
-    text = json.dumps(duplicate).replace(
+    text = json.dumps(duplicate, ensure_ascii=False).replace(
         f'"tenantid": "{tenant}"', f'"tenantid": "{tenant}", "tenantid": "ghost-dup"', 1
     )
-    out.append(FuzzCase("duplicate_keys", SYNC_COMMANDS, text.encode(), key))
+    out.append(
+        FuzzCase("duplicate_keys", SYNC_COMMANDS, text.encode(), key, duplicate["id"], expect_rejection=True)
+    )
     for kind, routed in (("null_key", None), ("mismatched_key", b"ghost:1")):
         command = _valid_command(tenant, client, 0, "")
         out.append(
             FuzzCase(
                 kind,
                 SYNC_COMMANDS,
-                json.dumps(command).encode(),
+                json.dumps(command, ensure_ascii=False).encode(),
                 routed,
                 command["id"],
-                expect_rejection=False,
+                expect_rejection=True,
             )
         )
     return out
+
+
+def _max_size_snapshot(tenant: str) -> FuzzCase:
+    """A valid `psa.agreement.observed` as large as its topic accepts (4 MiB: the bulk in a
+    ConnectWise field the mapping does not read). The topic takes it, the mapper's state changelog
+    (the broker's default limit) cannot: dead-lettered `too_large` and answered with `sync.failed`
+    (matched by its position), while every service goes on."""
+    data = AgreementObservedData.model_validate(
+        {
+            "tenant_id": tenant,
+            "client_id": BIG_CLIENT,
+            "agreement": {
+                "id": 2_000_000_001,
+                "name": MARK,
+                "company": {"id": int(BIG_CLIENT), "identifier": "Big", "name": "Big"},
+                "billingCycle": {"id": 2, "name": "Monthly"},
+                "billAmount": 1,
+                "customFields": [{"id": 1, "value": ""}],
+            },
+            "additions": [],
+            "psa_last_updated": "2026-11-26T08:00:00Z",
+            "observed_at": "2026-11-26T08:00:00Z",
+            "time_zone": "UTC",
+            "default_currency": "USD",
+        }
+    )
+    bare = AgreementObserved.build(data, source="chaos-fuzz").to_bytes()
+    room = max_message_bytes(PSA_AGREEMENTS) - _RECORD_OVERHEAD - len(bare)
+    value = bare.replace(b'"value":""', b'"value":"' + b"x" * room + b'"', 1)
+    return FuzzCase(
+        "max_size_snapshot",
+        PSA_AGREEMENTS,
+        value,
+        f"{tenant}:{BIG_CLIENT}".encode(),
+        expect_rejection=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -510,7 +592,7 @@ def poison_cases(target: Target) -> list[FuzzCase]:
 
 async def produce(kafka: KafkaSettings, cases: list[FuzzCase], prefix: str = "") -> None:
     """Send every case (all in flight at once, chunked) and record its partition and offset."""
-    producer = new_producer(kafka, max_request_size=1_000_000, linger_ms=20)
+    producer = new_producer(kafka, max_request_size=8 * 1024 * 1024, linger_ms=20)
     await producer.start()
     try:
         for start in range(0, len(cases), 2000):

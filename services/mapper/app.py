@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
     RecordListTooLargeError,
     RecordTooLargeError,
 )
@@ -291,6 +292,20 @@ class OutputProducer(Service):
         if self.producer is not None:
             await self.producer.stop()  # flushes what is still buffered
 
+    async def reset(self) -> None:
+        """Replace the producer by a new one (a new idempotent producer id), when nothing is in
+        flight. After Kafka refused one of its record batches, an idempotent producer's sequence
+        numbers for that partition no longer match the broker's, and every later send there fails
+        with `OutOfOrderSequenceNumber`; a new producer starts its sequences afresh."""
+        old = self.producer
+        self.producer_started.clear()
+        self.producer = new_producer(self.kafka, client_id=f"{self.kafka.client_id}-mapper-out")
+        await self.producer.start()
+        self.producer_started.set()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.stop()
+
     async def _partition_of(self, topic: str, key: bytes | None) -> int:
         assert self.producer is not None
         partitions = self._partitions.get(topic)
@@ -367,10 +382,16 @@ def _too_large(error: BaseException) -> bool:
 
 
 def _transient(error: BaseException) -> bool:
-    """A produce error worth retrying: Kafka says so, or the broker did not answer in time."""
-    return isinstance(error, KafkaTimeoutError | OSError | TimeoutError) or bool(
+    """A produce error worth retrying: Kafka says so, or the broker did not answer in time, or the
+    idempotent producer lost its sequence (retried with a new producer)."""
+    return isinstance(error, KafkaTimeoutError | OSError | TimeoutError | OutOfOrderSequenceNumber) or bool(
         getattr(error, "retriable", False)
     )
+
+
+def _needs_new_producer(error: BaseException) -> bool:
+    """The producer's sequence numbers cannot be trusted any more (see `OutputProducer.reset`)."""
+    return _too_large(error) or isinstance(error, OutOfOrderSequenceNumber)
 
 
 @dataclass(frozen=True, slots=True)
@@ -745,7 +766,12 @@ class MapperApp:
             reraise=True,
         ):
             with attempt:
-                return await self.output.produce_all(messages)
+                try:
+                    return await self.output.produce_all(messages)
+                except Exception as error:
+                    if _needs_new_producer(error):
+                        await self.output.reset()
+                    raise
         raise AssertionError("unreachable: AsyncRetrying re-raises the last error")  # pragma: no cover
 
     async def _decide_any(self, message: _Raw) -> list[Output]:

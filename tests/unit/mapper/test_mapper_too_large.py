@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka.errors import MessageSizeTooLargeError, TopicAuthorizationFailedError
+from aiokafka.errors import MessageSizeTooLargeError, OutOfOrderSequenceNumber, TopicAuthorizationFailedError
 from mapper_factories import CLIENT, TENANT, set_auto_sync, snapshot
 
 from schemas.topics import DEADLETTER, DLQ_REASON, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
@@ -31,14 +31,24 @@ class Broker:
         self.written: list[OutMessage] = []
         self.refused = 0
         self.deny: Exception | None = None
+        self.lost_sequence = False
+        self.resets = 0
 
-    async def produce_all(self, messages: list[OutMessage]) -> None:
+    async def produce_all(self, messages: list[OutMessage]) -> dict[tuple[str, int], int]:
         if self.deny is not None:
             raise self.deny
+        if self.lost_sequence:  # an idempotent producer after a refused batch, until replaced
+            raise OutOfOrderSequenceNumber()
         if any(len(m.value or b"") > LIMITS.get(m.topic, LIMIT) for m in messages):
             self.refused += 1
+            self.lost_sequence = True
             raise MessageSizeTooLargeError("the request included a message larger than the max message size")
         self.written.extend(messages)
+        return {}  # no changelog offsets: the unit store keeps no checkpoint
+
+    async def reset(self) -> None:
+        self.resets += 1
+        self.lost_sequence = False
 
     def on(self, topic: str) -> list[OutMessage]:
         return [m for m in self.written if m.topic == topic]
@@ -57,6 +67,7 @@ def mapper(tmp_path: Path, broker: Broker) -> MapperApp:
     )
     app._recovered = lambda: True  # type: ignore[method-assign]
     app.output.produce_all = broker.produce_all  # type: ignore[method-assign]
+    app.output.reset = broker.reset  # type: ignore[method-assign]
     return app
 
 
@@ -78,7 +89,7 @@ async def test_a_snapshot_too_big_for_the_state_changelog_is_set_aside_and_the_b
 
     await mapper._handle_messages([raw(0, 1), big, raw(2, 3)])  # returns: no retry loop
 
-    assert broker.refused >= 1
+    assert broker.refused >= 1 and broker.resets == broker.refused  # a new producer after each refusal
     (dead,) = broker.on(DEADLETTER)
     headers = dict(dead.headers)
     assert headers[DLQ_REASON] == b"too_large" and headers[DLQ_STAGE] == b"mapper.produce"
@@ -120,3 +131,14 @@ async def test_any_other_permanent_produce_error_is_raised_and_nothing_is_dead_l
     broker.deny = None
     await mapper._handle_messages([raw(0, 1), raw(1, 2)])
     assert mapper.store.position(PSA_AGREEMENTS, 0) == 2 and broker.on(DEADLETTER) == []
+
+
+async def test_a_producer_that_lost_its_sequence_is_replaced_and_the_batch_retried(
+    mapper: MapperApp, broker: Broker
+) -> None:
+    broker.lost_sequence = True
+
+    await mapper._handle_messages([raw(0, 1)])
+
+    assert broker.resets == 1 and broker.on(DEADLETTER) == []
+    assert mapper.store.position(PSA_AGREEMENTS, 0) == 1
