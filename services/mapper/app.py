@@ -297,10 +297,15 @@ class OutputProducer(Service):
         flight. After Kafka refused one of its record batches, an idempotent producer's sequence
         numbers for that partition no longer match the broker's, and every later send there fails
         with `OutOfOrderSequenceNumber`; a new producer starts its sequences afresh."""
-        old = self.producer
-        self.producer_started.clear()
-        self.producer = new_producer(self.kafka, client_id=f"{self.kafka.client_id}-mapper-out")
-        await self.producer.start()
+        fresh = new_producer(self.kafka, client_id=f"{self.kafka.client_id}-mapper-out")
+        try:
+            await fresh.start()
+        except Exception:  # the broker is away: keep the old one, the next refusal tries again
+            log.warning("cannot start a new producer", exc_info=True)
+            with contextlib.suppress(Exception):
+                await fresh.stop()
+            return
+        old, self.producer = self.producer, fresh
         self.producer_started.set()
         if old is not None:
             with contextlib.suppress(Exception):

@@ -101,7 +101,6 @@ STAGE_PARSE: Final = "mapper.parse"
 STAGE_MAP: Final = "mapper.map"
 STAGE_TENANT: Final = "mapper.tenant"
 STAGE_PRODUCE: Final = "mapper.produce"
-TOO_LARGE: Final = "too_large"
 
 Store = MutableMapping[str, bytes]
 
@@ -517,7 +516,7 @@ def too_large(message: Incoming, error: str) -> list[Output]:
     dead-lettered with reason `too_large` (stage `mapper.produce`) and answered like a malformed one
     (`sync.command.rejected` reason `malformed` / `sync.failed`) when its tenant and client can be
     read from its bytes (pure)."""
-    return _malformed(message, TOO_LARGE, error, stage=STAGE_PRODUCE)
+    return _malformed(message, "too_large", error, stage=STAGE_PRODUCE)
 
 
 def _malformed(

@@ -161,25 +161,32 @@ async def test_a_batch_whose_produce_fails_is_sent_again_until_it_lands_before_i
     assert mapper.store.position(AGREEMENTS, 0) == 1
 
 
-async def test_a_permanent_produce_error_is_raised_at_once_instead_of_stalling_the_worker(
+async def test_a_message_that_cannot_even_be_set_aside_is_raised_at_once_instead_of_stalling_the_worker(
     mapper: MapperApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(app_module, "PRODUCE_RETRY_INITIAL_S", 0.01)
     attempts: list[int] = []
+    resets: list[int] = []
 
     async def too_large(messages: list[OutMessage]) -> None:
         attempts.append(len(messages))
         raise MessageSizeTooLargeError()
 
+    async def reset() -> None:
+        resets.append(1)
+
     mapper.output.produce_all = too_large  # type: ignore[method-assign]
+    mapper.output.reset = reset  # type: ignore[method-assign]
 
     mapper.store.put_position(AGREEMENTS, 0, 0)
     mapper.store.take_pending()
     mapper.store.keep()
 
+    # Kafka refuses everything, the dead letter too: the batch once, then its `too_large` dead letter
+    # once (tests/unit/mapper/test_mapper_too_large.py has the refusals that can be set aside)
     with pytest.raises(MessageSizeTooLargeError):
         await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, b"t:c", b"not json")])
-    assert len(attempts) == 1
+    assert attempts == [1, 1] and len(resets) == 2
     assert mapper.store.position(AGREEMENTS, 0) == 0  # not handled: read again later
     assert mapper.store.take_pending() == []
 
