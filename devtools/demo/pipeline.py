@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +96,11 @@ class PipelineOptions:
     gateway: bool = False
     """Also run the Sync API (`contract-sync gateway`) on the pipeline's topics, verifying tokens
     signed with a key pair under `work_dir/gateway-keys` (`gateway_token()` mints them)."""
+    service_principals: bool = False
+    """On a secured Kafka (`stack up --secure`): run each service as its own Kafka principal, with the
+    credentials `stack env` prints (`<SERVICE>_KAFKA_SASL_USERNAME` / `_PASSWORD` in the environment),
+    instead of the environment's `KAFKA_SASL_*` (the admin's). Their ACLs cover the registry's topic
+    names and the services' default groups only: use it without `topic_prefix` and `unique_groups`."""
     service_roles: bool = True
     """Connect the writer, the poller and the gateway to PostgreSQL as their own roles (`services.common.db.roles`;
     the local stack's trust authentication needs no passwords), not as `database_url`'s user."""
@@ -107,6 +112,18 @@ def service_database_url(options: PipelineOptions, service: str) -> str:
     if not options.service_roles or role is None:
         return options.database_url
     return role_url(options.database_url, role)
+
+
+def service_kafka_env(env: Mapping[str, str], service: str) -> dict[str, str]:
+    """The `KAFKA_SASL_USERNAME` / `_PASSWORD` of `service`'s own principal, taken from
+    `<SERVICE>_KAFKA_SASL_USERNAME` / `_PASSWORD` in `env`; empty when `env` has none (pure)."""
+    prefix = f"{service.upper()}_KAFKA_SASL_"
+    if not env.get(f"{prefix}USERNAME"):
+        return {}
+    return {
+        "KAFKA_SASL_USERNAME": env[f"{prefix}USERNAME"],
+        "KAFKA_SASL_PASSWORD": env.get(f"{prefix}PASSWORD", ""),
+    }
 
 
 def tenants_toml(options: PipelineOptions, sim_site: str) -> str:
@@ -193,10 +210,9 @@ class LocalPipeline:
 
     # ---------------------------------------------------------------- own topics (topic_prefix)
     def create_topics(self) -> list[str]:
-        """Create the registry's topics under this pipeline's `topic_prefix` and wait until every
-        partition has a leader; returns their names. Call before `start()`."""
-        if not self.options.topic_prefix:
-            raise ValueError("create_topics() needs a topic_prefix")
+        """Create the registry's topics under this pipeline's `topic_prefix` (the registry's own names
+        without one; existing topics are kept) and wait until every partition has a leader; returns
+        their names. Call before `start()`."""
         specs = [dataclasses.replace(spec, name=self.topic(spec.name)) for spec in TOPICS]
         settings = KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap)
 
@@ -309,7 +325,9 @@ class LocalPipeline:
 
         async def commit() -> None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.options.kafka_bootstrap, group_id=group_id, enable_auto_commit=False
+                **KafkaSettings(bootstrap_servers=self.options.kafka_bootstrap).client_kwargs(),
+                group_id=group_id,
+                enable_auto_commit=False,
             )
             await consumer.start()
             try:
@@ -328,6 +346,18 @@ class LocalPipeline:
 
         asyncio.run(commit())
 
+    def principal_env(self, service: str) -> dict[str, str]:
+        """With `service_principals`: the service's own Kafka credentials (see `service_kafka_env`)."""
+        if not self.options.service_principals:
+            return {}
+        credentials = service_kafka_env({**os.environ, **self.env}, service)
+        if not credentials:
+            raise RuntimeError(
+                f"service_principals: no {service.upper()}_KAFKA_SASL_USERNAME in the environment "
+                "(eval the secured stack's `contract-sync stack env`)"
+            )
+        return credentials
+
     def start_service(self, name: str) -> ServiceProcess:
         if self.options.groups_start_at_end:
             self.commit_groups_at_end(name)
@@ -338,6 +368,7 @@ class LocalPipeline:
         )
         if name in ("writer", "poller"):
             env["DATABASE_URL"] = service_database_url(self.options, name)
+        env |= self.principal_env(name)
         return self.group.start(name, self.service_argv(name), env=env, health_port=self.health_ports[name])
 
     # ---------------------------------------------------------------- the Sync API (gateway)
@@ -362,6 +393,7 @@ class LocalPipeline:
         }
         if self.options.unique_groups:
             env["GATEWAY_OUTCOMES_GROUP_ID"] = f"contract-sync-gateway-{self.options.tenant_id}"
+        env |= self.principal_env("gateway")
         return self.group.start(
             "gateway", contract_sync_command("gateway"), env=env, health_port=self.health_ports["gateway"]
         )

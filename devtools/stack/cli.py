@@ -41,6 +41,7 @@ def _stack(args: argparse.Namespace) -> LocalStack:
         controller_port=args.controller_port,
         pg_port=args.pg_port,
         report=_say,
+        secure=getattr(args, "secure", False),
     )
 
 
@@ -127,6 +128,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     up.add_argument(
         "--timeout", type=float, default=180.0, help="readiness deadline in seconds (default 180)"
+    )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="a secured broker: SASL_SSL (SCRAM-SHA-512, a CA and broker certificate under <dir>/tls), "
+        "the StandardAuthorizer with one user and the ACLs per service (only for a new directory; "
+        "later starts of that directory stay secured)",
     )
     up.set_defaults(func=run_up)
     actions.add_parser("down", parents=[common], help="stop what the stack started").set_defaults(

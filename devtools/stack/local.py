@@ -25,20 +25,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib
 import json
 import logging
 import os
 import random
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.stack.errors import StackError
-from devtools.stack.kafka import KafkaConfig, KafkaNode
+from devtools.stack.kafka import ADMIN_USER, BrokerSecurity, KafkaConfig, KafkaNode, java_executable
 from devtools.stack.postgres import PostgresConfig, PostgresNode
+from devtools.stack.secure import CREDENTIALS_FILE, client_env, ensure_credentials
+from devtools.stack.tls import TlsFiles, ensure_tls
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +72,15 @@ MIGRATION_MODULES = ("services.common.database", "services.common.db")
 class Endpoints:
     kafka_bootstrap: str
     database_url: str
+    kafka_env: Mapping[str, str] = field(default_factory=dict)
+    """A secured stack's Kafka client settings (`devtools.stack.secure.client_env`); empty for PLAINTEXT."""
 
     def env_lines(self) -> str:
         """Shell-sourceable `NAME=value` lines (values contain no shell metacharacters):
         `DATABASE_URL` is the administrator's (migrations, tests, tools); `WRITER_DATABASE_URL`,
-        `POLLER_DATABASE_URL` and `GATEWAY_DATABASE_URL` connect as those services' own roles."""
+        `POLLER_DATABASE_URL` and `GATEWAY_DATABASE_URL` connect as those services' own roles.
+        A secured stack adds `KAFKA_SECURITY_PROTOCOL`, the admin's `KAFKA_SASL_*` and each service's
+        `<SERVICE>_KAFKA_SASL_USERNAME` / `_PASSWORD`."""
         from services.common.db.roles import SERVICE_ROLES, role_url
 
         lines = [f"KAFKA_BOOTSTRAP_SERVERS={self.kafka_bootstrap}", f"DATABASE_URL={self.database_url}"]
@@ -80,6 +88,7 @@ class Endpoints:
             f"{service.upper()}_DATABASE_URL={role_url(self.database_url, SERVICE_ROLES[service])}"
             for service in ("writer", "poller", "gateway")
         ]
+        lines += [f"{name}={value}" for name, value in self.kafka_env.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -216,6 +225,15 @@ def resolve_settings(
     )
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `path` atomically, readable by its owner only (it may hold passwords)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    tmp.replace(path)
+
+
 def read_env_file(directory: Path) -> dict[str, str]:
     """The `NAME=value` lines of `<directory>/stack.env`, as `up()` wrote them.
 
@@ -279,6 +297,7 @@ class LocalStack:
         pom: Path = DEFAULT_POM,
         log4j_config: Path = DEFAULT_LOG4J,
         report: Callable[[str], None] | None = None,
+        secure: bool = False,
     ) -> None:
         self._requested = (directory, kafka_port, controller_port, pg_port)
         self._pom, self._log4j_config = pom, log4j_config
@@ -286,14 +305,24 @@ class LocalStack:
         self.directory = self.settings.directory
         self.logs_dir = self.directory / "logs"
         self.env_file = self.directory / ENV_FILE
+        self.tls_dir = self.directory / "tls"
+        self.credentials_file = self.directory / "kafka" / CREDENTIALS_FILE
+        self.secure = secure or (self.directory / "kafka" / "secured").exists()
+        """`--secure` asked for it, or the directory's Kafka storage was formatted secured."""
         self._build_nodes()
         self._report = report or (lambda line: logger.info("%s", line))
 
     def _build_nodes(self) -> None:
+        security = None
+        if self.secure:
+            tls = TlsFiles(self.tls_dir)
+            security = BrokerSecurity(
+                ensure_credentials(self.credentials_file)[ADMIN_USER], tls.broker_pem, tls.ca_cert
+            )
         self.kafka = KafkaNode(
             self.directory,
             self.logs_dir,
-            KafkaConfig(HOST, self.settings.kafka_port, self.settings.controller_port),
+            KafkaConfig(HOST, self.settings.kafka_port, self.settings.controller_port, security=security),
             self._pom,
             self._log4j_config,
         )
@@ -327,7 +356,12 @@ class LocalStack:
 
     @property
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.kafka.config.bootstrap, self.postgres.config.url)
+        kafka_env = (
+            client_env(ensure_credentials(self.credentials_file), TlsFiles(self.tls_dir).ca_cert)
+            if self.secure
+            else {}
+        )
+        return Endpoints(self.kafka.config.bootstrap, self.postgres.config.url, kafka_env)
 
     # -- locking ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -355,8 +389,10 @@ class LocalStack:
                     self._start_postgres(timeout_s)
                 if kafka_pid is not None:
                     self._wait_kafka(kafka_pid, timeout_s)
+            if self.secure:
+                self._ensure_acls()
             endpoints = self.endpoints
-            self.env_file.write_text(endpoints.env_lines(), encoding="utf-8")
+            write_private(self.env_file, endpoints.env_lines())
         self._report(f"kafka     {endpoints.kafka_bootstrap}")
         self._report(f"postgres  {endpoints.database_url}")
         self._report(f"env file  {self.env_file}")
@@ -411,12 +447,41 @@ class LocalStack:
         if stale is not None:  # alive but not answering: a hung or half-started broker of ours
             self._report(f"kafka pid {stale} is not answering; restarting it")
             self.kafka.stop()
+        users = None
+        if self.secure:
+            ensure_tls(self.tls_dir, HOST)
+            users = ensure_credentials(self.credentials_file)
         self.kafka.write_config()
-        if self.kafka.format_storage_if_needed():
-            self._report(f"kafka storage formatted in {self.kafka.data}")
+        if self.kafka.format_storage_if_needed(users):
+            secured = f" with {len(users)} SCRAM-SHA-512 users" if users else ""
+            self._report(f"kafka storage formatted in {self.kafka.data}{secured}")
         pid = self.kafka.spawn()
         self._report(f"kafka starting (pid {pid}), log {self.kafka.log_file}")
         return pid
+
+    def _ensure_acls(self) -> None:
+        """Add the services' ACLs (`services.common.kafka_acls`) as the admin unless the ones recorded
+        in `<dir>/kafka/acls.sha256` are already these (ACLs live in the metadata log)."""
+        from services.common.kafka_acls import acl_bindings, apply_with_cli
+
+        bindings = acl_bindings()
+        digest = hashlib.sha256(repr(bindings).encode()).hexdigest()
+        marker = self.kafka.home / "acls.sha256"
+        if marker.exists() and marker.read_text(encoding="utf-8").strip() == digest:
+            return
+        started = time.monotonic()
+        try:
+            apply_with_cli(
+                bindings,
+                bootstrap=self.kafka.config.bootstrap,
+                command_config=self.kafka.admin_properties,
+                libs=self.kafka.libs,
+                java=java_executable(),
+            )
+        except subprocess.CalledProcessError as error:
+            raise StackError(f"applying the Kafka ACLs failed: {error.stderr.strip()[-2000:]}") from error
+        marker.write_text(digest + "\n", encoding="utf-8")
+        self._report(f"kafka ACLs applied ({len(bindings)} bindings) in {time.monotonic() - started:.1f} s")
 
     def _wait_kafka(self, pid: int, timeout_s: float) -> None:
         started = time.monotonic()

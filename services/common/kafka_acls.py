@@ -11,8 +11,8 @@ binding is refused.
 
 Renderings: `kafka_acls_commands` (the `kafka-acls.sh` lines an operator runs with an admin
 principal's `--command-config`), `strimzi_users` (Strimzi `KafkaUser` resources with
-`authorization.type: simple`). `apply_with_cli` runs the commands through the Kafka CLI classes of the
-jars the local stack downloads (aiokafka's admin client has no ACL API).
+`authorization.type: simple`). `apply_with_cli` adds them in one admin connection (`deploy/local/ApplyAcls.java`, Kafka's Admin
+API on the jars the local stack downloads; aiokafka's admin client has no ACL API).
 """
 
 from __future__ import annotations
@@ -160,27 +160,37 @@ def strimzi_users(
     return documents
 
 
+APPLY_PROGRAM = Path(__file__).resolve().parents[2] / "deploy" / "local" / "ApplyAcls.java"
+"""A single-file Java program adding bindings through Kafka's Admin API in one connection (one JVM
+for all of them, instead of one `kafka-acls.sh` per resource)."""
+
+
+def binding_lines(bindings: Sequence[AclBinding]) -> str:
+    """The stdin of `ApplyAcls.java`: one tab-separated binding per line (pure)."""
+    return "".join(
+        f"{b.principal}\t{b.resource_type}\t{b.resource_name}\t{b.pattern_type}\t{b.operation}\n"
+        for b in bindings
+    )
+
+
 def apply_with_cli(
-    bindings: Sequence[AclBinding], *, bootstrap: str, command_config: Path, libs: Path, java: str = "java"
+    bindings: Sequence[AclBinding],
+    *,
+    bootstrap: str,
+    command_config: Path,
+    libs: Path,
+    java: str = "java",
+    program: Path = APPLY_PROGRAM,
 ) -> None:
-    """Add every binding with the Kafka CLI (`kafka.admin.AclCommand` from the jars in `libs`),
-    authenticated by `command_config` (an admin principal's client properties). Idempotent (adding
-    an existing ACL changes nothing). Raises `subprocess.CalledProcessError` naming the refusal."""
-    for args in cli_arguments(bindings):
-        subprocess.run(
-            [
-                java,
-                "-cp",
-                f"{libs}/*",
-                "kafka.admin.AclCommand",
-                "--bootstrap-server",
-                bootstrap,
-                "--command-config",
-                str(command_config),
-                *args,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    """Add every binding with `ApplyAcls.java` (run by the JDK's source launcher on the Kafka jars in
+    `libs`), authenticated by `command_config` (an admin principal's client properties). Idempotent
+    (adding an existing ACL changes nothing). Raises `subprocess.CalledProcessError` carrying the
+    broker's refusal in its stderr."""
+    subprocess.run(
+        [java, "-Xmx256m", "-cp", f"{libs}/*", str(program), bootstrap, str(command_config)],
+        input=binding_lines(bindings),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )

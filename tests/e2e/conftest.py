@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from e2e_support import E2E, KafkaTail, TailRecord
+from e2e_support import E2E, KafkaTail, TailRecord, secured_stack
 
 from devtools.demo.pipeline import LocalPipeline, PipelineOptions
 from schemas.topics import DEADLETTER, SYNC_EVENTS
@@ -32,11 +32,15 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
     read, so on the shared v1 topics a concurrent run (another suite, the demo) would also handle
     this session's commands and emit a second outcome event for each; and a new consumer group
     would first replay the topics' whole history."""
+    secured = secured_stack()
     tenant = f"e2e-{secrets.token_hex(4)}"
     other_tenant = f"e2f-{secrets.token_hex(4)}"
     # A second tenant on the same simulator, active at the same time (the gateway isolation tests);
     # its id shares no prefix with `tenant`, so the tails below never keep its records.
-    topic_prefix = f"{tenant}."
+    # On the secured stack every service runs as its own principal, whose ACLs name the registry's
+    # topics and the default groups: the session uses those (the stack is its own, `make test`).
+    topic_prefix = "" if secured else f"{tenant}."
+    work_dir = Path(tmp_path_factory.mktemp("e2e-pipeline"))
     key_prefix = f"{tenant}:".encode()
 
     def ours(record: TailRecord) -> bool:
@@ -45,7 +49,7 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
     pipeline = LocalPipeline(
         PipelineOptions(
             tenant_id=tenant,
-            work_dir=Path(tmp_path_factory.mktemp("e2e-pipeline")),
+            work_dir=work_dir,
             kafka_bootstrap=kafka_bootstrap,
             database_url=database_url,
             seed=7,
@@ -55,7 +59,9 @@ def e2e(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPa
             poll_interval="3s",
             auto_sync_interval="1s",
             reconcile_interval="3s",
-            unique_groups=True,
+            unique_groups=not secured,
+            service_principals=secured,
+            extra_env={"MAPPER_DATADIR": str(work_dir / "mapper-data")} if secured else {},
             topic_prefix=topic_prefix,
             extra_tenants=(other_tenant,),
             gateway=True,

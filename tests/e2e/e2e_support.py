@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -43,10 +44,25 @@ from schemas.commands import (
     SetAutoSyncData,
 )
 from schemas.envelope import CloudEvent
+from services.common.settings import KafkaSettings
 
 T = TypeVar("T")
 SOURCE = "contract-sync/e2e-tests"
 REQUESTED_BY = "e2e@msp.example"
+
+
+def secured_stack() -> bool:
+    """True when the environment points at a secured stack (`stack up --secure`; `make test`'s
+    end-to-end run): SASL credentials for the tools and one per service."""
+    return os.environ.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") != "PLAINTEXT" and bool(
+        os.environ.get("WRITER_KAFKA_SASL_USERNAME")
+    )
+
+
+def kafka_client(e2e: E2E) -> dict[str, Any]:
+    """aiokafka keyword arguments for the session's broker: its bootstrap and, on the secured stack,
+    the environment's (admin) credentials."""
+    return KafkaSettings(bootstrap_servers=e2e.pipeline.options.kafka_bootstrap).client_kwargs()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -100,7 +116,9 @@ class KafkaTail:
             self._ready.set()
 
     async def _consume(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            **KafkaSettings(bootstrap_servers=self.bootstrap).client_kwargs(), enable_auto_commit=False
+        )
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(self.topic)

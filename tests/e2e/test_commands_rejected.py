@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from e2e_support import E2E, REQUESTED_BY, TailRecord
+from e2e_support import E2E, REQUESTED_BY, TailRecord, kafka_client
 
 from schemas.topics import (
     DLQ_ERROR,
@@ -55,7 +55,7 @@ def auto_client(e2e: E2E) -> tuple[str, int]:
 
 def publish_raw(e2e: E2E, key: bytes, value: bytes) -> None:
     async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=e2e.pipeline.options.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**kafka_client(e2e), acks="all")
         await producer.start()
         try:
             await producer.send_and_wait(e2e.pipeline.topic(SYNC_COMMANDS), value=value, key=key)

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from e2e_support import E2E, REQUESTED_BY, KafkaTail, TailRecord
+from e2e_support import E2E, REQUESTED_BY, KafkaTail, TailRecord, kafka_client
 
 from schemas.commands import (
     EditCommand,
@@ -26,6 +26,7 @@ from schemas.commands import (
 )
 from schemas.envelope import CloudEvent
 from schemas.topics import DEADLETTER, DLQ_REASON, DLQ_STAGE, SYNC_COMMANDS, SYNC_EVENTS
+from services.writer.settings import WriterSettings
 
 SOURCE = "e2e-tests"
 
@@ -46,7 +47,7 @@ def send_all(e2e: E2E, commands: list[CloudEvent]) -> dict[TopicPartition, int]:
     """Produce the commands; returns the highest offset written per partition."""
 
     async def send() -> dict[TopicPartition, int]:
-        producer = AIOKafkaProducer(bootstrap_servers=e2e.pipeline.options.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**kafka_client(e2e), acks="all")
         await producer.start()
         try:
             last: dict[TopicPartition, int] = {}
@@ -66,8 +67,8 @@ def send_all(e2e: E2E, commands: list[CloudEvent]) -> dict[TopicPartition, int]:
 def writer_consumed_past(e2e: E2E, last: dict[TopicPartition, int]) -> bool:
     async def committed() -> bool:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=e2e.pipeline.options.kafka_bootstrap,
-            group_id=e2e.pipeline.env["WRITER_GROUP_ID"],
+            **kafka_client(e2e),
+            group_id=e2e.pipeline.env.get("WRITER_GROUP_ID", WriterSettings().group_id),
             enable_auto_commit=False,
         )
         await consumer.start()

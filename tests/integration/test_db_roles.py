@@ -169,3 +169,31 @@ def test_migrations_run_as_the_owner_and_leave_every_object_owned_by_it(database
     assert database_owner == (OWNER,)
     with connect(database_url, WRITER) as writer, pytest.raises(psycopg.errors.InsufficientPrivilege):
         writer.execute("CREATE TABLE writer_was_here (id int)")
+
+
+def test_the_gateway_role_writes_nothing_but_its_own_command_log(database_url: str) -> None:
+    """Every table, view and sequence of the schema, every writing privilege: the gateway's role holds
+    INSERT/UPDATE/DELETE on its two command-log tables only, TRUNCATE on nothing, no sequence."""
+    migrate(database_url)
+    with connect(database_url, OWNER) as owner:
+        rows = owner.execute(
+            "SELECT c.relname, c.relkind, p.privilege FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(privilege) "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'p') "
+            "AND has_table_privilege(%s, c.oid, p.privilege)",
+            (READER,),
+        ).fetchall()
+        sequences = owner.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'S' "
+            "AND (has_sequence_privilege(%s, c.oid, 'UPDATE') OR has_sequence_privilege(%s, c.oid, 'USAGE'))",
+            (READER, READER),
+        ).fetchall()
+    writable = {(name, privilege) for name, _kind, privilege in rows}
+    assert writable == {
+        (table, privilege)
+        for table in ("gateway_commands", "gateway_command_events")
+        for privilege in ("INSERT", "UPDATE", "DELETE")
+    }
+    assert sequences == []
