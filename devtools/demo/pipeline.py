@@ -517,11 +517,17 @@ class LocalPipeline:
                 dict(r._mapping) for r in connection.execute(query.order_by(client_sync_settings.c.client_id))
             ]
 
+    def cli_environment(self) -> dict[str, str]:
+        """The environment of `cli`: this process's, overridden by the pipeline's Kafka settings and
+        its owner's DATABASE_URL, so a stack on other ports is never confused with the default one."""
+        return {**os.environ, **self.env, "DATABASE_URL": self.options.database_url}
+
     def cli(self, *args: str) -> str:
-        """Run `contract-sync ARGS` with the pipeline's endpoints; returns stdout."""
+        """Run `contract-sync ARGS` with the pipeline's Kafka and PostgreSQL endpoints (never the
+        environment's defaults); returns stdout."""
         result = subprocess.run(
             contract_sync_command(*args),
-            env={**os.environ, **self.env},
+            env=self.cli_environment(),
             capture_output=True,
             text=True,
             timeout=120,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from devtools.demo.pipeline import LocalPipeline, PipelineOptions
 from schemas.topics import CONTRACT_RECORDS, DEADLETTER, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
 
@@ -41,5 +43,18 @@ def test_without_a_prefix_the_services_use_the_registry_topics(tmp_path: Path) -
     try:
         assert not any(key.endswith("_TOPIC") or key.endswith("_TOPIC_PREFIX") for key in pipeline.env)
         assert pipeline.topic(SYNC_EVENTS) == SYNC_EVENTS
+    finally:
+        pipeline.stop()
+
+
+def test_the_pipelines_cli_commands_use_its_database_not_the_environments_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:15432/contract_sync")
+    pipeline = _pipeline(tmp_path, "")
+    try:
+        env = pipeline.cli_environment()
+        assert env["DATABASE_URL"] == "postgresql+psycopg://postgres@127.0.0.1:1/none"
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:1"
     finally:
         pipeline.stop()
