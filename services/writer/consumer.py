@@ -75,7 +75,8 @@ from services.writer.handlers import (
     plan_batch,
 )
 from services.writer.settings import WriterSettings
-from services.writer.store import AsyncPostgresStore, StoreRejected, StoreUnavailable
+from services.writer.store import StoreRejected, StoreUnavailable
+from services.writer.store_port import WriterStore
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class Writer:
         settings: WriterSettings,
         consumer: AIOKafkaConsumer,
         producer: AIOKafkaProducer,
-        store: AsyncPostgresStore,
+        store: WriterStore,
         *,
         tenants: frozenset[str] | None = None,
     ) -> None:
