@@ -73,7 +73,7 @@ from devtools.demo.pipeline import (
 from schemas.commands import SetAutoSyncCommand, SetAutoSyncData
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.db.roles import OWNER
-from services.common.kafka import CONTENT_TYPE_HEADER, new_producer
+from services.common.kafka import CONTENT_TYPE_HEADER, new_producer, read_until_end
 from services.common.settings import DatabaseSettings, KafkaSettings
 from services.poller.connectwise import ConnectWiseClient
 from services.poller.publisher import KafkaPublisher
@@ -134,17 +134,13 @@ async def _key_span(bootstrap: str, topic: str, key_prefix: bytes) -> Span:
         parts = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
-            for records in batch.values():
-                for record in records:
-                    if record.key is None or not record.key.startswith(key_prefix):
-                        continue
-                    at = record.timestamp / 1000
-                    span.count += 1
-                    span.first = at if span.first is None else min(span.first, at)
-                    span.last = at if span.last is None else max(span.last, at)
+        async for record in read_until_end(consumer, parts, max_records=20_000):
+            if record.key is None or not record.key.startswith(key_prefix):
+                continue
+            at = record.timestamp / 1000
+            span.count += 1
+            span.first = at if span.first is None else min(span.first, at)
+            span.last = at if span.last is None else max(span.last, at)
     finally:
         await consumer.stop()
     return span
@@ -515,14 +511,11 @@ async def _first_after(
         end = await consumer.end_offsets(parts)
         for tp in parts:
             consumer.seek(tp, found[tp].offset if found.get(tp) else end[tp])
-        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
-            for records in batch.values():
-                for record in records:
-                    agreement_id = agreement_of(orjson.loads(record.value or b"{}").get("data", {}))
-                    at = record.timestamp / 1000
-                    if agreement_id in since and at >= since[agreement_id] and agreement_id not in first:
-                        first[agreement_id] = at
+        async for record in read_until_end(consumer, parts, max_records=20_000):
+            agreement_id = agreement_of(orjson.loads(record.value or b"{}").get("data", {}))
+            at = record.timestamp / 1000
+            if agreement_id in since and at >= since[agreement_id] and agreement_id not in first:
+                first[agreement_id] = at
     finally:
         await consumer.stop()
     return first

@@ -51,7 +51,7 @@ from schemas.topics import (
     SYNC_EVENTS,
     TOPICS_BY_NAME,
 )
-from services.common.kafka import new_consumer, new_producer
+from services.common.kafka import new_consumer, new_producer, read_until_end
 from services.common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -615,11 +615,7 @@ async def _read_all(kafka: KafkaSettings, topic: str) -> list[Any]:
             await asyncio.sleep(0.05)
         partitions = list(consumer.assignment())
         await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
-        while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10000)
-            for rows in batch.values():
-                records.extend(rows)
+        records.extend([record async for record in read_until_end(consumer, partitions)])
     finally:
         await consumer.stop()
     return records

@@ -44,6 +44,7 @@ from services.common.kafka import (
     new_producer,
     partition_leaders,
     publish,
+    read_until_end,
     wait_for_leaders,
 )
 from services.common.settings import KafkaSettings
@@ -561,19 +562,15 @@ class LocalPipeline:
                 await asyncio.sleep(0.05)
             partitions = list(consumer.assignment())
             await consumer.seek_to_beginning(*partitions)
-            end = await consumer.end_offsets(partitions)
-            while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-                for records in batch.values():
-                    for record in records:
-                        try:
-                            event = json.loads(parse(SYNC_EVENTS, record.value or b"").to_bytes())
-                        except ValueError:
-                            continue
-                        if event.get("tenantid") == self.options.tenant_id and (
-                            predicate is None or predicate(event)
-                        ):
-                            found.append(event)
+            async for record in read_until_end(consumer, partitions, max_records=5000):
+                try:
+                    event = json.loads(parse(SYNC_EVENTS, record.value or b"").to_bytes())
+                except ValueError:
+                    continue
+                if event.get("tenantid") == self.options.tenant_id and (
+                    predicate is None or predicate(event)
+                ):
+                    found.append(event)
         finally:
             await consumer.stop()
         return found

@@ -13,11 +13,11 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
@@ -421,3 +421,17 @@ async def delete_matching(settings: KafkaSettings, matches: Callable[[str], bool
         return names
     finally:
         await admin.close()
+
+
+async def read_until_end(
+    consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition], *, max_records: int = 10_000
+) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+    """Every record of `partitions` from the consumer's current positions up to the partitions' end
+    offsets as of the call (seek first, e.g. `seek_to_beginning`, to read a topic whole). Records
+    produced meanwhile may or may not be included; the iteration always ends."""
+    end = await consumer.end_offsets(list(partitions))
+    while [tp for tp, offset in end.items() if await consumer.position(tp) < offset]:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+        for records in batch.values():
+            for record in records:
+                yield record

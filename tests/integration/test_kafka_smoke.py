@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from services.common.kafka import read_until_end
+
 DEADLINE_S = 30.0
 
 
@@ -87,3 +89,27 @@ async def test_second_consumer_in_group_resumes_after_committed_offset(
     assert rest == sent[4:]
     assert committed_before == 4
     assert committed_after == len(sent)
+
+
+async def test_read_until_end_returns_every_record_up_to_the_end_offsets_and_then_stops(
+    kafka_bootstrap: str, make_topic: Callable[..., Awaitable[str]]
+) -> None:
+    topic = await make_topic("read-to-end", partitions=3)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for n in range(7):
+            await producer.send_and_wait(topic, value=f"m{n}".encode(), key=f"k{n}".encode())
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        async with asyncio.timeout(DEADLINE_S):
+            values = sorted([r.value async for r in read_until_end(consumer, partitions)])
+    finally:
+        await consumer.stop()
+    assert values == [f"m{n}".encode() for n in range(7)]
