@@ -9,10 +9,12 @@ A SASL protocol without a mechanism, user name or password is refused (no silent
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import ssl
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from services.common.logging import register_secret
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 class KafkaSettings(BaseSettings):
@@ -138,3 +142,13 @@ class ObservabilitySettings(BaseSettings):
         default="0.0.0.0", description="Interface of the /healthz /readyz /metrics server"
     )
     health_port: int = Field(default=0, ge=0, le=65535, description="Port of the health server; 0 = off")
+
+
+def settings_from_args(
+    settings_class: type[SettingsT], args: argparse.Namespace, fields: Iterable[str], **values: Any
+) -> SettingsT:
+    """`settings_class` read from the environment as usual, with each command-line flag of `fields`
+    (the argparse destination named like the settings field) overriding it when given, i.e. not
+    None; `values` override both. A value that does not validate raises pydantic's ValidationError."""
+    given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    return settings_class(**{**given, **values})

@@ -6,27 +6,25 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from services.common.settings import settings_from_args
     from services.gateway.service import main
     from services.gateway.settings import GatewaySettings
 
-    overrides = {
-        name: value
-        for name, value in (("port", args.port), ("host", args.host), ("jwks_file", args.jwks_file))
-        if value is not None
-    }
+    local_keys: dict[str, Any] = {}
     if args.jwks_file is None and not _env_has_keys():
         from services.gateway.local_issuer import default_keys_dir, ensure_keys
 
-        overrides["jwks_file"] = ensure_keys(default_keys_dir()).jwks_path
+        local_keys["jwks_file"] = ensure_keys(default_keys_dir()).jwks_path
         print(
             f"gateway: no GATEWAY_JWKS_FILE/GATEWAY_JWKS_URL: verifying tokens of the local key pair "
-            f"{overrides['jwks_file']} (mint one with `contract-sync gateway token`); set one for production",
+            f"{local_keys['jwks_file']} (mint one with `contract-sync gateway token`); set one for production",
             file=sys.stderr,
         )
-    main(GatewaySettings(**overrides))
+    main(settings_from_args(GatewaySettings, args, ("port", "host", "jwks_file"), **local_keys))
     return 0
 
 

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
 from services.common.kafka import ensure_topics
 from services.common.logging import configure_logging
-from services.common.settings import KafkaSettings, ObservabilitySettings
+from services.common.settings import KafkaSettings, ObservabilitySettings, settings_from_args
 from services.common.tenants import TenantRegistryError, tenant_registry
 from services.mapper.changelog import changelog_spec
 from services.mapper.settings import MapperSettings
@@ -53,9 +53,7 @@ async def prepare_topics(settings: MapperSettings, kafka: KafkaSettings, *, crea
 
 
 def run(args: argparse.Namespace) -> int:
-    observability = ObservabilitySettings()
-    if args.health_port is not None:
-        observability = observability.model_copy(update={"health_port": args.health_port})
+    observability = settings_from_args(ObservabilitySettings, args, ("health_port",))
     configure_logging("mapper", args.log_level or observability.log_level, observability.log_format)
     settings, kafka = MapperSettings(), KafkaSettings()
     try:  # faust creates only the last level itself

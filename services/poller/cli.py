@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from services.common.logging import configure_logging
-from services.common.settings import ObservabilitySettings
+from services.common.settings import ObservabilitySettings, settings_from_args
 from services.poller.settings import PollerSettings
 from services.poller.tenants import (
     TenantConfigError,
@@ -42,12 +42,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     observability = ObservabilitySettings()
     configure_logging("poller", observability.log_level, observability.log_format)
-    overrides: dict[str, object] = {}
-    if args.config is not None:
-        overrides["config"] = args.config
-    if args.shard is not None:
-        overrides["shard"] = args.shard
-    settings = PollerSettings(**overrides)  # type: ignore[arg-type]
+    settings = settings_from_args(PollerSettings, args, ("config", "shard"))
     if settings.config is None:
         log.error("no tenants config: pass --config or set POLLER_CONFIG")
         return 2

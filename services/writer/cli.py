@@ -6,19 +6,11 @@ import argparse
 
 
 def _run(args: argparse.Namespace) -> int:
+    from services.common.settings import settings_from_args
     from services.writer.service import main
     from services.writer.settings import WriterSettings
 
-    overrides = {
-        name: value
-        for name, value in (
-            ("batch_max_records", args.batch_max_records),
-            ("batch_max_ms", args.batch_max_ms),
-            ("group_id", args.group_id),
-        )
-        if value is not None
-    }
-    main(WriterSettings(**overrides))
+    main(settings_from_args(WriterSettings, args, ("batch_max_records", "batch_max_ms", "group_id")))
     return 0
 
 
