@@ -1,7 +1,7 @@
 """The contract of the writer's store port (`services.writer.store_port.WriterStore`).
 
-One suite, run against the in-memory fake of the unit tests (tests/unit/writer/test_writer_store_contract.py)
-and against `AsyncPostgresStore` on a real PostgreSQL (tests/integration/writer/test_writer_store_contract.py),
+One suite, run against the in-memory fake of the unit tests (tests/unit/writer/test_writer_store_contract_in_memory.py)
+and against `AsyncPostgresStore` on a real PostgreSQL (tests/integration/writer/test_writer_store_contract_postgres.py),
 so the writer's orchestration tests on the fake hold for the real store. A subclass provides the
 `store` fixture; every test uses its own tenant and outbox topics.
 """

@@ -1,5 +1,5 @@
 """`AsyncPostgresStore` keeps the writer store port's contract on a real PostgreSQL (the same suite
-runs against the unit tests' in-memory fake in tests/unit/writer/test_writer_store_contract.py)."""
+runs against the unit tests' in-memory fake in tests/unit/writer/test_writer_store_contract_in_memory.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The in-memory `WriterStore` of the unit tests keeps the port's contract (the same suite runs
-against PostgreSQL in tests/integration/writer/test_writer_store_contract.py)."""
+against PostgreSQL in tests/integration/writer/test_writer_store_contract_postgres.py)."""
 
 from __future__ import annotations
 
