@@ -38,6 +38,11 @@ class FakeProducer:
         future.set_result(None)
         return future
 
+    async def send_and_wait(
+        self, topic: str, value: bytes | None, *, key: bytes | None = None, headers: Any = None
+    ) -> None:
+        await (await self.send(topic, value, key=key, headers=headers))
+
     def types(self) -> list[str]:
         return [
             json.loads(v)["type"] if not any(h == DLQ_REASON for h, _ in hs) else "deadletter"
@@ -129,12 +134,14 @@ async def test_messages_kafka_refused_stay_in_the_outbox_and_go_out_first_with_t
 
 
 async def test_a_batch_is_retried_while_the_database_is_unavailable_and_then_applied_once() -> None:
-    writer, store, _, consumer = make_writer()
+    writer, store, producer, consumer = make_writer()
     store.unavailable = 3
     result = await writer.process(records(unique_tenant(), "one", "two"))
     assert sum(c.created for c in result.applied.values()) == 2
     assert len(store.applied_plans) == 1
     assert len(consumer.commits) == 1
+    # the client heard once (not once per retry) that its sync is failing, then that it applied
+    assert producer.types() == ["sync.failed", "sync.contracts.applied"]
 
 
 async def test_messages_left_in_the_outbox_are_published_oldest_first_at_start_and_deleted() -> None:

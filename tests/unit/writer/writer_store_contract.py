@@ -68,6 +68,16 @@ class WriterStoreContract:
         older = await store.apply(plan(make_record(t, agreement_id=1, version=T0, status="cancelled")))
         assert counts(older, t) == AppliedCounts(unchanged=1)
 
+    async def test_the_same_version_with_another_digest_updates_and_with_the_same_digest_does_not(
+        self, store: WriterStore
+    ) -> None:
+        t = unique_tenant()
+        await store.apply(plan(make_record(t, agreement_id=1, psa_digest="a" * 16)))
+        same = await store.apply(plan(make_record(t, agreement_id=1, psa_digest="a" * 16)))
+        other = await store.apply(plan(make_record(t, agreement_id=1, psa_digest="b" * 16, status="expired")))
+        assert counts(same, t) == AppliedCounts(unchanged=1)
+        assert counts(other, t) == AppliedCounts(updated=1)
+
     async def test_an_event_applied_before_is_skipped_as_a_duplicate(self, store: WriterStore) -> None:
         t = unique_tenant()
         events = [make_record(t, agreement_id=1), make_record(t, agreement_id=2)]
