@@ -68,7 +68,7 @@ if [ -n "$${KAFKA_BOOTSTRAP_SERVERS:-}" ] && [ -n "$${DATABASE_URL:-}" ]; then \
   echo "make: using KAFKA_BOOTSTRAP_SERVERS=$$KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL from the environment"; \
 else \
   if ! $(CS) stack status >/dev/null 2>&1; then started=1; $(CS) stack up || exit 1; \
-  else echo "make: local stack already running; leaving it running"; fi; \
+  else echo "make: local stack already running; leaving it running"; $(CS) stack up >/dev/null || exit 1; fi; \
   eval "$$($(CS) stack env)"; \
 fi;
 endef

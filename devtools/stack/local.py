@@ -376,13 +376,15 @@ class LocalStack:
 
     # -- whole stack -----------------------------------------------------------------------
     def up(self, timeout_s: float = 180.0) -> Endpoints:
-        """Start whatever is not running, wait until both are ready, write `stack.env`."""
+        """Start whatever is not running, wait until both are ready, bring the database's roles and
+        schema up to date (also on a running stack; idempotent), write `stack.env`."""
         with self._locked():
             self._settle_ports(self.kafka.is_running(), self.postgres.is_running())
             kafka_running = self.kafka.is_running()
             pg_running = self.postgres.is_running()
             if kafka_running and pg_running:
-                self._report("stack already running; nothing to do")
+                self._report("stack already running")
+                self._migrate()  # a stack started before the latest migration gets it now
             else:
                 kafka_pid = None if kafka_running else self._spawn_kafka(timeout_s)
                 if not pg_running:  # overlaps with the JVM's start-up

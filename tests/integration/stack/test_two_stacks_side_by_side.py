@@ -18,9 +18,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.pool import NullPool
 
 from devtools.stack.kafka import LIBS_MARKER, KafkaConfig, KafkaNode
 from devtools.stack.local import DEFAULT_DIR, DEFAULT_LOG4J, DEFAULT_POM, ENV_DIR, PORTS_FILE
+from services.common.db import MIGRATIONS_DIR, make_engine
 from services.launcher.group import contract_sync_command
 
 STACKS = ("first", "second")
@@ -135,3 +139,34 @@ def test_the_two_brokers_are_separate_clusters(two_stacks: dict[str, Path]) -> N
     on_first, on_second = asyncio.run(topics_after_creating_one_on_the_first())
     assert "only.on.first" in on_first
     assert "only.on.first" not in on_second
+
+
+def schema_revision(database_url: str) -> str:
+    with psycopg.connect(database_url.replace("+psycopg", "")) as connection:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_stack_up_on_a_running_stack_brings_its_schema_up_to_the_newest_migration(
+    two_stacks: dict[str, Path],
+) -> None:
+    directory = two_stacks["second"]
+    database_url = exported(directory)["DATABASE_URL"]
+    newest = schema_revision(database_url)
+    engine = make_engine(database_url, poolclass=NullPool)
+    try:  # as if the stack had been started before the newest migration landed
+        with engine.connect() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = connection
+            command.downgrade(config, "-1")
+            connection.commit()
+    finally:
+        engine.dispose()
+    assert schema_revision(database_url) != newest
+
+    up = cli(directory, "up")
+
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert schema_revision(database_url) == newest
