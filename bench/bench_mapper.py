@@ -53,8 +53,8 @@ from services.common.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from services.common.settings import KafkaSettings
 from services.mapper.app import OutMessage, OutputProducer
 from services.mapper.mapping import MappingError, map_items_fields
+from services.mapper.messages import parse_input
 from services.mapper.settings import MapperSettings
-from services.mapper.state import parse_input
 
 PARTITIONS = 4
 CLIENTS = 200

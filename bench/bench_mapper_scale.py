@@ -51,7 +51,7 @@ from schemas.commands import SelectCommand, SelectData
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.mapper.state import ItemState
+from services.mapper.client_state import ItemState
 
 PARTITIONS = 4
 ADDITIONS = 3

@@ -47,7 +47,9 @@ from schemas.psa import AgreementObserved, AgreementObservedData
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, TOPICS
 from services.common.kafka import ensure_topics
 from services.common.settings import KafkaSettings
-from services.mapper.state import Incoming, IndexedStore, ItemState, decide
+from services.mapper.client_state import IndexedStore, ItemState
+from services.mapper.messages import Incoming
+from services.mapper.state import decide
 
 TENANT = "bench"
 CLIENT = "4242"

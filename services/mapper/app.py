@@ -72,19 +72,11 @@ from services.common.poison import failure_of, is_environmental
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper import faust_internals
 from services.mapper.changelog import ChangelogRecovery, StaleLocalState, changelog_topic, encode_key
+from services.mapper.client_state import ClientIndex, IndexedStore
+from services.mapper.messages import DeadLetter, Emit, Incoming, Output
 from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
 from services.mapper.settings import MapperSettings
-from services.mapper.state import (
-    ClientIndex,
-    DeadLetter,
-    Decision,
-    Emit,
-    Incoming,
-    IndexedStore,
-    Output,
-    decide,
-    too_large,
-)
+from services.mapper.state import Decision, decide, too_large
 from services.mapper.state_store import (
     LazyClientIndex,
     MemoryBackend,

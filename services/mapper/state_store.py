@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Final, Protocol, cast
 
-from services.mapper.state import ITEM_MARK, ClientIndex, _additions_of, _ClientEntry, _item_key
+from services.mapper.client_state import ITEM_MARK, ClientIndex, _additions_of, _ClientEntry, _item_key
 
 _CHECKPOINT_PREFIX: Final = b"\x00changelog|"
 """Reserved key prefix of the changelog checkpoints (state keys never start with NUL)."""

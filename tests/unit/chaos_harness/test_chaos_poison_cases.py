@@ -20,7 +20,8 @@ from chaos.fuzz import (
 )
 from schemas.events import CommandRejected
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS
-from services.mapper.state import DeadLetter, Emit, Incoming, decide
+from services.mapper.messages import DeadLetter, Emit, Incoming
+from services.mapper.state import decide
 
 TARGET = Target("acme", ["250"], [("250", "cw:acme:agreement:1")], [("other", "1", "cw:other:agreement:1")])
 

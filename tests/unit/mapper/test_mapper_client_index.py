@@ -21,8 +21,10 @@ from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.settings import KafkaSettings
 from services.mapper import app as app_module
 from services.mapper.app import MapperApp, OutMessage, _Raw
+from services.mapper.client_state import ClientIndex, IndexedStore
+from services.mapper.messages import Emit, Incoming, Output
 from services.mapper.settings import MapperSettings
-from services.mapper.state import ClientIndex, Emit, Incoming, IndexedStore, Output, decide
+from services.mapper.state import decide
 
 
 class CountingDict(MutableMapping[str, bytes]):

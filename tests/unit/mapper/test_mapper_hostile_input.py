@@ -8,7 +8,8 @@ from mapper_factories import select, set_auto_sync
 
 from schemas.events import CommandRejected, SyncFailed
 from schemas.topics import DLQ_REASON, PSA_AGREEMENTS, SYNC_COMMANDS
-from services.mapper.state import DeadLetter, Emit, Incoming, decide
+from services.mapper.messages import DeadLetter, Emit, Incoming
+from services.mapper.state import decide
 
 
 def run(topic: str, value: bytes, key: bytes | None) -> list[object]:

@@ -15,7 +15,7 @@ from schemas.psa import AgreementObserved
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS, parse
 from services.common.kafka import describe_error
 from services.mapper.mapping import map_items
-from services.mapper.state import parse_input
+from services.mapper.messages import parse_input
 
 
 def _document() -> dict[str, Any]:

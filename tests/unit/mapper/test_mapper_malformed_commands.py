@@ -13,7 +13,8 @@ from mapper_factories import CLIENT, TENANT, select, set_auto_sync, snapshot
 from schemas.events import CommandRejected, SyncFailed
 from schemas.records import ContractRecordMapped
 from schemas.topics import DLQ_REASON, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
-from services.mapper.state import DeadLetter, Emit, Incoming, Output, handle
+from services.mapper.messages import DeadLetter, Emit, Incoming, Output
+from services.mapper.state import handle
 
 KEY = f"{TENANT}:{CLIENT}".encode()
 

@@ -19,7 +19,7 @@ from schemas.events import CommandRejected
 from schemas.psa import AgreementObserved
 from schemas.psa_digest import AdditionDigests, agreement_digest
 from schemas.records import ContractRecordRestored
-from services.mapper.state import Emit, Output
+from services.mapper.messages import Emit, Output
 
 AFTER_REMOVAL = "2025-06-03T09:00:00Z"  # the removals of mapper_factories are observed 2025-06-02T08:00
 

@@ -10,7 +10,9 @@ from mapper_factories import CLIENT, TENANT, cw_addition, cw_agreement, observed
 from schemas.psa import AgreementObserved
 from schemas.records import ContractRecordMapped
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS
-from services.mapper.state import Emit, Incoming, ItemState, Output, handle
+from services.mapper.client_state import ItemState
+from services.mapper.messages import Emit, Incoming, Output
+from services.mapper.state import handle
 
 VERSION = "2025-03-14T16:02:11Z"
 

@@ -31,7 +31,8 @@ from schemas.topics import (
     SYNC_COMMANDS,
     SYNC_EVENTS,
 )
-from services.mapper.state import DeadLetter, Emit, Incoming, Output, handle
+from services.mapper.messages import DeadLetter, Emit, Incoming, Output
+from services.mapper.state import handle
 
 KEY = f"{TENANT}:{CLIENT}".encode()
 

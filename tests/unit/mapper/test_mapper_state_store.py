@@ -12,8 +12,8 @@ from mapper_factories import select, snapshot
 
 from services.common.settings import KafkaSettings
 from services.mapper.app import MapperApp, OutMessage, StateStore, _Raw
+from services.mapper.client_state import ClientIndex, ItemState
 from services.mapper.settings import MapperSettings
-from services.mapper.state import ClientIndex, ItemState
 from services.mapper.state_store import (
     LazyClientIndex,
     MemoryBackend,

@@ -22,7 +22,8 @@ from schemas.topics import (
     SYNC_COMMANDS,
     SYNC_EVENTS,
 )
-from services.mapper.state import DeadLetter, Emit, Incoming, Output, decide
+from services.mapper.messages import DeadLetter, Emit, Incoming, Output
+from services.mapper.state import decide
 
 GHOST = "ghost-tenant"
 CONFIGURED = frozenset({TENANT, "other"})
