@@ -51,9 +51,9 @@ from schemas.psa import AgreementObserved, AgreementObservedData
 from schemas.topics import CONTRACT_RECORDS, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS, TOPICS
 from services.common.kafka import CONTENT_TYPE_HEADER, ensure_topics
 from services.common.settings import KafkaSettings
-from services.mapper.app import OutMessage, OutputProducer
 from services.mapper.mapping import MappingError, map_items_fields
 from services.mapper.messages import parse_input
+from services.mapper.output_producer import OutMessage, OutputProducer
 from services.mapper.settings import MapperSettings
 
 PARTITIONS = 4

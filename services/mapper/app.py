@@ -35,62 +35,46 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import (
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    OutOfOrderSequenceNumber,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
-from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from schemas.topics import DEADLETTER, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS
+from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.health import HealthServer
-from services.common.kafka import (
-    CONTENT_TYPE_HEADER,
-    deadletter_headers,
-    new_consumer,
-    new_producer,
-)
 from services.common.metrics import (
-    DEADLETTERED,
     EVENTS_CONSUMED,
-    EVENTS_PRODUCED,
     FAUST_INTERNALS_MISSING,
 )
-from services.common.poison import failure_of, is_environmental
+from services.common.poison import is_environmental
 from services.common.settings import KafkaSettings, ObservabilitySettings
 from services.mapper import faust_internals
-from services.mapper.changelog import ChangelogRecovery, StaleLocalState, changelog_topic, encode_key
-from services.mapper.client_state import ClientIndex, IndexedStore
-from services.mapper.messages import DeadLetter, Emit, Incoming, Output
-from services.mapper.positions import Verdict, classify, decode_position, encode_position, position_key
+from services.mapper.changelog import ChangelogRecovery, StaleLocalState, changelog_topic
+from services.mapper.gap_reader import GapReader, RawMessage
+from services.mapper.messages import Incoming, Output
+from services.mapper.output_producer import (
+    OutMessage,
+    OutputProducer,
+    internal_error_letter,
+    kafka_message,
+    needs_new_producer,
+    too_large_error,
+    transient_produce_error,
+)
+from services.mapper.positions import Verdict, classify
 from services.mapper.settings import MapperSettings
 from services.mapper.state import Decision, decide, too_large
 from services.mapper.state_store import (
-    LazyClientIndex,
-    MemoryBackend,
-    StateBackend,
-    item_prefix,
     open_backend,
 )
+from services.mapper.table_store import StateStore
 
 log = logging.getLogger(__name__)
 
 SERVICE = "mapper"
-STAGE_INTERNAL = "mapper.internal"
-_PARTITION_CACHE_MAX = 100_000
-_YIELD_EVERY_MESSAGES = 1000
 POSITION_CHECK_S = 2.0
 """How often the input positions are compared with what the consumer group acknowledged."""
 YIELD_EVERY_S = 0.005
@@ -98,7 +82,6 @@ YIELD_EVERY_S = 0.005
 PRODUCE_RETRY_INITIAL_S = 0.5
 PRODUCE_RETRY_MAX_S = 30.0
 """Back-off between attempts to produce a batch's outputs or state (retried until they land)."""
-_HEADERS = [CONTENT_TYPE_HEADER]  # shared by every Emit's message (aiokafka only reads it)
 _RAW: dict[str, Any] = {
     "key_type": bytes,
     "value_type": bytes,
@@ -119,347 +102,6 @@ def _credentials(kafka: KafkaSettings) -> Any:
             ssl_context=ssl_context,
         )
     return faust.SSLCredentials(ssl_context)
-
-
-@dataclass(frozen=True)
-class OutMessage:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    partition: int | None = None
-    """None: Kafka's default partitioner over the key (every wire topic); set for changelog records."""
-
-
-class StateStore(IndexedStore):
-    """The mapper's state as `decide` sees it: a local backend (`services.mapper.state_store`:
-    `memory://` or `rocksdb://`) plus the current batch's pending changes, with its per-client index.
-
-    Writes go to an in-memory overlay and queue their changelog record (the key as a JSON string,
-    to the partition of the message being handled). The batch's changelog records are produced with
-    its outputs; once they are acknowledged, `keep()` writes the overlay to the backend together
-    with the changelog offsets they end at (one atomic write for rocksdb). So the local store never
-    holds a change the changelog lacks: a crash before `keep()` leaves the previous state and
-    checkpoint, and recovery reads the tail the changelog has beyond it. `discard()` drops the
-    overlay (a failed or cancelled batch leaves no trace). The index follows every write and undo;
-    for `rocksdb://` it is a bounded `LazyClientIndex` built per client from prefix scans, for
-    `memory://` the full `ClientIndex`, rebuilt (one pass) after each recovery.
-    """
-
-    def __init__(self, backend: StateBackend, changelog_name: str) -> None:
-        self.backend = backend
-        self.index: ClientIndex = LazyClientIndex(self._client_items) if backend.persistent else ClientIndex()
-        self.index_lock = threading.Lock()
-        """Held while a command is decided off the event loop and while the index is rebuilt."""
-        self.changelog_name = changelog_name
-        self.partition = 0
-        self.pending: list[OutMessage] = []
-        self._overlay: dict[str, bytes | None] = {}
-        """Each key changed since `keep()`, with its new value (None: deleted)."""
-        self._written: dict[int, int] = {}
-        """Changelog partition -> the offset after the batch's last acknowledged changelog record."""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self._overlay:
-            value = self._overlay[key]
-            return default if value is None else value
-        found = self.backend.get(key)
-        return default if found is None else found
-
-    def __getitem__(self, key: str) -> bytes:
-        value: bytes | None = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self._overlay[key] = value
-        self.index.on_write(key, value)
-        self._log(key, value)
-
-    def __delitem__(self, key: str) -> None:
-        if self.get(key) is None:
-            raise KeyError(key)
-        self._overlay[key] = None
-        self.index.on_write(key, None)
-        self._log(key, None)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        keys = {k for k in self.backend.state_keys() if self._overlay.get(k, b"") is not None}
-        keys.update(k for k, v in self._overlay.items() if v is not None)
-        return iter(sorted(keys))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def _client_items(self, client: str) -> Iterator[tuple[int, bytes]]:
-        """Every item of `client` as stored now (pending changes included), for the lazy index."""
-        prefix = item_prefix(client)
-        items: dict[str, bytes | None] = dict(self.backend.scan(prefix))
-        items.update((k, v) for k, v in self._overlay.items() if k.startswith(prefix))
-        for key, raw in items.items():
-            agreement = key[len(prefix) :]
-            if raw is not None and agreement.isdigit():
-                yield int(agreement), raw
-
-    def rebuild_index(self) -> None:
-        with self.index_lock:
-            if isinstance(self.backend, MemoryBackend):
-                self.index.rebuild(self.backend.data)
-            else:
-                self.index.rebuild({})
-
-    def _log(self, key: str, value: bytes | None, partition: int | None = None) -> None:
-        where = self.partition if partition is None else partition
-        self.pending.append(OutMessage(self.changelog_name, encode_key(key), value, [], where))
-
-    def position(self, topic: str, partition: int) -> int | None:
-        """The next offset of `topic`/`partition` the state expects (`services.mapper.positions`)."""
-        return decode_position(self.get(position_key(topic, partition)))
-
-    def put_position(self, topic: str, partition: int, offset: int) -> None:
-        """Record the next offset to handle; its changelog record goes to that partition."""
-        key, value = position_key(topic, partition), encode_position(offset)
-        self._overlay[key] = value
-        self._log(key, value, partition)
-
-    def take_pending(self) -> list[OutMessage]:
-        pending, self.pending = self.pending, []
-        return pending
-
-    def written(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """The batch's changelog records were acknowledged, ending at these offsets (exclusive)."""
-        for (topic, partition), offset in offsets.items():
-            if topic == self.changelog_name:
-                self._written[partition] = max(offset, self._written.get(partition, 0))
-
-    def keep(self) -> None:
-        """The changes so far are durable (their changelog records were written): store them
-        locally with the changelog offsets they reach, in one write."""
-        if self._overlay or self._written:
-            self.backend.write(self._overlay, self._written)
-        self._overlay = {}
-        self._written = {}
-
-    def discard(self) -> None:
-        """Undo every change since `keep()` and drop their unsent changelog records: the local
-        state is again what the changelog holds, so a batch that failed leaves no trace."""
-        overlay, self._overlay = self._overlay, {}
-        for key in overlay:
-            self.index.on_write(key, self.backend.get(key))
-        self._written = {}
-        self.pending = []
-
-
-class OutputProducer(Service):
-    """Produces the mapper's outputs with its own idempotent aiokafka producer, in record batches.
-
-    `produce_all` appends each message to a batch per (topic, partition) - the partition chosen
-    by Kafka's default partitioner, as for any keyed send - sends the batches without awaiting
-    each, then awaits every delivery; it returns only when all messages are durably written
-    (`acks=all`) and raises if any failed, so the caller never acknowledges unsent work.
-    Batching avoids aiokafka's per-message future and task overhead (aiokafka#528).
-    """
-
-    def __init__(self, kafka: KafkaSettings, settings: MapperSettings, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kafka = kafka
-        self.settings = settings
-        self.producer: AIOKafkaProducer | None = None
-        self.producer_started = asyncio.Event()
-        self._partitioner = DefaultPartitioner()
-        self._partitions: dict[str, list[int]] = {}
-        self._by_key: dict[tuple[str, bytes], int] = {}
-        """(topic, key) -> partition: murmur2 in pure Python is costly and a client's records share a key."""
-
-    async def on_start(self) -> None:
-        self.producer = new_producer(self.kafka, client_id=f"{self.kafka.client_id}-mapper-out")
-        await self.producer.start()
-        self.producer_started.set()
-
-    async def on_stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()  # flushes what is still buffered
-
-    async def reset(self) -> None:
-        """Replace the producer by a new one (a new idempotent producer id), when nothing is in
-        flight. After Kafka refused one of its record batches, an idempotent producer's sequence
-        numbers for that partition no longer match the broker's, and every later send there fails
-        with `OutOfOrderSequenceNumber`; a new producer starts its sequences afresh."""
-        fresh = new_producer(self.kafka, client_id=f"{self.kafka.client_id}-mapper-out")
-        try:
-            await fresh.start()
-        except Exception:  # the broker is away: keep the old one, the next refusal tries again
-            log.warning("cannot start a new producer", exc_info=True)
-            with contextlib.suppress(Exception):
-                await fresh.stop()
-            return
-        old, self.producer = self.producer, fresh
-        self.producer_started.set()
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.stop()
-
-    async def _partition_of(self, topic: str, key: bytes | None) -> int:
-        assert self.producer is not None
-        partitions = self._partitions.get(topic)
-        if partitions is None:
-            found = await self.producer.partitions_for(topic)
-            partitions = self._partitions[topic] = sorted(found)
-        partition: int = self._partitioner(key, partitions, partitions)
-        if key is not None:  # keyed: always the same partition (a None key is spread at random)
-            if len(self._by_key) >= _PARTITION_CACHE_MAX:
-                self._by_key.clear()
-            self._by_key[(topic, key)] = partition
-        return partition
-
-    async def produce_all(self, messages: list[OutMessage]) -> dict[tuple[str, int], int]:
-        """Returns, per (topic, partition) written, the offset after its last record."""
-        await self.producer_started.wait()
-        producer = self.producer
-        assert producer is not None
-        batches: dict[tuple[str, int], Any] = {}
-        deliveries: list[tuple[Awaitable[Any], int]] = []
-        """Each delivery future with the number of records it carries."""
-        by_key = self._by_key
-        for count, message in enumerate(messages, 1):
-            if count % _YIELD_EVERY_MESSAGES == 0:  # a big batch (a large select) leaves the loop turns
-                await asyncio.sleep(0)
-            partition = message.partition
-            if partition is None and message.key is not None:
-                partition = by_key.get((message.topic, message.key))
-            if partition is None:
-                partition = await self._partition_of(message.topic, message.key)
-            where = (message.topic, partition)
-            batch = batches.get(where)
-            if batch is None:
-                batch = batches[where] = producer.create_batch()
-            if (
-                batch.append(key=message.key, value=message.value, timestamp=None, headers=message.headers)
-                is None
-            ):
-                deliveries.append(
-                    (await producer.send_batch(batch, where[0], partition=where[1]), batch.record_count())
-                )
-                batch = batches[where] = producer.create_batch()
-                appended = batch.append(
-                    key=message.key, value=message.value, timestamp=None, headers=message.headers
-                )
-                if appended is None:  # larger than a whole batch: send it on its own
-                    single = await producer.send(
-                        message.topic,
-                        message.value,
-                        key=message.key,
-                        partition=where[1],
-                        headers=message.headers,
-                    )
-                    deliveries.append((single, 1))
-                    batches.pop(where)
-        for (topic, partition), batch in batches.items():
-            if batch.record_count():
-                deliveries.append(
-                    (await producer.send_batch(batch, topic, partition=partition), batch.record_count())
-                )
-        results = await asyncio.gather(*(delivery for delivery, _ in deliveries))
-        ends: dict[tuple[str, int], int] = {}
-        for metadata, (_, count) in zip(results, deliveries, strict=True):
-            if metadata is not None and metadata.offset is not None:
-                where = (metadata.topic, metadata.partition)
-                ends[where] = max(ends.get(where, 0), metadata.offset + count)
-        return ends
-
-
-def _too_large(error: BaseException) -> bool:
-    """Kafka refused a record for its size (over a topic's `max.message.bytes` or the producer's
-    request limit): permanent, and caused by the content of the message that produced it."""
-    return isinstance(error, MessageSizeTooLargeError | RecordTooLargeError | RecordListTooLargeError)
-
-
-def _transient(error: BaseException) -> bool:
-    """A produce error worth retrying: Kafka says so, or the broker did not answer in time, or the
-    idempotent producer lost its sequence (retried with a new producer)."""
-    return isinstance(error, KafkaTimeoutError | OSError | TimeoutError | OutOfOrderSequenceNumber) or bool(
-        getattr(error, "retriable", False)
-    )
-
-
-def _needs_new_producer(error: BaseException) -> bool:
-    """The producer's sequence numbers cannot be trusted any more (see `OutputProducer.reset`)."""
-    return _too_large(error) or isinstance(error, OutOfOrderSequenceNumber)
-
-
-@dataclass(frozen=True, slots=True)
-class _Raw:
-    """One consumed input message, from faust's stream or from the gap reader."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-    @classmethod
-    def of(cls, message: Any) -> _Raw:
-        return cls(message.topic, message.partition, message.offset, message.key, message.value)
-
-
-class GapReader(Service):
-    """Reads a range of one input partition with its own group-less aiokafka consumer.
-
-    Used only when the mapper finds input that faust skipped: it never touches faust's fetcher
-    (whose drop logic can discard re-fetched messages after a seek) nor the group's offsets.
-    Started on first use. `read` raises on a broker problem; the caller retries later.
-    """
-
-    def __init__(self, kafka: KafkaSettings, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.kafka = kafka
-        self.consumer: AIOKafkaConsumer | None = None
-
-    async def _consumer(self) -> AIOKafkaConsumer:
-        if self.consumer is None:
-            consumer = new_consumer(
-                self.kafka, group_id=None, client_id=f"{self.kafka.client_id}-mapper-gaps"
-            )
-            await consumer.start()
-            self.consumer = consumer
-        return self.consumer
-
-    async def on_stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
-
-    async def earliest(self, topic: str, partition: int) -> int:
-        consumer = await self._consumer()
-        tp = TopicPartition(topic, partition)
-        offsets = await consumer.beginning_offsets([tp])
-        return int(offsets[tp])
-
-    async def read(
-        self, topic: str, partition: int, start: int, until: int, timeout_s: float = 30.0
-    ) -> list[_Raw]:
-        """Messages with `start <= offset < until`, in order (offsets that hold no message, such
-        as transaction markers, are simply absent)."""
-        consumer = await self._consumer()
-        tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        found: list[_Raw] = []
-        deadline = time.monotonic() + timeout_s
-        while await consumer.position(tp) < until:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}[{partition}] {start}..{until - 1} not read in {timeout_s} s")
-            batch = await consumer.getmany(tp, timeout_ms=500, max_records=2000)
-            found.extend(
-                _Raw(topic, partition, r.offset, r.key, r.value)
-                for r in batch.get(tp, [])
-                if r.offset < until
-            )
-        return found
 
 
 class MapperApp:
@@ -561,7 +203,7 @@ class MapperApp:
         """Handle one batch of faust events (see `_handle_messages`) once the state of their
         partitions is recovered; when recovery fails (the broker is away) the batch is held and
         handled by the position check once it succeeds: nothing is decided on a partial state."""
-        messages = [_Raw.of(event.message) for event in events]
+        messages = [RawMessage.of(event.message) for event in events]
         async with self._lock:
             if not await self._recover({m.partition for m in messages}):
                 self._held.extend(messages)
@@ -612,7 +254,7 @@ class MapperApp:
         self.store.rebuild_index()
         log.info("state index rebuilt", extra={"ms": round((time.perf_counter() - started) * 1000)})
 
-    def _with_held(self, messages: list[_Raw]) -> list[_Raw]:
+    def _with_held(self, messages: list[RawMessage]) -> list[RawMessage]:
         """`messages` plus the held ones of partitions still assigned, each partition in offset
         order, each offset once; empties the hold."""
         if not self._held:
@@ -623,7 +265,7 @@ class MapperApp:
         self._held = []
         return [unique[k] for k in sorted(unique)]
 
-    async def _handle_messages(self, messages: list[_Raw]) -> None:
+    async def _handle_messages(self, messages: list[RawMessage]) -> None:
         """Handle messages in order; outputs are durable before the state that records them.
 
         Every message is first checked against the mapper's own position for its partition
@@ -641,7 +283,7 @@ class MapperApp:
             await self._handle_messages_once(messages)
         except BaseException as error:
             self.store.discard()
-            if not _too_large(error):
+            if not too_large_error(error):
                 raise
             refused: BaseException = error
         else:
@@ -666,7 +308,7 @@ class MapperApp:
             raise
         self.store.keep()
 
-    async def _set_aside(self, message: _Raw, error: BaseException) -> None:
+    async def _set_aside(self, message: RawMessage, error: BaseException) -> None:
         """A message whose outputs or state Kafka refused for their size (a batch of its own):
         dead-lettered as `too_large`, answered when its tenant can be read, recorded as handled,
         so a permanent size refusal never blocks its partition. Outputs that landed before the
@@ -688,10 +330,12 @@ class MapperApp:
         )
         self._consumed(incoming.topic, "too_large").inc()
         self.store.put_position(*where, message.offset + 1)
-        await self._produce_retrying([self._message(o) for o in too_large(incoming, text)], "outputs")
+        await self._produce_retrying(
+            [kafka_message(o, self.settings) for o in too_large(incoming, text)], "outputs"
+        )
         self.store.written(await self._produce_retrying(self.store.take_pending(), "state"))
 
-    async def _handle_messages_once(self, messages: list[_Raw]) -> None:
+    async def _handle_messages_once(self, messages: list[RawMessage]) -> None:
         outputs: list[Output] = []
         store = self.store
         advanced: dict[tuple[str, int], int] = {}
@@ -725,14 +369,16 @@ class MapperApp:
         for (topic, partition), position in advanced.items():
             store.put_position(topic, partition, position)
         if outputs:
-            await self._produce_retrying([self._message(output) for output in outputs], "outputs")
+            await self._produce_retrying(
+                [kafka_message(output, self.settings) for output in outputs], "outputs"
+            )
         state = store.take_pending()
         if state:
             store.written(await self._produce_retrying(state, "state"))
 
     async def _produce_retrying(self, messages: list[OutMessage], what: str) -> dict[tuple[str, int], int]:
         """`OutputProducer.produce_all`, retried with exponential back-off until it succeeds
-        when the error is transient (`_transient`: the broker away, timeouts, leader changes).
+        when the error is transient (`transient_produce_error`: the broker away, timeouts, leader changes).
 
         A batch's outputs and state are not given up while the worker runs: its input
         positions and state already moved in memory, so an error let through here would leave
@@ -741,7 +387,7 @@ class MapperApp:
         The agent waits meanwhile, so nothing else is consumed. Cancellation (shutdown,
         rebalance) is not retried: the in-memory state then goes with the batch, and the durable
         positions make the partition's next owner read the batch again. A permanent error is
-        raised at once and the caller undoes the batch's state: a size refusal (`_too_large`) is
+        raised at once and the caller undoes the batch's state: a size refusal (`too_large_error`) is
         pinned on its message, which is set aside (`_set_aside`); any other (a denied topic)
         makes the batch be read again as a gap on the next position check, so the partition
         waits (with an error logged each time) until the operator fixes it.
@@ -757,7 +403,7 @@ class MapperApp:
             )
 
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_transient),
+            retry=retry_if_exception(transient_produce_error),
             wait=wait_exponential_jitter(multiplier=PRODUCE_RETRY_INITIAL_S, max=PRODUCE_RETRY_MAX_S),
             before_sleep=before_sleep,
             reraise=True,
@@ -766,12 +412,12 @@ class MapperApp:
                 try:
                     return await self.output.produce_all(messages)
                 except Exception as error:
-                    if _needs_new_producer(error):
+                    if needs_new_producer(error):
                         await self.output.reset()
                     raise
         raise AssertionError("unreachable: AsyncRetrying re-raises the last error")  # pragma: no cover
 
-    async def _decide_any(self, message: _Raw) -> list[Output]:
+    async def _decide_any(self, message: RawMessage) -> list[Output]:
         """`_decide`; a command (whose cost grows with what it names: a select of 10,000 ids takes
         a few hundred ms) is decided in a worker thread, so the event loop keeps answering health
         probes and heartbeats meanwhile. The agent still waits for it: messages stay in order, and
@@ -787,11 +433,11 @@ class MapperApp:
                     await asyncio.wait({future})
             raise
 
-    def _decide_exclusive(self, message: _Raw) -> list[Output]:
+    def _decide_exclusive(self, message: RawMessage) -> list[Output]:
         with self.store.index_lock:
             return self._decide(message)
 
-    def _incoming(self, message: _Raw) -> Incoming:
+    def _incoming(self, message: RawMessage) -> Incoming:
         return Incoming(
             topic=self.settings.canonical(message.topic),
             source_topic=message.topic,
@@ -801,7 +447,7 @@ class MapperApp:
             value=message.value if message.value is not None else b"",
         )
 
-    def _decide(self, message: _Raw) -> list[Output]:
+    def _decide(self, message: RawMessage) -> list[Output]:
         incoming = self._incoming(message)
         self.store.partition = message.partition
         try:
@@ -813,11 +459,11 @@ class MapperApp:
                 "unexpected error handling a message",
                 extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
             )
-            decision = Decision("error", [self._internal_error(incoming, error)])
+            decision = Decision("error", [internal_error_letter(incoming, error)])
         self._consumed(incoming.topic, decision.message_type).inc()
         return decision.outputs
 
-    async def _read_gap(self, topic: str, partition: int, position: int, until: int) -> list[_Raw]:
+    async def _read_gap(self, topic: str, partition: int, position: int, until: int) -> list[RawMessage]:
         """The messages of `topic`/`partition` from `position` up to `until` (exclusive), read
         with the gap reader; retention-deleted ones are logged as lost and left out."""
         start = await self._fill_gap_from(topic, partition, position)
@@ -894,7 +540,7 @@ class MapperApp:
                 await self._handle_or_log(missing, "re-read input", topic=tp.topic, partition=tp.partition)
         await self._commit_positions(committed, faust_internals.offset_committer(self.app))
 
-    async def _handle_or_log(self, messages: list[_Raw], what: str, **where: Any) -> None:
+    async def _handle_or_log(self, messages: list[RawMessage], what: str, **where: Any) -> None:
         """`_handle_messages` for the timer: a failure is logged, not raised (the batch was undone,
         so a later check reads it again as a gap)."""
         try:
@@ -960,40 +606,6 @@ class MapperApp:
     @functools.cache
     def _consumed(topic: str, message_type: str) -> Any:
         return EVENTS_CONSUMED.labels(SERVICE, topic, message_type)
-
-    @staticmethod
-    @functools.cache
-    def _produced(topic: str, message_type: str) -> Any:
-        return EVENTS_PRODUCED.labels(SERVICE, topic, message_type)
-
-    def _internal_error(self, incoming: Incoming, error: Exception) -> DeadLetter:
-        """The dead letter of a message whose handling raised (`services.common.poison`)."""
-        failure = failure_of(error)
-        return DeadLetter(
-            key=incoming.key,
-            value=incoming.value,
-            headers=deadletter_headers(
-                reason=failure.reason,
-                error=failure.error,
-                stage=STAGE_INTERNAL,
-                topic=incoming.real_topic,
-                partition=incoming.partition,
-                offset=incoming.offset,
-                error_class=failure.error_class,
-            ),
-            reason=failure.reason,
-        )
-
-    def _message(self, output: Output) -> OutMessage:
-        """The Kafka message for one output (topic name with the configured prefix)."""
-        if isinstance(output, Emit):
-            self._produced(output.topic, output.type).inc()
-            return OutMessage(self.settings.topic(output.topic), output.key, output.value, _HEADERS)
-        stage = dict(output.headers).get(DLQ_STAGE, b"").decode()
-        DEADLETTERED.labels(SERVICE, stage, output.reason).inc()
-        self._produced(DEADLETTER, "deadletter").inc()
-        log.warning("dead-lettered message", extra={"reason": output.reason, "stage": stage})
-        return OutMessage(self.settings.topic(DEADLETTER), output.key, output.value, output.headers)
 
     # ------------------------------------------------------------------------------------------
 

@@ -20,9 +20,11 @@ from schemas.records import ContractRecordMapped
 from schemas.topics import PSA_AGREEMENTS, SYNC_COMMANDS
 from services.common.settings import KafkaSettings
 from services.mapper import app as app_module
-from services.mapper.app import MapperApp, OutMessage, _Raw
+from services.mapper.app import MapperApp
 from services.mapper.client_state import ClientIndex, IndexedStore
+from services.mapper.gap_reader import RawMessage
 from services.mapper.messages import Emit, Incoming, Output
+from services.mapper.output_producer import OutMessage
 from services.mapper.settings import MapperSettings
 from services.mapper.state import decide
 
@@ -151,7 +153,7 @@ def mapper(tmp_path: Path) -> MapperApp:
 
 async def test_the_workers_index_follows_an_undone_batch_and_a_recovery(mapper: MapperApp) -> None:
     first = snapshot(1, [11])
-    await mapper._handle_messages([_Raw(PSA_AGREEMENTS, 0, 0, first.key, first.to_bytes())])
+    await mapper._handle_messages([RawMessage(PSA_AGREEMENTS, 0, 0, first.key, first.to_bytes())])
     client = f"{TENANT}:250"
     assert mapper.store.index.owner(client, 11) == 1
 
@@ -161,7 +163,7 @@ async def test_the_workers_index_follows_an_undone_batch_and_a_recovery(mapper: 
     mapper.output.produce_all = rebalance  # type: ignore[method-assign]
     moved = snapshot(2, [11])
     with pytest.raises(asyncio.CancelledError):
-        await mapper._handle_messages([_Raw(PSA_AGREEMENTS, 0, 1, moved.key, moved.to_bytes())])
+        await mapper._handle_messages([RawMessage(PSA_AGREEMENTS, 0, 1, moved.key, moved.to_bytes())])
     assert mapper.store.index.owner(client, 11) == 1  # the undone write left no trace
     assert mapper.store.index.agreements(client) == [1]
 
@@ -187,7 +189,7 @@ async def test_a_long_batch_gives_the_event_loop_a_turn_between_messages(
             ticks.append(time.perf_counter())
             await asyncio.sleep(0)
 
-    messages = [_Raw(PSA_AGREEMENTS, 0, n, b"t:c", b"not json") for n in range(20)]
+    messages = [RawMessage(PSA_AGREEMENTS, 0, n, b"t:c", b"not json") for n in range(20)]
     task = asyncio.create_task(probe())
     await asyncio.sleep(0)
     started = time.perf_counter()
@@ -219,7 +221,7 @@ async def test_a_slow_command_is_decided_while_the_event_loop_keeps_answering(
     task = asyncio.create_task(probe())
     await asyncio.sleep(0)
     started = time.perf_counter()
-    await mapper._handle_messages([_Raw(SYNC_COMMANDS, 0, 0, command.key, command.to_bytes())])
+    await mapper._handle_messages([RawMessage(SYNC_COMMANDS, 0, 0, command.key, command.to_bytes())])
     ended = time.perf_counter()
     task.cancel()
 

@@ -21,7 +21,9 @@ from mapper_factories import set_auto_sync, snapshot
 
 from services.common.settings import KafkaSettings
 from services.mapper import app as app_module
-from services.mapper.app import MapperApp, OutMessage, _Raw
+from services.mapper.app import MapperApp
+from services.mapper.gap_reader import RawMessage
+from services.mapper.output_producer import OutMessage
 from services.mapper.settings import MapperSettings
 
 AGREEMENTS = "psa.agreements.v1"
@@ -116,12 +118,16 @@ async def test_messages_held_during_recovery_are_handled_by_the_timer_without_a_
     _use(mapper, FakeConsumer({tp}, {tp: None}))
     handled: list[list[tuple[str, int, int]]] = []
 
-    async def record(messages: list[_Raw]) -> None:
+    async def record(messages: list[RawMessage]) -> None:
         handled.append([(m.topic, m.partition, m.offset) for m in messages])
 
     mapper._handle_messages = record  # type: ignore[method-assign]
-    revoked = _Raw(AGREEMENTS, 1, 0, b"k", b"v")
-    mapper._held = [_Raw(AGREEMENTS, 0, 4, b"k", b"v"), revoked, _Raw(AGREEMENTS, 0, 3, b"k", b"v")]
+    revoked = RawMessage(AGREEMENTS, 1, 0, b"k", b"v")
+    mapper._held = [
+        RawMessage(AGREEMENTS, 0, 4, b"k", b"v"),
+        revoked,
+        RawMessage(AGREEMENTS, 0, 3, b"k", b"v"),
+    ]
 
     await mapper._check_positions()
 
@@ -151,7 +157,7 @@ async def test_a_batch_whose_produce_fails_is_sent_again_until_it_lands_before_i
 
     mapper.output.produce_all = broker_away_twice  # type: ignore[method-assign]
 
-    await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, b"t:c", b"not json")])
+    await mapper._handle_messages([RawMessage(AGREEMENTS, 0, 0, b"t:c", b"not json")])
 
     outputs, state = attempts[0], attempts[3]
     assert len(attempts) == 4  # outputs: failed, failed, sent; then the state, once
@@ -185,7 +191,7 @@ async def test_a_message_that_cannot_even_be_set_aside_is_raised_at_once_instead
     # Kafka refuses everything, the dead letter too: the batch once, then its `too_large` dead letter
     # once (tests/unit/mapper/test_mapper_too_large.py has the refusals that can be set aside)
     with pytest.raises(MessageSizeTooLargeError):
-        await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, b"t:c", b"not json")])
+        await mapper._handle_messages([RawMessage(AGREEMENTS, 0, 0, b"t:c", b"not json")])
     assert attempts == [1, 1] and len(resets) == 2
     assert mapper.store.position(AGREEMENTS, 0) == 0  # not handled: read again later
     assert mapper.store.take_pending() == []
@@ -200,7 +206,7 @@ async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as
         return {}
 
     mapper.output.produce_all = sent  # type: ignore[method-assign]
-    await mapper._handle_messages([_Raw(COMMANDS, 0, 0, auto.key, auto.to_bytes())])
+    await mapper._handle_messages([RawMessage(COMMANDS, 0, 0, auto.key, auto.to_bytes())])
     before = dict(mapper.store.items())
 
     async def rebalance(messages: list[OutMessage]) -> None:
@@ -209,7 +215,7 @@ async def test_a_batch_cancelled_before_its_state_is_written_leaves_the_state_as
     mapper.output.produce_all = rebalance  # type: ignore[method-assign]
     observed = snapshot(1, [11], tenant="t1")
     with pytest.raises(asyncio.CancelledError):
-        await mapper._handle_messages([_Raw(AGREEMENTS, 0, 0, observed.key, observed.to_bytes())])
+        await mapper._handle_messages([RawMessage(AGREEMENTS, 0, 0, observed.key, observed.to_bytes())])
 
     assert dict(mapper.store.items()) == before
     assert mapper.store.position(AGREEMENTS, 0) is None

@@ -11,8 +11,10 @@ import pytest
 from mapper_factories import select, snapshot
 
 from services.common.settings import KafkaSettings
-from services.mapper.app import MapperApp, OutMessage, StateStore, _Raw
+from services.mapper.app import MapperApp
 from services.mapper.client_state import ClientIndex, ItemState
+from services.mapper.gap_reader import RawMessage
+from services.mapper.output_producer import OutMessage
 from services.mapper.settings import MapperSettings
 from services.mapper.state_store import (
     LazyClientIndex,
@@ -21,6 +23,7 @@ from services.mapper.state_store import (
     StateBackend,
     open_backend,
 )
+from services.mapper.table_store import StateStore
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
@@ -144,8 +147,8 @@ async def test_the_worker_decides_the_same_on_either_store(tmp_path: Path, kind:
     observed, chosen = snapshot(1, [11, 12]), select([], [12])
     await mapper._handle_messages(
         [
-            _Raw("psa.agreements.v1", 0, 0, observed.key, observed.to_bytes()),
-            _Raw("sync.commands.v1", 0, 0, chosen.key, chosen.to_bytes()),
+            RawMessage("psa.agreements.v1", 0, 0, observed.key, observed.to_bytes()),
+            RawMessage("sync.commands.v1", 0, 0, chosen.key, chosen.to_bytes()),
         ]
     )
     records = [m for m in produced if m.topic == "contracts.records.v1"]

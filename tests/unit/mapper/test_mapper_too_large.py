@@ -14,7 +14,9 @@ from mapper_factories import CLIENT, TENANT, set_auto_sync, snapshot
 
 from schemas.topics import DEADLETTER, DLQ_REASON, DLQ_STAGE, PSA_AGREEMENTS, SYNC_COMMANDS, SYNC_EVENTS
 from services.common.settings import KafkaSettings
-from services.mapper.app import MapperApp, OutMessage, _Raw
+from services.mapper.app import MapperApp
+from services.mapper.gap_reader import RawMessage
+from services.mapper.output_producer import OutMessage
 from services.mapper.settings import MapperSettings
 
 LIMIT = 1_000_000
@@ -71,19 +73,19 @@ def mapper(tmp_path: Path, broker: Broker) -> MapperApp:
     return app
 
 
-def raw(offset: int, agreement_id: int, padding: int = 0) -> _Raw:
+def raw(offset: int, agreement_id: int, padding: int = 0) -> RawMessage:
     """Agreement `agreement_id` of client acme:250; `padding` bytes of a ConnectWise field the
     mapping does not read (kept in the state's copy of the snapshot, not in the records)."""
     extra = {"customFields": [{"id": 1, "value": "x" * padding}]} if padding else {}
     event = snapshot(agreement_id, [agreement_id * 10 + 1], **extra)
-    return _Raw(PSA_AGREEMENTS, 0, offset, event.key, event.to_bytes())
+    return RawMessage(PSA_AGREEMENTS, 0, offset, event.key, event.to_bytes())
 
 
 async def test_a_snapshot_too_big_for_the_state_changelog_is_set_aside_and_the_batch_goes_on(
     mapper: MapperApp, broker: Broker
 ) -> None:
     command = set_auto_sync(True)
-    await mapper._handle_messages([_Raw(SYNC_COMMANDS, 0, 0, command.key, command.to_bytes())])
+    await mapper._handle_messages([RawMessage(SYNC_COMMANDS, 0, 0, command.key, command.to_bytes())])
     big = raw(1, 2, padding=1_500_000)
     assert len(big.value or b"") > LIMIT
 
