@@ -1,8 +1,12 @@
 """The mapper's faust app: one agent over `psa.agreements.v1` + `sync.commands.v1`, its own state store.
 
 Thin adapter around `services.mapper.state.decide`:
-- Both source topics are read as raw bytes (`value_serializer="raw"`) and parsed with
-  `schemas.topics.parse` inside `decide`; faust never defines a second schema.
+- Both source topics are read as raw bytes (`value_serializer="raw"`) and parsed inside `decide`
+  (`services.mapper.messages.parse_input`: the compiled decoder of `schemas.fast` for observed
+  snapshots, `schemas.topics.parse` for the rest); faust never defines a second schema.
+- Helpers by role: `table_store.StateStore` (the store `decide` writes through),
+  `output_producer.OutputProducer` (batched producer), `gap_reader.GapReader` (re-reads skipped
+  input), `faust_internals` (the faust internals it needs, checked at start-up).
 - State lives in the mapper's own store (`StateStore`: a local backend from
   `services.mapper.state_store`, `memory://` or `rocksdb://`, plus the batch's pending changes),
   keys prefixed by the client key, and in its changelog topic (`<app_id>-state-changelog`,

@@ -10,15 +10,8 @@ from typing import Any
 import pytest
 from mapper_factories import cw_addition, cw_agreement, observed_data
 
-from services.mapper.mapping import (
-    MappingError,
-    billing_cycle_of,
-    calendar_date,
-    map_addition,
-    map_agreement,
-    map_items,
-    round_money,
-)
+from services.mapper.mapping import MappingError, map_addition, map_agreement, map_items
+from services.mapper.mapping_rules import billing_cycle_of, calendar_date, round_money
 
 
 @dataclass(frozen=True)
