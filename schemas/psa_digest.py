@@ -91,47 +91,56 @@ def _plain(item: Any, model: type[BaseModel], fields: Iterable[str] | None = Non
         spec = {name: spec[name] for name in fields}
     if isinstance(item, BaseModel):
         return item.model_dump(include=spec)
-    return _attributes(item, model, spec)
+    key = (model, None if fields is None else tuple(fields))
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _plan(model, spec)
+    return _attributes(item, plan)
 
 
-_KEYS: dict[type[BaseModel], dict[str, str]] = {}
+_Plan = list[tuple[str, str, Any]]
+"""Per field: (attribute, the key `model_dump` writes, the nested field's plan or None)."""
+_PLANS: dict[tuple[type[BaseModel], tuple[str, ...] | None], _Plan] = {}
 
 
-def _keys(model: type[BaseModel]) -> dict[str, str]:
-    """Field name -> the key `model_dump` writes it under (its alias when the model serialises by alias)."""
-    keys = _KEYS.get(model)
-    if keys is None:
-        by_alias = bool(model.model_config.get("serialize_by_alias"))
-        keys = _KEYS[model] = {
-            name: (info.serialization_alias or info.alias or name) if by_alias else name
-            for name, info in model.model_fields.items()
-        }
-    return keys
-
-
-def _attributes(item: Any, model: type[BaseModel], spec: dict[str, Any]) -> dict[str, Any]:
-    """`model_dump(include=spec)` of an object with `model`'s attributes (not a pydantic instance)."""
-    keys = _keys(model)
-    out: dict[str, Any] = {}
+def _plan(model: type[BaseModel], spec: dict[str, Any]) -> _Plan:
+    """How to dump `spec` of an object with `model`'s attributes (computed once per model and fields):
+    keys are the aliases when the model serialises by alias, as `model_dump` writes them."""
+    by_alias = bool(model.model_config.get("serialize_by_alias"))
+    plan: _Plan = []
     for name, nested in spec.items():
-        value = getattr(item, name)
-        if value is not None and nested is not True:
-            nested_model = _model_type(model.model_fields[name].annotation)
+        info = model.model_fields[name]
+        key = (info.serialization_alias or info.alias or name) if by_alias else name
+        sub = None
+        if nested is not True:
+            nested_model = _model_type(info.annotation)
             assert nested_model is not None
-            value = _attributes(value, nested_model, nested)
-        elif isinstance(value, datetime) and type(value) is not datetime:
-            value = datetime(
-                value.year,
-                value.month,
-                value.day,
-                value.hour,
-                value.minute,
-                value.second,
-                value.microsecond,
-                value.tzinfo,
-                fold=value.fold,
-            )
-        out[keys[name]] = value
+            sub = _plan(nested_model, nested)
+        plan.append((name, key, sub))
+    return plan
+
+
+def _attributes(item: Any, plan: _Plan) -> dict[str, Any]:
+    """`model_dump(include=...)` of an object that is not a pydantic instance, by its plan."""
+    out: dict[str, Any] = {}
+    for name, key, sub in plan:
+        value = getattr(item, name)
+        if value is not None:
+            if sub is not None:
+                value = _attributes(value, sub)
+            elif type(value) is not datetime and isinstance(value, datetime):
+                value = datetime(
+                    value.year,
+                    value.month,
+                    value.day,
+                    value.hour,
+                    value.minute,
+                    value.second,
+                    value.microsecond,
+                    value.tzinfo,
+                    fold=value.fold,
+                )
+        out[key] = value
     return out
 
 
